@@ -1,0 +1,198 @@
+/* XLA FFI call-frame decoding and error conversion. */
+#include "common/ffi_util.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+/* True when the runtime's API struct is large enough to hold `field`. */
+#define API_HAS(api, field) \
+  ((api)->struct_size >= offsetof(XLA_FFI_Api, field) + sizeof((api)->field) && (api)->field)
+
+static void drop_error(const XLA_FFI_Api *api, XLA_FFI_Error *e) {
+  XLA_FFI_Error_Destroy_Args d;
+  memset(&d, 0, sizeof d);
+  d.struct_size = XLA_FFI_Error_Destroy_Args_STRUCT_SIZE;
+  d.error = e;
+  api->XLA_FFI_Error_Destroy(&d);
+}
+
+int jaxmg__ffi_metadata(XLA_FFI_CallFrame *f) {
+  /* Walk the extension chain through XLA_FFI_Metadata_Extension, whose name and members are
+   * the same in every header version. */
+  XLA_FFI_Metadata_Extension *m = (XLA_FFI_Metadata_Extension *)(void *)f->extension_start;
+  for (; m; m = (XLA_FFI_Metadata_Extension *)(void *)m->extension_base.next) {
+    if (m->extension_base.type == XLA_FFI_Extension_Metadata) {
+      m->metadata->api_version.major_version = JAXMG_FFI_MAJOR;
+      m->metadata->api_version.minor_version = JAXMG_FFI_MINOR;
+      m->metadata->traits = 0;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static XLA_FFI_Error_Code to_xla_code(jaxmg_status_t s) {
+  switch (s) {
+    case JAXMG_OK: return XLA_FFI_Error_Code_OK;
+    case JAXMG_EINVAL: return XLA_FFI_Error_Code_INVALID_ARGUMENT;
+    case JAXMG_ENOMEM: return XLA_FFI_Error_Code_RESOURCE_EXHAUSTED;
+    case JAXMG_ETIMEDOUT: return XLA_FFI_Error_Code_DEADLINE_EXCEEDED;
+    case JAXMG_EPEER: return XLA_FFI_Error_Code_ABORTED;
+    case JAXMG_EUNAVAIL: return XLA_FFI_Error_Code_UNAVAILABLE;
+    case JAXMG_ELIB:
+    case JAXMG_EINTERNAL:
+    case JAXMG_EFAULT: return XLA_FFI_Error_Code_INTERNAL;
+  }
+  return XLA_FFI_Error_Code_UNKNOWN;
+}
+
+XLA_FFI_Error *jaxmg__ffi_error(const XLA_FFI_Api *api, const jaxmg_error_t *e) {
+  XLA_FFI_Error_Create_Args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = XLA_FFI_Error_Create_Args_STRUCT_SIZE;
+  a.message = e->msg;
+  a.errc = to_xla_code(e->code);
+  return api->XLA_FFI_Error_Create(&a);
+}
+
+static int map_dtype(int x, jaxmg_dtype_t *out) {
+  switch (x) {
+    case XLA_FFI_DataType_F32: *out = JAXMG_F32; return 1;
+    case XLA_FFI_DataType_F64: *out = JAXMG_F64; return 1;
+    case XLA_FFI_DataType_C64: *out = JAXMG_C64; return 1;
+    case XLA_FFI_DataType_C128: *out = JAXMG_C128; return 1;
+    default: return 0;
+  }
+}
+
+const char *jaxmg__xla_dtype_name(int x) {
+  switch (x) {
+    case XLA_FFI_DataType_PRED: return "bool";
+    case XLA_FFI_DataType_S8: return "int8";
+    case XLA_FFI_DataType_S16: return "int16";
+    case XLA_FFI_DataType_S32: return "int32";
+    case XLA_FFI_DataType_S64: return "int64";
+    case XLA_FFI_DataType_U8: return "uint8";
+    case XLA_FFI_DataType_U32: return "uint32";
+    case XLA_FFI_DataType_U64: return "uint64";
+    case XLA_FFI_DataType_F16: return "float16";
+    case XLA_FFI_DataType_BF16: return "bfloat16";
+    case XLA_FFI_DataType_F32: return "float32";
+    case XLA_FFI_DataType_F64: return "float64";
+    case XLA_FFI_DataType_C64: return "complex64";
+    case XLA_FFI_DataType_C128: return "complex128";
+    default: return "an unsupported dtype";
+  }
+}
+
+jaxmg_status_t jaxmg__ffi_buffer(const XLA_FFI_CallFrame *f, int is_ret, int64_t i,
+                                 jaxmg_buf_t *out, const char *op, const char *what,
+                                 jaxmg_error_t *err) {
+  int64_t n = is_ret ? f->rets.size : f->args.size;
+  if (i >= n) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: expected %s number %lld, got only %lld %s",
+                         op, is_ret ? "result" : "operand", (long long)i + 1, (long long)n,
+                         is_ret ? "results" : "operands");
+  }
+  int type = is_ret ? (int)f->rets.types[i] : (int)f->args.types[i];
+  if (type != 1 /* BUFFER for both args and rets */) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: '%s' must be a buffer", op, what);
+  }
+  const XLA_FFI_Buffer *b = is_ret ? f->rets.rets[i] : f->args.args[i];
+  out->xla_dtype = (int)b->dtype;
+  out->known = map_dtype((int)b->dtype, &out->dtype);
+  out->data = b->data;
+  out->rank = b->rank;
+  out->dims = b->dims;
+  return JAXMG_OK;
+}
+
+jaxmg_status_t jaxmg__ffi_attr_i64(const XLA_FFI_CallFrame *f, const char *name, int64_t *out,
+                                   const char *op, jaxmg_error_t *err) {
+  size_t len = strlen(name);
+  for (int64_t i = 0; i < f->attrs.size; i++) {
+    const XLA_FFI_ByteSpan *nm = f->attrs.names[i];
+    if (nm->len != len || memcmp(nm->ptr, name, len) != 0) continue;
+    if (f->attrs.types[i] != XLA_FFI_AttrType_SCALAR) {
+      return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: attribute '%s' must be an integer scalar",
+                           op, name);
+    }
+    const XLA_FFI_Scalar *s = f->attrs.attrs[i];
+    switch (s->dtype) {
+      case XLA_FFI_DataType_S64: *out = *(const int64_t *)s->value; return JAXMG_OK;
+      case XLA_FFI_DataType_S32: *out = *(const int32_t *)s->value; return JAXMG_OK;
+      case XLA_FFI_DataType_U32: *out = *(const uint32_t *)s->value; return JAXMG_OK;
+      case XLA_FFI_DataType_S8: *out = *(const int8_t *)s->value; return JAXMG_OK;
+      case XLA_FFI_DataType_PRED: *out = *(const uint8_t *)s->value; return JAXMG_OK;
+      default:
+        return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: attribute '%s' must be an integer, got %s",
+                             op, name, jaxmg__xla_dtype_name((int)s->dtype));
+    }
+  }
+  return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: missing attribute '%s'", op, name);
+}
+
+jaxmg_status_t jaxmg__ffi_run_id(const XLA_FFI_CallFrame *f, int64_t *out, const char *op,
+                                 jaxmg_error_t *err) {
+  const XLA_FFI_Api *api = f->api;
+  if (!API_HAS(api, XLA_FFI_RunId_Get)) {
+    return jaxmg__seterr(err, JAXMG_EUNAVAIL,
+                         "jaxmg.%s: this jaxlib's FFI (API %d.%d) has no run id; jaxmg needs "
+                         "jaxlib >= 0.6.2",
+                         op, api->api_version.major_version, api->api_version.minor_version);
+  }
+  XLA_FFI_RunId_Get_Args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = XLA_FFI_RunId_Get_Args_STRUCT_SIZE;
+  a.ctx = f->ctx;
+  XLA_FFI_Error *e = api->XLA_FFI_RunId_Get(&a);
+  if (e) {
+    drop_error(api, e);
+    return jaxmg__seterr(err, JAXMG_EUNAVAIL, "jaxmg.%s: XLA did not provide a run id", op);
+  }
+  *out = a.run_id;
+  return JAXMG_OK;
+}
+
+jaxmg_status_t jaxmg__ffi_stream(const XLA_FFI_CallFrame *f, void **out, const char *op,
+                                 jaxmg_error_t *err) {
+  XLA_FFI_Stream_Get_Args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = XLA_FFI_Stream_Get_Args_STRUCT_SIZE;
+  a.ctx = f->ctx;
+  XLA_FFI_Error *e = f->api->XLA_FFI_Stream_Get(&a);
+  if (e) {
+    drop_error(f->api, e);
+    return jaxmg__seterr(err, JAXMG_EUNAVAIL, "jaxmg.%s: XLA did not provide a stream", op);
+  }
+  *out = a.stream;
+  return JAXMG_OK;
+}
+
+void *jaxmg__ffi_alloc(const XLA_FFI_CallFrame *f, size_t bytes) {
+  XLA_FFI_DeviceMemory_Allocate_Args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = XLA_FFI_DeviceMemory_Allocate_Args_STRUCT_SIZE;
+  a.ctx = f->ctx;
+  a.size = bytes;
+  a.alignment = 256;
+  XLA_FFI_Error *e = f->api->XLA_FFI_DeviceMemory_Allocate(&a);
+  if (e) {
+    drop_error(f->api, e);
+    return NULL;
+  }
+  return a.data;
+}
+
+void jaxmg__ffi_free(const XLA_FFI_CallFrame *f, void *p, size_t bytes) {
+  if (!p) return;
+  XLA_FFI_DeviceMemory_Free_Args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = XLA_FFI_DeviceMemory_Free_Args_STRUCT_SIZE;
+  a.ctx = f->ctx;
+  a.size = bytes;
+  a.data = p;
+  XLA_FFI_Error *e = f->api->XLA_FFI_DeviceMemory_Free(&a);
+  if (e) drop_error(f->api, e);
+}

@@ -1,0 +1,56 @@
+/* Call-frame decoding for XLA's C FFI, written against the header of the installed jaxlib.
+ * Only names that are identical in every supported header version are used (the extension
+ * base struct was renamed between FFI API 0.3 and 0.4). */
+#ifndef JAXMG_COMMON_FFI_UTIL_H_
+#define JAXMG_COMMON_FFI_UTIL_H_
+
+#include <stdint.h>
+
+#include "common/common.h"
+#include "xla/ffi/api/c_api.h"
+
+/* The FFI API version our handlers announce: the oldest whose calls we use unguarded. */
+#define JAXMG_FFI_MAJOR 0
+#define JAXMG_FFI_MINOR 1
+
+/* If the frame is XLA's metadata query, answers it and returns 1. */
+int jaxmg__ffi_metadata(XLA_FFI_CallFrame *f);
+
+/* Converts a jaxmg error into an XLA FFI error owned by the caller (XLA). */
+XLA_FFI_Error *jaxmg__ffi_error(const XLA_FFI_Api *api, const jaxmg_error_t *e);
+
+/* A decoded buffer: dtype mapped to jaxmg's (known = 0 for dtypes jaxmg does not handle). */
+typedef struct {
+  int known;
+  jaxmg_dtype_t dtype;
+  int xla_dtype;
+  void *data;
+  int64_t rank;
+  const int64_t *dims;
+} jaxmg_buf_t;
+
+/* Argument (is_ret = 0) or result (is_ret = 1) number i. */
+jaxmg_status_t jaxmg__ffi_buffer(const XLA_FFI_CallFrame *f, int is_ret, int64_t i,
+                                 jaxmg_buf_t *out, const char *op, const char *what,
+                                 jaxmg_error_t *err);
+
+/* Integer scalar attribute `name` (any integer width). */
+jaxmg_status_t jaxmg__ffi_attr_i64(const XLA_FFI_CallFrame *f, const char *name, int64_t *out,
+                                   const char *op, jaxmg_error_t *err);
+
+/* XLA run id of this execution; guarded by the runtime's API struct size. */
+jaxmg_status_t jaxmg__ffi_run_id(const XLA_FFI_CallFrame *f, int64_t *out, const char *op,
+                                 jaxmg_error_t *err);
+
+/* Platform stream (cudaStream_t on CUDA). */
+jaxmg_status_t jaxmg__ffi_stream(const XLA_FFI_CallFrame *f, void **out, const char *op,
+                                 jaxmg_error_t *err);
+
+/* Device memory through XLA's allocator of this call's device. */
+void *jaxmg__ffi_alloc(const XLA_FFI_CallFrame *f, size_t bytes);
+void jaxmg__ffi_free(const XLA_FFI_CallFrame *f, void *p, size_t bytes);
+
+/* Name of an XLA dtype for messages ("int32", ...). */
+const char *jaxmg__xla_dtype_name(int xla_dtype);
+
+#endif

@@ -1,0 +1,47 @@
+/* What every participant of a call publishes in the rendezvous, and the op codes the FFI layer
+ * hands to the backends. Backends see plain pointers only. */
+#ifndef JAXMG_COMMON_OPS_H_
+#define JAXMG_COMMON_OPS_H_
+
+#include <stdint.h>
+
+#include "common/rendezvous.h"
+#include "jaxmg/jaxmg.h"
+
+typedef struct {
+  void *a;          /* this device's matrix shard: nloc x N row-major (in/out) */
+  const void *b;    /* right-hand sides, column-major N x nrhs, replicated (potrs) */
+  void *x;          /* solution, column-major N x nrhs, replicated (potrs) */
+  void *w;          /* eigenvalues, N reals, replicated (syevd) */
+  int32_t *info;    /* LAPACK info, one int32, replicated */
+  int device;       /* device ordinal (GPU) */
+  void *stream;     /* the device's XLA stream (GPU) */
+  void *ready;      /* event recorded on `stream` once this device's inputs are ready (GPU) */
+} jaxmg_part_t;
+
+/* What one participant is asked to do. */
+typedef enum {
+  JAXMG_OP_POTRF = 0,   /* factor A = L L^H in place, in the block-cyclic layout */
+  JAXMG_OP_POTRS = 1,   /* factor, then solve for the right-hand sides */
+  JAXMG_OP_SOLVE = 2,   /* solve with a factor produced by JAXMG_OP_POTRF */
+  JAXMG_OP_POTRI = 3,   /* inverse, returned as rows of inv(A) in the original order */
+  JAXMG_OP_SYEVD = 4,   /* eigenvalues and eigenvectors */
+  JAXMG_OP_SYEVD_N = 5  /* eigenvalues only */
+} jaxmg_op_t;
+
+typedef struct {
+  jaxmg_op_t op;
+  const char *name;          /* "potrs", ... for messages */
+  jaxmg_dtype_t dtype;
+  jaxmg_layout_t lay;        /* N, nloc, ndev = number of participants, tile */
+  int64_t nrhs;
+  int rank;
+  jaxmg_session_t *session;  /* joined; slots hold every participant's jaxmg_part_t */
+} jaxmg_task_t;
+
+/* Statuses that originate in another participant (already posted to the session). */
+static inline int jaxmg__is_peer_status(jaxmg_status_t s) {
+  return s == JAXMG_EPEER || s == JAXMG_ETIMEDOUT;
+}
+
+#endif

@@ -1,0 +1,62 @@
+/* Rendezvous of the per-device calls of one execution.
+ *
+ * XLA calls an FFI handler once per device, each from its own host thread. The calls that
+ * belong together share the XLA run id; within one run the same call site may execute
+ * several times (a loop), and a 2D mesh holds several independent replica groups. A
+ * participant is identified by (run id, call site, group, rank); it joins the oldest
+ * session of its (run id, call site, group) that it has not joined yet, so the k-th call of
+ * a site in a run meets the k-th calls of the other ranks.
+ *
+ * Every wait has a deadline. A participant that fails posts its error to the session; all
+ * others see it at their next wait and return an error naming it. A session that failed
+ * before every rank arrived stays as a tombstone for a while so that late arrivals fail at
+ * once instead of waiting for peers that already left. */
+#ifndef JAXMG_COMMON_RENDEZVOUS_H_
+#define JAXMG_COMMON_RENDEZVOUS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jaxmg/jaxmg.h"
+
+typedef struct jaxmg_session jaxmg_session_t;
+
+typedef struct {
+  int64_t run_id;
+  int64_t site;
+  int64_t group;
+  int nparts;          /* participants of the group */
+  int rank;            /* 0 <= rank < nparts: position along the sharded mesh axis */
+  int64_t timeout_ms;  /* arrival deadline (> 0) */
+  const char *op;      /* "potrs", ... for messages */
+  const void *slot;    /* what this participant publishes (buffer pointers, device) */
+  size_t slot_size;    /* same for every participant of the session, <= 256 */
+} jaxmg_join_t;
+
+/* Waits until all participants arrived. On success *out is the session; on failure (timeout,
+ * a peer's error, bad arguments) *out is NULL, the caller has already left, and *err names
+ * the cause. */
+jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxmg_error_t *err);
+
+/* The slot published by `rank`. */
+const void *jaxmg__rv_slot(const jaxmg_session_t *s, int rank);
+
+/* 256 bytes of zero-initialised scratch shared by the participants. Writes must be ordered
+ * with barriers (or jaxmg__rv_lock). */
+void *jaxmg__rv_shared(jaxmg_session_t *s);
+void jaxmg__rv_lock(jaxmg_session_t *s);
+void jaxmg__rv_unlock(jaxmg_session_t *s);
+
+/* Waits until all participants reached this barrier. timeout_ms < 0: the join deadline's
+ * length; 0: wait without deadline (only for waits on a peer that is computing, never on
+ * arrival). Returns JAXMG_EPEER when a participant failed. */
+jaxmg_status_t jaxmg__rv_barrier(jaxmg_session_t *s, int rank, int64_t timeout_ms,
+                                 jaxmg_error_t *err);
+
+/* Posts this participant's failure; every current and future wait of the session fails. */
+void jaxmg__rv_fail(jaxmg_session_t *s, int rank, const jaxmg_error_t *e);
+
+/* Leaves the session; the last one out frees it. */
+void jaxmg__rv_leave(jaxmg_session_t *s, int rank);
+
+#endif

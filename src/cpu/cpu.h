@@ -1,0 +1,41 @@
+/* The CPU backend: distributed tiled algorithms over the shards of the participants of one
+ * session, in the 1D block-cyclic layout, with LAPACK/BLAS tile kernels.
+ *
+ * Every participant calls the same entry point with its own rank after joining the session;
+ * each updates the tiles it owns (owner computes) and reads the tiles of others between
+ * barriers. The factorization is right-looking: at step k the owner of tile column k
+ * factors the diagonal tile (potrf) and the panel below it (trsm), all meet, then each
+ * participant applies the rank-T update (herk + gemm) to its own tile columns right of k. */
+#ifndef JAXMG_CPU_CPU_H_
+#define JAXMG_CPU_CPU_H_
+
+#include "common/ops.h"
+#include "cpu/lapack.h"
+
+/* Runs task t for one participant. Returns JAXMG_OK also when the matrix is not positive
+ * definite or the eigensolver does not converge: then *info > 0 and the outputs hold NaN. */
+jaxmg_status_t jaxmg_cpu_run(const jaxmg_task_t *t, int32_t *info, jaxmg_error_t *err);
+
+/* Internal: the pieces shared by the algorithms (cpu_potrf.c). */
+typedef struct {
+  const jaxmg_task_t *t;
+  const jaxmg_cpu_kernels_t *k;
+  size_t esz;
+  int64_t N, T, K, P;
+  int ld;
+} jaxmg_cpu_ctx_t;
+
+jaxmg_status_t jaxmg__cpu_ctx(jaxmg_cpu_ctx_t *c, const jaxmg_task_t *t, int need_evd,
+                              jaxmg_error_t *err);
+/* Address of row `row` of global tile column j (in its owner's shard). */
+char *jaxmg__cpu_at(const jaxmg_cpu_ctx_t *c, int64_t j, int64_t row);
+/* Distributed Cholesky of the (already permuted) shards; *ginfo = LAPACK info in original
+ * index order (0 when positive definite), equal on every participant. */
+jaxmg_status_t jaxmg__cpu_factor(const jaxmg_cpu_ctx_t *c, int64_t *ginfo, jaxmg_error_t *err);
+/* Solves L L^H Y = Y for nc columns of Y (ld N) using the distributed factor. */
+void jaxmg__cpu_solve(const jaxmg_cpu_ctx_t *c, void *y, int nc);
+
+jaxmg_status_t jaxmg__cpu_potri(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
+jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
+
+#endif

@@ -1,0 +1,93 @@
+/* Registration of LAPACK/BLAS function pointers and the per-dtype kernel table. */
+#include "cpu/lapack.h"
+
+#include <pthread.h>
+#include <string.h>
+
+/* X(prefix, name-suffix, field): every routine of every precision the backend uses. */
+#define JAXMG_LAPACK_ROUTINES(X)                                                     \
+  X(s, potrf, potrf) X(d, potrf, potrf) X(c, potrf, potrf) X(z, potrf, potrf)       \
+  X(s, trsm, trsm) X(d, trsm, trsm) X(c, trsm, trsm) X(z, trsm, trsm)               \
+  X(s, syrk, herk) X(d, syrk, herk) X(c, herk, herk) X(z, herk, herk)               \
+  X(s, gemm, gemm) X(d, gemm, gemm) X(c, gemm, gemm) X(z, gemm, gemm)               \
+  X(s, syevd, syevd) X(d, syevd, syevd) X(c, heevd, heevd) X(z, heevd, heevd)
+
+static const float kF32[2] = {1.0f, -1.0f};
+static const double kF64[2] = {1.0, -1.0};
+static const float kC64[3][2] = {{1.0f, 0.0f}, {-1.0f, 0.0f}, {0.0f, 0.0f}};
+static const double kC128[3][2] = {{1.0, 0.0}, {-1.0, 0.0}, {0.0, 0.0}};
+static const float kF32Zero = 0.0f;
+static const double kF64Zero = 0.0;
+
+static jaxmg_cpu_kernels_t g_kernels[4];
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int prec_index(char p) {
+  switch (p) {
+    case 's': return 0;
+    case 'd': return 1;
+    case 'c': return 2;
+    case 'z': return 3;
+  }
+  return -1;
+}
+
+jaxmg_status_t jaxmg_cpu_set_lapack(const char *name, void *fn) {
+  if (!name || !fn || strlen(name) < 2) return JAXMG_EINVAL;
+  int p = prec_index(name[0]);
+  if (p < 0) return JAXMG_EINVAL;
+  jaxmg_cpu_kernels_t *k = &g_kernels[p];
+  jaxmg_status_t st = JAXMG_EINVAL;
+  pthread_mutex_lock(&g_mu);
+#define X(prefix, suffix, field)                                              \
+  if (name[0] == #prefix[0] && strcmp(name + 1, #suffix) == 0) {             \
+    /* Conversion through a union-free cast of the generic pointer. */        \
+    memcpy(&k->field, &fn, sizeof fn);                                       \
+    st = JAXMG_OK;                                                            \
+  }
+  JAXMG_LAPACK_ROUTINES(X)
+#undef X
+  pthread_mutex_unlock(&g_mu);
+  return st;
+}
+
+const char *jaxmg_cpu_lapack_names(void) {
+#define X(prefix, suffix, field) #prefix #suffix ","
+  static const char names[] = JAXMG_LAPACK_ROUTINES(X);
+#undef X
+  return names;
+}
+
+jaxmg_status_t jaxmg__cpu_kernels(jaxmg_dtype_t dt, int need_evd, const jaxmg_cpu_kernels_t **out,
+                                  const char *op, jaxmg_error_t *err) {
+  const jaxmg_dtype_info_t *info = jaxmg__dtype_info(dt);
+  if (!info) return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: unsupported dtype", op);
+  int p = (int)dt; /* the dtype enum is ordered s, d, c, z */
+  jaxmg_cpu_kernels_t *k = &g_kernels[p];
+  pthread_mutex_lock(&g_mu);
+  k->info = info;
+  switch (p) {
+    case 0: k->one = &kF32[0], k->mone = &kF32[1], k->rone = &kF32[0], k->rmone = &kF32[1],
+            k->zero = &kF32Zero; break;
+    case 1: k->one = &kF64[0], k->mone = &kF64[1], k->rone = &kF64[0], k->rmone = &kF64[1],
+            k->zero = &kF64Zero; break;
+    case 2: k->one = kC64[0], k->mone = kC64[1], k->rone = &kF32[0], k->rmone = &kF32[1],
+            k->zero = kC64[2]; break;
+    default: k->one = kC128[0], k->mone = kC128[1], k->rone = &kF64[0], k->rmone = &kF64[1],
+             k->zero = kC128[2]; break;
+  }
+  const char *missing = !k->potrf ? "potrf" : !k->trsm ? "trsm" : !k->herk ? (info->is_complex ? "herk" : "syrk")
+                      : !k->gemm ? "gemm" : NULL;
+  if (!missing && need_evd) {
+    if (info->is_complex && !k->heevd) missing = "heevd";
+    if (!info->is_complex && !k->syevd) missing = "syevd";
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (missing) {
+    return jaxmg__seterr(err, JAXMG_EUNAVAIL,
+                         "jaxmg.%s: LAPACK routine %c%s was not registered with the CPU backend "
+                         "(jaxmg_cpu_set_lapack)", op, info->lapack, missing);
+  }
+  *out = k;
+  return JAXMG_OK;
+}

@@ -1,0 +1,45 @@
+/* LAPACK/BLAS for the CPU backend, as function pointers (Fortran convention, 32-bit int).
+ * One X-macro list over the four precisions generates the table; every algorithm is written
+ * once against jaxmg_cpu_kernels_t. */
+#ifndef JAXMG_CPU_LAPACK_H_
+#define JAXMG_CPU_LAPACK_H_
+
+#include "common/common.h"
+
+/* All arguments by pointer, as Fortran passes them; the element type is erased to void. */
+typedef void (*jaxmg_potrf_fn)(const char *uplo, const int *n, void *a, const int *lda, int *info);
+typedef void (*jaxmg_trsm_fn)(const char *side, const char *uplo, const char *transa,
+                              const char *diag, const int *m, const int *n, const void *alpha,
+                              const void *a, const int *lda, void *b, const int *ldb);
+typedef void (*jaxmg_herk_fn)(const char *uplo, const char *trans, const int *n, const int *k,
+                              const void *alpha, const void *a, const int *lda, const void *beta,
+                              void *c, const int *ldc);
+typedef void (*jaxmg_gemm_fn)(const char *ta, const char *tb, const int *m, const int *n,
+                              const int *k, const void *alpha, const void *a, const int *lda,
+                              const void *b, const int *ldb, const void *beta, void *c,
+                              const int *ldc);
+typedef void (*jaxmg_syevd_fn)(const char *jobz, const char *uplo, const int *n, void *a,
+                               const int *lda, void *w, void *work, const int *lwork, int *iwork,
+                               const int *liwork, int *info);
+typedef void (*jaxmg_heevd_fn)(const char *jobz, const char *uplo, const int *n, void *a,
+                               const int *lda, void *w, void *work, const int *lwork, void *rwork,
+                               const int *lrwork, int *iwork, const int *liwork, int *info);
+
+typedef struct {
+  const jaxmg_dtype_info_t *info;
+  jaxmg_potrf_fn potrf;
+  jaxmg_trsm_fn trsm;
+  jaxmg_herk_fn herk;   /* syrk for real types */
+  jaxmg_gemm_fn gemm;
+  jaxmg_syevd_fn syevd; /* real types */
+  jaxmg_heevd_fn heevd; /* complex types */
+  const void *one, *mone; /* 1 and -1 in the element type */
+  const void *rone, *rmone; /* 1 and -1 in the real type (herk/syrk scalars) */
+  const void *zero;
+} jaxmg_cpu_kernels_t;
+
+/* The kernels of dtype dt, or JAXMG_EUNAVAIL naming the first routine not registered. */
+jaxmg_status_t jaxmg__cpu_kernels(jaxmg_dtype_t dt, int need_evd, const jaxmg_cpu_kernels_t **out,
+                                  const char *op, jaxmg_error_t *err);
+
+#endif

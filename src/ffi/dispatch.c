@@ -1,0 +1,202 @@
+/* Operand layout of every op (a: the shard, nloc x N; b and x: nrhs x N, i.e. column-major
+ * N x nrhs; ids: int32[2]; info: int32[1]; w: N reals):
+ *
+ *   op        operands      results
+ *   potrf     a ids         a info
+ *   potrs     a b ids       a x info
+ *   solve     a b ids       x info          (a: the factor from potrf, read only)
+ *   potri     a ids         a info
+ *   syevd     a ids         a w info
+ *   syevd_n   a ids         a w info        (a: scratch)
+ *
+ * Results named `a` alias the operand `a` (input_output_aliases in Python). Attributes:
+ * tile, nparts, site, timeout_ms (all integers). */
+#include "ffi/dispatch.h"
+
+#include <string.h>
+
+static const char *op_name(jaxmg_op_t op) {
+  switch (op) {
+    case JAXMG_OP_POTRF: return "cho_factor";
+    case JAXMG_OP_POTRS: return "potrs";
+    case JAXMG_OP_SOLVE: return "cho_solve";
+    case JAXMG_OP_POTRI: return "potri";
+    case JAXMG_OP_SYEVD:
+    case JAXMG_OP_SYEVD_N: return "syevd";
+  }
+  return "op";
+}
+
+typedef struct {
+  int has_b, has_x, has_w, a_out;
+} op_shape_t;
+
+static op_shape_t shape_of(jaxmg_op_t op) {
+  op_shape_t s = {0, 0, 0, 1};
+  if (op == JAXMG_OP_POTRS || op == JAXMG_OP_SOLVE) s.has_b = s.has_x = 1;
+  if (op == JAXMG_OP_SOLVE) s.a_out = 0;
+  if (op == JAXMG_OP_SYEVD || op == JAXMG_OP_SYEVD_N) s.has_w = 1;
+  return s;
+}
+
+static jaxmg_status_t expect_dims(const jaxmg_buf_t *b, const char *op, const char *what,
+                                  int64_t rank, int64_t d0, int64_t d1, jaxmg_error_t *err) {
+  if (b->rank != rank) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: '%s' must have rank %lld, got rank %lld", op,
+                         what, (long long)rank, (long long)b->rank);
+  }
+  if ((rank >= 1 && b->dims[0] != d0) || (rank >= 2 && b->dims[1] != d1)) {
+    return jaxmg__seterr(err, JAXMG_EINVAL,
+                         "jaxmg.%s: '%s' must have shape (%lld%s%lld), got (%lld%s%lld)", op, what,
+                         (long long)d0, rank >= 2 ? ", " : "", rank >= 2 ? (long long)d1 : 0LL,
+                         (long long)b->dims[0], rank >= 2 ? ", " : "",
+                         rank >= 2 ? (long long)b->dims[1] : 0LL);
+  }
+  return JAXMG_OK;
+}
+
+static jaxmg_status_t expect_xla_dtype(const jaxmg_buf_t *b, int xla_dtype, const char *op,
+                                       const char *what, jaxmg_error_t *err) {
+  if (b->xla_dtype == xla_dtype) return JAXMG_OK;
+  return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: '%s' must be %s, got %s", op, what,
+                       jaxmg__xla_dtype_name(xla_dtype), jaxmg__xla_dtype_name(b->xla_dtype));
+}
+
+static int real_xla_dtype(jaxmg_dtype_t dt) {
+  return (dt == JAXMG_F32 || dt == JAXMG_C64) ? XLA_FFI_DataType_F32 : XLA_FFI_DataType_F64;
+}
+
+/* Decodes and validates the frame into the task and this participant's slot. */
+static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *t,
+                             jaxmg_part_t *p, jaxmg_buf_t *ids, int64_t attrs[4],
+                             jaxmg_error_t *err) {
+  const char *nm = op_name(op);
+  op_shape_t sh = shape_of(op);
+  jaxmg_buf_t a, b, r;
+  jaxmg_status_t st;
+  int64_t ia = 0, ir = 0;
+  static const char *attr_names[4] = {"tile", "nparts", "site", "timeout_ms"};
+  for (int i = 0; i < 4; i++)
+    if ((st = jaxmg__ffi_attr_i64(f, attr_names[i], &attrs[i], nm, err))) return st;
+  const int64_t tile = attrs[0], nparts = attrs[1];
+
+  if ((st = jaxmg__ffi_buffer(f, 0, ia++, &a, nm, "a", err))) return st;
+  if (!a.known) {
+    return jaxmg__seterr(err, JAXMG_EINVAL,
+                         "jaxmg.%s: 'a' must be float32, float64, complex64 or complex128, got %s",
+                         nm, jaxmg__xla_dtype_name(a.xla_dtype));
+  }
+  if (a.rank != 2) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: 'a' must be a matrix (rank 2), got rank %lld",
+                         nm, (long long)a.rank);
+  }
+  const int64_t nloc = a.dims[0], n = a.dims[1];
+  if (nparts < 1 || nloc * nparts != n) {
+    return jaxmg__seterr(err, JAXMG_EINVAL,
+                         "jaxmg.%s: the shard of 'a' must have N / %lld rows for N = %lld columns, "
+                         "got %lld rows",
+                         nm, (long long)nparts, (long long)n, (long long)nloc);
+  }
+  if (tile < 1 || nloc % tile != 0) {
+    return jaxmg__seterr(err, JAXMG_EINVAL,
+                         "jaxmg.%s: tile size %lld must be positive and divide the %lld rows of "
+                         "each shard (pad the shards)",
+                         nm, (long long)tile, (long long)nloc);
+  }
+  t->op = op;
+  t->name = nm;
+  t->dtype = a.dtype;
+  jaxmg_layout_init(&t->lay, nloc, nparts, tile);
+  t->nrhs = 0;
+  memset(p, 0, sizeof *p);
+  p->a = a.data;
+  if (sh.has_b) {
+    if ((st = jaxmg__ffi_buffer(f, 0, ia++, &b, nm, "b", err))) return st;
+    if ((st = expect_xla_dtype(&b, a.xla_dtype, nm, "b", err))) return st;
+    if (b.rank != 2) {
+      return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: 'b' must have rank 2, got rank %lld", nm,
+                           (long long)b.rank);
+    }
+    if ((st = expect_dims(&b, nm, "b", 2, b.dims[0], n, err))) return st;
+    t->nrhs = b.dims[0];
+    p->b = b.data;
+  }
+  if ((st = jaxmg__ffi_buffer(f, 0, ia++, ids, nm, "ids", err))) return st;
+  if ((st = expect_xla_dtype(ids, XLA_FFI_DataType_S32, nm, "ids", err))) return st;
+  if ((st = expect_dims(ids, nm, "ids", 1, 2, 0, err))) return st;
+
+  if (sh.a_out) {
+    if ((st = jaxmg__ffi_buffer(f, 1, ir++, &r, nm, "a (result)", err))) return st;
+    if ((st = expect_xla_dtype(&r, a.xla_dtype, nm, "a (result)", err))) return st;
+    if ((st = expect_dims(&r, nm, "a (result)", 2, nloc, n, err))) return st;
+    if (r.data != a.data) {
+      return jaxmg__seterr(err, JAXMG_EINVAL,
+                           "jaxmg.%s: the result 'a' must alias the operand 'a' "
+                           "(input_output_aliases={0: 0})", nm);
+    }
+  }
+  if (sh.has_x) {
+    if ((st = jaxmg__ffi_buffer(f, 1, ir++, &r, nm, "x", err))) return st;
+    if ((st = expect_xla_dtype(&r, a.xla_dtype, nm, "x", err))) return st;
+    if ((st = expect_dims(&r, nm, "x", 2, t->nrhs, n, err))) return st;
+    p->x = r.data;
+  }
+  if (sh.has_w) {
+    if ((st = jaxmg__ffi_buffer(f, 1, ir++, &r, nm, "w", err))) return st;
+    if ((st = expect_xla_dtype(&r, real_xla_dtype(a.dtype), nm, "w", err))) return st;
+    if ((st = expect_dims(&r, nm, "w", 1, n, 0, err))) return st;
+    p->w = r.data;
+  }
+  if ((st = jaxmg__ffi_buffer(f, 1, ir++, &r, nm, "info", err))) return st;
+  if ((st = expect_xla_dtype(&r, XLA_FFI_DataType_S32, nm, "info", err))) return st;
+  if ((st = expect_dims(&r, nm, "info", 1, 1, 0, err))) return st;
+  p->info = r.data;
+  if (attrs[3] <= 0) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: timeout_ms must be positive, got %lld", nm,
+                         (long long)attrs[3]);
+  }
+  return JAXMG_OK;
+}
+
+XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
+                                   const jaxmg_platform_t *pf) {
+  if (jaxmg__ffi_metadata(f)) return NULL;
+  if (f->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL;
+
+  jaxmg_error_t err = {JAXMG_OK, ""};
+  jaxmg_task_t t;
+  jaxmg_part_t part;
+  jaxmg_buf_t ids;
+  int64_t attrs[4], run_id = 0;
+  int32_t gr[2] = {0, 0};
+  int prepared = 0;
+  jaxmg_status_t st = decode(f, op, &t, &part, &ids, attrs, &err);
+  if (!st) st = jaxmg__ffi_run_id(f, &run_id, t.name, &err);
+  if (!st) st = pf->read_ids(f, ids.data, gr, &err);
+  if (!st && (gr[1] < 0 || gr[1] >= attrs[1])) {
+    st = jaxmg__seterr(&err, JAXMG_EINVAL, "jaxmg.%s: mesh position %d outside [0, %lld)", t.name,
+                       gr[1], (long long)attrs[1]);
+  }
+  if (st) return jaxmg__ffi_error(f->api, &err);
+  t.rank = gr[1];
+  t.session = NULL;
+  if (jaxmg__fault_hit(JAXMG_FAULT_NO_ARRIVAL, t.rank)) {
+    jaxmg__seterr(&err, JAXMG_EFAULT, "jaxmg.%s: injected fault: mesh position %d never arrives",
+                  t.name, t.rank);
+    return jaxmg__ffi_error(f->api, &err);
+  }
+  if (pf->prepare) {
+    if ((st = pf->prepare(f, &t, &part, &err))) return jaxmg__ffi_error(f->api, &err);
+    prepared = 1;
+  }
+  jaxmg_join_t j = {run_id, attrs[2], gr[0], (int)attrs[1], t.rank, attrs[3], t.name,
+                    &part, sizeof part};
+  st = jaxmg__rv_join(&j, &t.session, &err);
+  if (!st) {
+    st = pf->run(f, &t, &err);
+    if (st && !jaxmg__is_peer_status(st)) jaxmg__rv_fail(t.session, t.rank, &err);
+    jaxmg__rv_leave(t.session, t.rank);
+  }
+  if (prepared && pf->release) pf->release(f, &part);
+  return st ? jaxmg__ffi_error(f->api, &err) : NULL;
+}
