@@ -1,0 +1,179 @@
+"""Pieces shared by every op: argument checks, configuration, the FFI call, mesh positions."""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+import os
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _ffi
+from ._geometry import Geometry, default_tile
+
+SUPPORTED_DTYPES = (jnp.float32, jnp.float64, jnp.complex64, jnp.complex128)
+
+_SITES = itertools.count(1)
+_SITE_LOCK = threading.Lock()
+_DEFAULT_TIMEOUT_S = 300.0
+_timeout_s: float | None = None
+
+
+def set_timeout(seconds: float | None) -> None:
+    """Sets how long the per-device calls of one op wait for each other before failing.
+
+    ``None`` restores the default (the ``JAXMG_TIMEOUT`` environment variable if set, else 300
+    seconds). The value is read when an op is traced, so it applies to ops traced afterwards.
+    """
+    global _timeout_s
+    if seconds is not None and (not isinstance(seconds, numbers.Real) or not seconds > 0):
+        raise ValueError(f"jaxmg.set_timeout: seconds must be a positive number, got {seconds!r}")
+    _timeout_s = None if seconds is None else float(seconds)
+
+
+def get_timeout() -> float:
+    if _timeout_s is not None:
+        return _timeout_s
+    env = os.environ.get("JAXMG_TIMEOUT")
+    if env:
+        try:
+            value = float(env)
+            if value > 0:
+                return value
+        except ValueError:
+            pass
+    return _DEFAULT_TIMEOUT_S
+
+
+def check_matrix(a, op: str, name: str = "a"):
+    """Rank-2, square, supported dtype; returns the dtype."""
+    shape = getattr(a, "shape", None)
+    dtype = getattr(a, "dtype", None)
+    if shape is None or dtype is None:
+        raise TypeError(f"jaxmg.{op}: '{name}' must be an array, got {type(a).__name__}")
+    if len(shape) != 2:
+        raise ValueError(f"jaxmg.{op}: '{name}' must be a matrix (rank 2), got shape {tuple(shape)}")
+    if shape[0] != shape[1]:
+        raise ValueError(f"jaxmg.{op}: '{name}' must be square, got shape {tuple(shape)}")
+    dtype = jnp.dtype(dtype)
+    if dtype not in [jnp.dtype(d) for d in SUPPORTED_DTYPES]:
+        raise TypeError(
+            f"jaxmg.{op}: '{name}' must be float32, float64, complex64 or complex128, got {dtype}"
+        )
+    return dtype
+
+
+def check_rhs(b, n: int, dtype, op: str):
+    """Returns (b as N x k, was_vector)."""
+    shape = getattr(b, "shape", None)
+    if shape is None:
+        raise TypeError(f"jaxmg.{op}: 'b' must be an array, got {type(b).__name__}")
+    if len(shape) not in (1, 2):
+        raise ValueError(f"jaxmg.{op}: 'b' must be a vector or a matrix, got shape {tuple(shape)}")
+    if shape[0] != n:
+        raise ValueError(f"jaxmg.{op}: 'b' must have {n} rows to match 'a', got {shape[0]}")
+    if jnp.dtype(b.dtype) != dtype:
+        raise TypeError(f"jaxmg.{op}: 'b' must have the dtype of 'a' ({dtype}), got {jnp.dtype(b.dtype)}")
+    vector = len(shape) == 1
+    return (b[:, None] if vector else b), vector
+
+
+def choose_tile(T_A, nloc: int, platform: str, pad: bool, op: str) -> int:
+    if T_A is None:
+        tile = default_tile(nloc, platform)
+    else:
+        if isinstance(T_A, bool) or not isinstance(T_A, numbers.Integral) or T_A < 1:
+            raise ValueError(f"jaxmg.{op}: T_A must be a positive integer, got {T_A!r}")
+        tile = min(int(T_A), nloc)  # a tile never needs to exceed a shard
+    if nloc % tile and not pad:
+        raise ValueError(
+            f"jaxmg.{op}: T_A={tile} does not divide the {nloc} rows of each shard and pad=False; "
+            "pass pad=True or a T_A that divides the shard"
+        )
+    return tile
+
+
+def check_split(n: int, ndev: int, op: str) -> None:
+    if n < ndev:
+        raise ValueError(
+            f"jaxmg.{op}: 'a' has {n} rows, fewer than the {ndev} devices it is sharded over"
+        )
+    if n % ndev:
+        raise ValueError(
+            f"jaxmg.{op}: the {n} rows of 'a' do not split evenly over {ndev} devices"
+        )
+
+
+def real_dtype(dtype):
+    return jnp.finfo(dtype).dtype
+
+
+def ensure_backends() -> None:
+    """Registers the targets of every platform present (for use inside a user's shard_map)."""
+    _ffi.ensure_registered("cpu")
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        gpus = []
+    if gpus:
+        _ffi.ensure_registered("gpu")
+
+
+def mesh_ids(row_axes: tuple, group_axes: tuple) -> jax.Array:
+    """int32[2] (replica group, position along the row axes) of this device, in shard_map."""
+    rank = jax.lax.axis_index(row_axes if len(row_axes) > 1 else row_axes[0])
+    group = (
+        jax.lax.axis_index(group_axes if len(group_axes) > 1 else group_axes[0])
+        if group_axes
+        else jnp.zeros((), jnp.int32)
+    )
+    return jnp.stack([group, rank]).astype(jnp.int32)
+
+
+def call(target: str, results, operands, geo: Geometry, aliases=None):
+    """One jaxmg FFI call, with a call-site id unique to this trace."""
+    with _SITE_LOCK:
+        site = next(_SITES)
+    return jax.ffi.ffi_call(target, results, input_output_aliases=aliases)(
+        *operands,
+        tile=np.int64(geo.tile),
+        nparts=np.int64(geo.ndev),
+        site=np.int64(site),
+        timeout_ms=np.int64(max(1, int(get_timeout() * 1000))),
+    )
+
+
+def shard_map(fn, mesh, in_specs, out_specs):
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+
+def context_axes(axis_name, op: str):
+    """(row_axes, group_axes, ndev) inside a user's shard_map."""
+    mesh = jax.sharding.get_abstract_mesh()
+    names = tuple(getattr(mesh, "axis_names", ()) or ())
+    if not names:
+        raise ValueError(
+            f"jaxmg.{op}_shardmap_ctx must be called inside jax.shard_map (no mesh axes in scope)"
+        )
+    manual = tuple(getattr(mesh, "manual_axes", names) or names)
+    if axis_name is None:
+        sized = [ax for ax in manual if mesh.shape[ax] > 1]
+        if len(sized) > 1:
+            raise ValueError(
+                f"jaxmg.{op}_shardmap_ctx: the mesh has several axes {tuple(sized)}; pass "
+                "axis_name= naming the axis the rows of 'a' are sharded over"
+            )
+        axis_name = sized[0] if sized else manual[0]
+    rows = tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
+    for ax in rows:
+        if ax not in manual:
+            raise ValueError(
+                f"jaxmg.{op}_shardmap_ctx: axis {ax!r} is not a manual axis of the enclosing "
+                f"shard_map (axes {manual})"
+            )
+    groups = tuple(ax for ax in manual if ax not in rows)
+    ndev = int(np.prod([mesh.shape[ax] for ax in rows]))
+    return rows, groups, ndev

@@ -1,0 +1,123 @@
+"""Static geometry of one distributed call: sizes, padding and the block-cyclic index maps.
+
+The same maps are implemented in C (``jaxmg_layout_*`` in ``include/jaxmg/jaxmg.h``); the
+tests check that both agree. Here they build the static gathers that put the replicated
+right-hand side into the solver's order and the solution back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    n: int      # order of the user's matrix
+    ndev: int   # devices along the sharded axis
+    tile: int   # T_A
+
+    @property
+    def nloc(self) -> int:
+        return self.n // self.ndev
+
+    @property
+    def nloc_pad(self) -> int:
+        return -(-self.nloc // self.tile) * self.tile
+
+    @property
+    def n_pad(self) -> int:
+        return self.nloc_pad * self.ndev
+
+    @property
+    def padded(self) -> bool:
+        return self.nloc_pad != self.nloc
+
+    @property
+    def identity_layout(self) -> bool:
+        return self.ndev == 1 or self.nloc_pad == self.tile
+
+    @functools.cached_property
+    def src(self) -> np.ndarray:
+        """src[g]: padded original index stored at solver index g."""
+        g = np.arange(self.n_pad, dtype=np.int64)
+        t = g // self.tile
+        d = t % self.ndev
+        c = (t // self.ndev) * self.tile + g % self.tile
+        return d * self.nloc_pad + c
+
+    @functools.cached_property
+    def dst(self) -> np.ndarray:
+        """dst[j]: solver index of padded original index j (inverse of src)."""
+        out = np.empty(self.n_pad, dtype=np.int64)
+        out[self.src] = np.arange(self.n_pad, dtype=np.int64)
+        return out
+
+    @functools.cached_property
+    def pad_index(self) -> np.ndarray:
+        """Padded index of each original index 0..n-1."""
+        j = np.arange(self.n, dtype=np.int64)
+        return (j // self.nloc) * self.nloc_pad + j % self.nloc
+
+
+# ---- per-device pieces, traced inside shard_map -------------------------------------------
+
+def pad_shard(a_loc: jax.Array, geo: Geometry, rank) -> jax.Array:
+    """Pads this device's nloc x N shard to nloc_pad x N_pad with identity in the padding."""
+    if not geo.padded:
+        return a_loc
+    p = geo.nloc_pad - geo.nloc
+    a3 = a_loc.reshape(geo.nloc, geo.ndev, geo.nloc)
+    a3 = jnp.pad(a3, ((0, p), (0, 0), (0, p)))
+    a_pad = a3.reshape(geo.nloc_pad, geo.n_pad)
+    rows = jnp.arange(geo.nloc, geo.nloc_pad)
+    return a_pad.at[rows, rank * geo.nloc_pad + rows].set(jnp.ones((), a_loc.dtype))
+
+
+def unpad_shard(a_pad: jax.Array, geo: Geometry) -> jax.Array:
+    """Inverse of pad_shard (drops padded rows and columns)."""
+    if not geo.padded:
+        return a_pad
+    a3 = a_pad.reshape(geo.nloc_pad, geo.ndev, geo.nloc_pad)[: geo.nloc, :, : geo.nloc]
+    return a3.reshape(geo.nloc, geo.n)
+
+
+def to_solver_rows(b: jax.Array, geo: Geometry) -> jax.Array:
+    """Replicated N x k right-hand side -> padded, in the solver's row order."""
+    if geo.padded:
+        b = jnp.zeros((geo.n_pad,) + b.shape[1:], b.dtype).at[geo.pad_index].set(b)
+    if not geo.identity_layout:
+        b = b[geo.src]
+    return b
+
+
+def from_solver_rows(y: jax.Array, geo: Geometry) -> jax.Array:
+    """Inverse of to_solver_rows."""
+    if not geo.identity_layout:
+        y = y[geo.dst]
+    if geo.padded:
+        y = y[geo.pad_index]
+    return y
+
+
+def unpad_info(info: jax.Array, geo: Geometry) -> jax.Array:
+    """Maps a 1-based pivot index of the padded problem to the user's index."""
+    if not geo.padded:
+        return info
+    p = jnp.maximum(info - 1, 0)
+    orig = (p // geo.nloc_pad) * geo.nloc + p % geo.nloc_pad + 1
+    return jnp.where(info > 0, orig, info).astype(info.dtype)
+
+
+def default_tile(nloc: int, platform: str) -> int:
+    """The largest tile up to a platform cap that divides the shard; padding only when the
+    shard has no reasonable divisor (then the cap itself)."""
+    cap = 256 if platform == "cpu" else 1024
+    if nloc <= cap:
+        return nloc
+    best = max(d for d in range(1, cap + 1) if nloc % d == 0)
+    return best if best >= cap // 4 else cap

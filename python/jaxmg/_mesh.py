@@ -1,0 +1,135 @@
+"""Where a call runs: the mesh, the axes the rows are sharded over, and the replica groups.
+
+The participants of a call are the devices along the row axes, in mesh order (whatever their
+device ids). Mesh axes that do not shard the rows replicate the matrix: each replica group
+solves the same problem independently, so the seeds' multi-node pattern (a 2D mesh with the
+rows sharded within a node) needs no communication between groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    mesh: Mesh
+    row_axes: tuple
+    group_axes: tuple
+
+    @property
+    def ndev(self) -> int:
+        return math.prod(self.mesh.shape[ax] for ax in self.row_axes)
+
+    @property
+    def platform(self) -> str:
+        return self.mesh.devices.flat[0].platform
+
+    @property
+    def row_entry(self):
+        return self.row_axes[0] if len(self.row_axes) == 1 else self.row_axes
+
+    @property
+    def spec(self) -> P:
+        return P(self.row_entry, None)
+
+
+def _entry_axes(entry) -> tuple:
+    if entry is None:
+        return ()
+    if isinstance(entry, (tuple, list)):
+        return tuple(entry)
+    return (entry,)
+
+
+def split_in_specs(in_specs, op: str):
+    """(spec of a, spec of b or None) from the seeds' forms: P, (P,), (P, P), [P, P]."""
+    if in_specs is None:
+        return None, None
+    if isinstance(in_specs, P):
+        return in_specs, None
+    if isinstance(in_specs, (tuple, list)) and 1 <= len(in_specs) <= 2 and all(
+        isinstance(s, P) or s is None for s in in_specs
+    ):
+        return in_specs[0], (in_specs[1] if len(in_specs) == 2 else None)
+    raise TypeError(
+        f"jaxmg.{op}: in_specs must be a PartitionSpec or a tuple of one or two "
+        f"PartitionSpecs, got {in_specs!r}"
+    )
+
+
+def _check_spec(spec: P, mesh: Mesh, op: str) -> tuple:
+    if len(spec) > 2:
+        raise ValueError(f"jaxmg.{op}: the spec of 'a' must have at most 2 entries, got {spec}")
+    rows = _entry_axes(spec[0]) if len(spec) >= 1 else ()
+    cols = _entry_axes(spec[1]) if len(spec) == 2 else ()
+    if not rows:
+        raise ValueError(
+            f"jaxmg.{op}: 'a' must be sharded by rows, e.g. P('x', None); the spec {spec} "
+            "does not shard the rows"
+        )
+    if cols:
+        raise ValueError(
+            f"jaxmg.{op}: 'a' must be sharded by rows only (P('x', None)); the spec {spec} "
+            "shards the columns"
+        )
+    for ax in rows:
+        if ax not in mesh.axis_names:
+            raise ValueError(
+                f"jaxmg.{op}: the spec {spec} names mesh axis {ax!r}, but the mesh has axes "
+                f"{tuple(mesh.axis_names)}"
+            )
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"jaxmg.{op}: the spec {spec} repeats a mesh axis")
+    return rows
+
+
+def _sharding_of(a):
+    try:
+        return a.sharding
+    except Exception:  # tracers without a concrete sharding
+        return None
+
+
+def resolve(a, mesh, in_specs, op: str) -> Placement:
+    """Mesh and row axes of a call, inferred from ``a`` where not given.
+
+    A spec given by the user must shard the rows (and only the rows). A spec read off the
+    array's sharding is kept when it does so; otherwise (a replicated or column-sharded
+    array) the rows are spread over every axis of the mesh.
+    """
+    spec_a, _ = split_in_specs(in_specs, op)
+    from_user = spec_a is not None
+    sharding = _sharding_of(a)
+    named = isinstance(sharding, NamedSharding) and isinstance(sharding.mesh, Mesh)
+    if mesh is None:
+        if named:
+            mesh = sharding.mesh
+        elif sharding is not None and len(getattr(sharding, "device_set", ())) >= 1:
+            devs = sorted(sharding.device_set, key=lambda d: d.id)
+            mesh = Mesh(np.array(devs), ("rows",))
+        else:
+            raise ValueError(
+                f"jaxmg.{op}: cannot infer the mesh of a traced array; pass mesh= and in_specs= "
+                "(e.g. in_specs=(P('x', None),))"
+            )
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"jaxmg.{op}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if not from_user:
+        spec_a = sharding.spec if named and sharding.mesh == mesh else None
+        ok = (
+            spec_a is not None
+            and 1 <= len(spec_a) <= 2
+            and _entry_axes(spec_a[0])
+            and (len(spec_a) < 2 or not _entry_axes(spec_a[1]))
+        )
+        if not ok:
+            spec_a = P(tuple(mesh.axis_names), None)
+    rows = _check_spec(spec_a, mesh, op)
+    groups = tuple(ax for ax in mesh.axis_names if ax not in rows)
+    return Placement(mesh, rows, groups)

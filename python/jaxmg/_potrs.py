@@ -1,0 +1,120 @@
+"""Cholesky solve: ``potrs`` (cuSOLVERMg ``cusolverMgPotrf`` + ``cusolverMgPotrs`` on GPUs, a
+distributed tiled LAPACK Cholesky on CPU devices)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from . import _core, _ffi, _mesh
+from ._geometry import Geometry, from_solver_rows, pad_shard, to_solver_rows, unpad_info
+
+
+def potrs_local(a_loc, b, geo: Geometry, row_axes, group_axes):
+    """Per-device body: returns (x, info[1]); x replicated, N x k."""
+    dtype = a_loc.dtype
+    ids = _core.mesh_ids(row_axes, group_axes)
+    a_p = pad_shard(a_loc, geo, ids[1])
+    c = to_solver_rows(b, geo)
+    # The shard read column-major is conj(A); solve conj(A) conj(x) = conj(b).
+    if jnp.iscomplexobj(c):
+        c = jnp.conj(c)
+    k = b.shape[1]
+    _, xt, info = _core.call(
+        "jaxmg_potrs",
+        (
+            jax.ShapeDtypeStruct(a_p.shape, dtype),
+            jax.ShapeDtypeStruct((k, geo.n_pad), dtype),
+            jax.ShapeDtypeStruct((1,), jnp.int32),
+        ),
+        (a_p, c.T, ids),
+        geo,
+        aliases={0: 0},
+    )
+    y = xt.T
+    if jnp.iscomplexobj(y):
+        y = jnp.conj(y)
+    return from_solver_rows(y, geo), unpad_info(info, geo)
+
+
+@functools.lru_cache(maxsize=256)
+def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float):
+    del timeout  # part of the cache key: read by _core.call at trace time
+    body = functools.partial(
+        potrs_local, geo=geo, row_axes=place.row_axes, group_axes=place.group_axes
+    )
+    fn = _core.shard_map(
+        body, place.mesh, in_specs=(place.spec, jax.sharding.PartitionSpec()),
+        out_specs=(jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec()),
+    )
+    return jax.jit(fn, donate_argnums=(0,) if donate else ())
+
+
+def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, *,
+          donate=False):
+    """Solves A x = b for Hermitian positive definite A sharded by rows over several devices.
+
+    The math: A = L L^H (Cholesky, in the 1D block-cyclic layout with tile ``T_A``), then
+    x = L^-H L^-1 b. On GPUs this is cuSOLVERMg's ``potrf`` + ``potrs``; on CPU devices a
+    distributed tiled Cholesky over LAPACK kernels.
+
+    Args:
+      a: N x N Hermitian positive definite matrix, sharded by rows (``P('x', None)``).
+        Only Hermitian inputs are meaningful: which entries are read depends on the layout.
+      b: right-hand side, N or N x k (any k), replicated (resharded if it is not).
+      T_A: tile size; default: the largest divisor of the shard up to 256 (CPU) or 1024
+        (GPU). A tile that does not divide the shard is padded when ``pad`` is True.
+      mesh, in_specs: the mesh and ``(P(row_axes, None), P(None, None))`` as in the seeds;
+        inferred from ``a.sharding`` when omitted. Mesh axes that do not shard the rows
+        replicate the problem: each replica group solves it independently.
+      return_status: also return LAPACK's ``info`` (int32 scalar): 0 on success, k > 0 when
+        elimination broke down at the pivot of original row k (1-based); equal to the leading
+        minor of LAPACK whenever the failure is caused by that row.
+      pad: pad shards that ``T_A`` does not divide (identity padding), else raise.
+      donate: let the call reuse the buffer of ``a`` (``a`` is deleted).
+
+    Returns:
+      x with the shape of ``b``, replicated; ``(x, info)`` with ``return_status``. On a
+      numerical failure x is NaN and info > 0, on every device.
+    """
+    dtype = _core.check_matrix(a, "potrs")
+    n = a.shape[0]
+    b2, vector = _core.check_rhs(b, n, dtype, "potrs")
+    place = _mesh.resolve(a, mesh, in_specs, "potrs")
+    _core.check_split(n, place.ndev, "potrs")
+    tile = _core.choose_tile(T_A, n // place.ndev, place.platform, pad, "potrs")
+    _ffi.ensure_registered(place.platform)
+    geo = Geometry(n, place.ndev, tile)
+    x, info = _program(place, geo, bool(donate), _core.get_timeout())(a, b2)
+    if vector:
+        x = x[:, 0]
+    return (x, info[0]) if return_status else x
+
+
+def potrs_shardmap_ctx(a, b, T_A=None, pad=True, *, axis_name=None):
+    """``potrs`` inside the caller's own ``jax.shard_map``.
+
+    ``a`` is this device's shard (N/ndev x N) of the row-sharded matrix, ``b`` the replicated
+    right-hand side (N or N x k). ``axis_name`` names the mesh axis (or tuple of axes) the
+    rows are sharded over; it may be omitted when only one axis of the mesh has more than
+    one device. Returns ``(x, status)`` with x replicated and status an int32 array of shape
+    (1,) holding LAPACK's info. Use ``check_vma=False`` on the enclosing shard_map.
+    """
+    rows, groups, ndev = _core.context_axes(axis_name, "potrs")
+    shape = getattr(a, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(f"jaxmg.potrs_shardmap_ctx: 'a' must be a matrix shard, got {shape}")
+    n = shape[1]
+    if shape[0] * ndev != n:
+        raise ValueError(
+            f"jaxmg.potrs_shardmap_ctx: the shard of 'a' must have N / {ndev} = {n // ndev} "
+            f"rows for N = {n}, got {shape[0]}"
+        )
+    dtype = _core.check_matrix(jnp.zeros((0, 0), a.dtype), "potrs_shardmap_ctx")
+    b2, vector = _core.check_rhs(b, n, dtype, "potrs_shardmap_ctx")
+    tile = _core.choose_tile(T_A, n // ndev, "gpu", pad, "potrs_shardmap_ctx")
+    _core.ensure_backends()
+    x, info = potrs_local(a, b2, Geometry(n, ndev, tile), rows, groups)
+    return (x[:, 0] if vector else x), info
