@@ -30,6 +30,8 @@ struct jaxmg_session {
   char fail_msg[448];
   int bar_count;
   int64_t bar_gen;
+  int64_t red_acc;     /* max of the values brought to the barrier in progress */
+  int64_t red_result;  /* max of the values of the last completed barrier */
   size_t slot_size;
   unsigned char *joined;   /* [nparts] */
   unsigned char *at_bar;   /* [nparts] */
@@ -213,6 +215,12 @@ void jaxmg__rv_unlock(jaxmg_session_t *s) { (void)s; pthread_mutex_unlock(&g_mu)
 
 jaxmg_status_t jaxmg__rv_barrier(jaxmg_session_t *s, int rank, int64_t timeout_ms,
                                  jaxmg_error_t *err) {
+  int64_t v = 0;
+  return jaxmg__rv_allmax(s, rank, timeout_ms, &v, err);
+}
+
+jaxmg_status_t jaxmg__rv_allmax(jaxmg_session_t *s, int rank, int64_t timeout_ms, int64_t *value,
+                                jaxmg_error_t *err) {
   pthread_mutex_lock(&g_mu);
   if (s->failed) {
     jaxmg_status_t code = peer_error(s, rank, err);
@@ -221,7 +229,9 @@ jaxmg_status_t jaxmg__rv_barrier(jaxmg_session_t *s, int rank, int64_t timeout_m
   }
   int64_t gen = s->bar_gen;
   s->at_bar[rank] = 1;
+  if (s->bar_count == 0 || *value > s->red_acc) s->red_acc = *value;
   if (++s->bar_count == s->nparts) {
+    s->red_result = s->red_acc;
     s->bar_count = 0;
     s->bar_gen++;
     memset(s->at_bar, 0, (size_t)s->nparts);
@@ -245,6 +255,9 @@ jaxmg_status_t jaxmg__rv_barrier(jaxmg_session_t *s, int rank, int64_t timeout_m
   }
   jaxmg_status_t code = JAXMG_OK;
   if (s->failed) code = peer_error(s, rank, err);
+  /* Valid until this participant arrives at the next barrier: the next one cannot complete
+   * without it. */
+  *value = s->red_result;
   pthread_mutex_unlock(&g_mu);
   return code;
 }

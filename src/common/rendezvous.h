@@ -42,7 +42,8 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
 const void *jaxmg__rv_slot(const jaxmg_session_t *s, int rank);
 
 /* 256 bytes of zero-initialised scratch shared by the participants. Writes must be ordered
- * with barriers (or jaxmg__rv_lock). */
+ * with barriers (or jaxmg__rv_lock), and a value read after a barrier may already belong to
+ * the next step: use jaxmg__rv_allmax for decisions. */
 void *jaxmg__rv_shared(jaxmg_session_t *s);
 void jaxmg__rv_lock(jaxmg_session_t *s);
 void jaxmg__rv_unlock(jaxmg_session_t *s);
@@ -52,6 +53,13 @@ void jaxmg__rv_unlock(jaxmg_session_t *s);
  * arrival). Returns JAXMG_EPEER when a participant failed. */
 jaxmg_status_t jaxmg__rv_barrier(jaxmg_session_t *s, int rank, int64_t timeout_ms,
                                  jaxmg_error_t *err);
+
+/* A barrier that also reduces: every participant brings *value and leaves with the maximum
+ * of the values brought to this barrier. Decisions taken after a barrier (stop because a
+ * pivot failed) must come from here, not from shared memory that a faster participant may
+ * already have overwritten for the next step. */
+jaxmg_status_t jaxmg__rv_allmax(jaxmg_session_t *s, int rank, int64_t timeout_ms, int64_t *value,
+                                jaxmg_error_t *err);
 
 /* Posts this participant's failure; every current and future wait of the session fails. */
 void jaxmg__rv_fail(jaxmg_session_t *s, int rank, const jaxmg_error_t *e);

@@ -5,11 +5,6 @@
 
 #include "cpu/cpu.h"
 
-/* Shared scratch layout of a CPU session. */
-typedef struct {
-  int64_t info;  /* first failing pivot, original 1-based index; 0 = positive definite */
-} shared_t;
-
 static const jaxmg_part_t *part(const jaxmg_cpu_ctx_t *c, int64_t r) {
   return jaxmg__rv_slot(c->t->session, (int)r);
 }
@@ -40,16 +35,17 @@ char *jaxmg__cpu_at(const jaxmg_cpu_ctx_t *c, int64_t j, int64_t row) {
 jaxmg_status_t jaxmg__cpu_factor(const jaxmg_cpu_ctx_t *c, int64_t *ginfo, jaxmg_error_t *err) {
   const jaxmg_cpu_kernels_t *k = c->k;
   jaxmg_session_t *s = c->t->session;
-  shared_t *sh = jaxmg__rv_shared(s);
   const int rank = c->t->rank, T = (int)c->T, ld = c->ld;
   jaxmg_status_t st;
+  *ginfo = 0;
   for (int64_t kk = 0; kk < c->K; kk++) {
+    int64_t finfo = 0; /* failing pivot of this step, original 1-based index */
     if (kk % c->P == rank) {
       char *D = jaxmg__cpu_at(c, kk, kk * c->T);
       int linfo = 0;
       k->potrf("L", &T, D, &ld, &linfo);
       if (linfo > 0) {
-        sh->info = jaxmg_layout_src(&c->t->lay, kk * c->T + linfo - 1) + 1;
+        finfo = jaxmg_layout_src(&c->t->lay, kk * c->T + linfo - 1) + 1;
       } else if (linfo < 0) {
         return jaxmg__seterr(err, JAXMG_ELIB, "jaxmg.%s: %cpotrf rejected argument %d", c->t->name,
                              k->info->lapack, -linfo);
@@ -58,8 +54,11 @@ jaxmg_status_t jaxmg__cpu_factor(const jaxmg_cpu_ctx_t *c, int64_t *ginfo, jaxmg
         k->trsm("R", "L", "C", "N", &m, &T, k->one, D, &ld, D + (size_t)T * c->esz, &ld);
       }
     }
-    if ((st = jaxmg__rv_barrier(s, rank, -1, err))) return st;
-    if (sh->info) break;
+    if ((st = jaxmg__rv_allmax(s, rank, -1, &finfo, err))) return st;
+    if (finfo) {
+      *ginfo = finfo;
+      break;
+    }
     /* First tile column right of kk that this participant owns. */
     int64_t j0 = kk + 1 + ((rank - (kk + 1) % c->P) + c->P) % c->P;
     for (int64_t j = j0; j < c->K; j += c->P) {
@@ -72,7 +71,6 @@ jaxmg_status_t jaxmg__cpu_factor(const jaxmg_cpu_ctx_t *c, int64_t *ginfo, jaxmg
       }
     }
   }
-  *ginfo = sh->info;
   return JAXMG_OK;
 }
 

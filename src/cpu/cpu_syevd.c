@@ -68,7 +68,7 @@ jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_e
   const jaxmg_layout_t *lay = &t->lay;
   const int vectors = t->op == JAXMG_OP_SYEVD;
   const size_t colb = (size_t)c->N * c->esz, wb = (size_t)c->N * c->k->info->real_size;
-  int32_t *shared_info = jaxmg__rv_shared(t->session);
+  int64_t ginfo = 0;
   jaxmg_status_t st = JAXMG_OK;
   if (t->rank == 0) {
     char *full = malloc((size_t)c->N * colb);
@@ -86,7 +86,7 @@ jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_e
       st = evd(c, vectors ? 'V' : 'N', full, p0->w, &linfo, err);
     }
     if (!st) {
-      *shared_info = linfo;
+      ginfo = linfo;
       for (int64_t d = 0; d < c->P; d++) {
         const jaxmg_part_t *p = jaxmg__rv_slot(t->session, (int)d);
         if (linfo) {
@@ -106,7 +106,7 @@ jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_e
     if (st) return st;
   }
   /* The others wait while position 0 computes: no deadline on this wait. */
-  if ((st = jaxmg__rv_barrier(t->session, t->rank, 0, err))) return st;
-  *info = *shared_info;
+  if ((st = jaxmg__rv_allmax(t->session, t->rank, 0, &ginfo, err))) return st;
+  *info = (int32_t)ginfo;
   return JAXMG_OK;
 }
