@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every test jaxmg has that runs without a GPU: installs the package and its test tools,
+# builds and runs the C unit tests (under ASan/UBSan), then the Python tests on virtual CPU
+# devices. GPU tests (tests/gpu) skip themselves when no GPU is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+"$PY" -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "jax>=0.6.2" scipy numpy pytest hypothesis
+"$PY" -m pip install -q --disable-pip-version-check --no-build-isolation .
+
+JAXLIB_INCLUDE=$("$PY" -c 'import jaxlib, os; print(os.path.join(os.path.dirname(jaxlib.__file__), "include"))')
+cmake -S . -B build/ctest -DJAXMG_BUILD_TESTS=ON -DJAXMG_SANITIZE=ON -DJAXMG_CUDA=OFF \
+  -DCMAKE_BUILD_TYPE=Debug -DJAXMG_FFI_INCLUDE="$JAXLIB_INCLUDE" > build/ctest.log
+cmake --build build/ctest -j 2 >> build/ctest.log
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ./build/ctest/jaxmg_c_tests
+
+"$PY" -m pytest -q tests/python tests/gpu "$@"
