@@ -34,6 +34,19 @@ def mesh_devices(mesh):
     return list(mesh.devices.flat)
 
 
+def _record_tiles(monkeypatch):
+    tiles = []
+    real = jaxmg._core.choose_tile
+
+    def spy(T_A, nloc, *args, **kwargs):
+        tile = real(T_A, nloc, *args, **kwargs)
+        tiles.append((nloc, tile))
+        return tile
+
+    monkeypatch.setattr(jaxmg._core, "choose_tile", spy)
+    return tiles
+
+
 # Backend compiles seen by JAX in this process (counted to prove that nothing recompiles).
 _COMPILES = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -102,6 +115,60 @@ def test_device_orders_subsets_and_tiles(mesh_of, num, ids, tile):
     num.assert_on_every_device(x, mesh_devices(mesh))
 
 
+@pytest.mark.parametrize(
+    "ids,n",
+    [pytest.param([0, 1, 2, 3], 4, id="one-row-per-device"),
+     pytest.param([2], 1, id="1x1"),
+     pytest.param([1, 0, 3], 3, id="3dev-one-row-each")],
+)
+def test_tiny_sizes(mesh_of, num, ids, n):
+    mesh = mesh_of(ids)
+    a = num.hpd(n, np.complex128, seed=n)
+    b = num.rhs((n,), np.complex128)
+    x, info = jaxmg.potrs(put(a, mesh, ROWS), b, T_A=2, return_status=True)  # tile clamped
+    assert int(info) == 0
+    num.assert_solves(a, x, b, np.complex128)
+
+
+def test_default_tile_that_pads(mesh_of, num, monkeypatch):
+    """A prime shard larger than the CPU cap: the default tile is the cap, with padding."""
+    n = 4 * 257
+    mesh = mesh_of([0, 1, 2, 3])
+    a = num.hpd(n, np.float32, seed=30)
+    b = num.rhs((n, 2), np.float32)
+    tiles = _record_tiles(monkeypatch)
+    x, info = jaxmg.potrs(put(a, mesh, ROWS), b, return_status=True)
+    assert tiles == [(257, 256)]
+    assert int(info) == 0
+    num.assert_solves(a, x, b, np.float32)
+
+
+@pytest.mark.parametrize(
+    "in_specs",
+    [P("x", None), P("x"), (P("x"),), [P("x", None), P(None, None)], (P("x", None), None)],
+    ids=["bare-spec", "bare-short-spec", "tuple-short-spec", "list", "tuple-with-None"],
+)
+def test_accepted_in_specs_forms(mesh_of, num, in_specs):
+    mesh = mesh_of([1, 2, 3, 0])
+    a = num.hpd(16, np.float64, seed=31)
+    b = num.rhs((16, 1), np.float64)
+    x = jaxmg.potrs(put(a, mesh, ROWS), b, T_A=2, mesh=mesh, in_specs=in_specs)
+    num.assert_solves(a, x, b, np.float64)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto-axes", "explicit-axes"])
+def test_inputs_placed_elsewhere_are_moved(cpus, mesh_of, num, explicit):
+    """a on other devices than the mesh, b sharded or on one device: both are moved."""
+    mesh = mesh_of([3, 2], explicit=explicit)
+    other = mesh_of([0, 1], explicit=explicit)
+    a = num.hpd(16, np.float64, seed=32)
+    b = num.rhs((16, 2), np.float64)
+    for b_in in (jax.device_put(b, cpus[0]), put(b, mesh, ROWS)):
+        x = jaxmg.potrs(put(a, other, ROWS), b_in, T_A=4, mesh=mesh, in_specs=(ROWS, REPL))
+        num.assert_solves(a, x, b, np.float64)
+        num.assert_on_every_device(x, mesh_devices(mesh))
+
+
 # ---- 2D meshes -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("explicit", [False, True], ids=["auto-axes", "explicit-axes"])
@@ -119,7 +186,8 @@ def test_2d_mesh_replicated_axis_minsr(mesh_of, num, explicit):
 
 @pytest.mark.parametrize(
     "ids,tile",
-    [pytest.param([0, 1, 2, 3], 3, id="flat-T3"), pytest.param([2, 0, 3, 1], 4, id="scrambled-pads")],
+    [pytest.param([0, 1, 2, 3], 3, id="flat-T3"),
+     pytest.param([2, 0, 3, 1], 4, id="scrambled-pads")],
 )
 def test_2d_mesh_flattened(mesh_of, num, ids, tile):
     n = 24
@@ -133,19 +201,6 @@ def test_2d_mesh_flattened(mesh_of, num, ids, tile):
 
 
 # ---- inferred arguments ----------------------------------------------------------------
-
-def _record_tiles(monkeypatch):
-    tiles = []
-    real = jaxmg._core.choose_tile
-
-    def spy(T_A, nloc, *args, **kwargs):
-        tile = real(T_A, nloc, *args, **kwargs)
-        tiles.append((nloc, tile))
-        return tile
-
-    monkeypatch.setattr(jaxmg._core, "choose_tile", spy)
-    return tiles
-
 
 @pytest.mark.parametrize(
     "layout",
@@ -401,7 +456,8 @@ def test_seeds_readme_example(cpus, in_specs):
 
 def test_shardmap_ctx_seeds_tutorial(mesh_of, num):
     """The seeds' tutorial: custom pre-processing, then potrs_shardmap_ctx in the user's
-    shard_map with b closed over; returns (x, status)."""
+    shard_map with b closed over; returns (x, status). (On a mesh with Explicit axes, the
+    default of jax.make_mesh, jax.shard_map cannot close over b: see test_bad_input.py.)"""
     n = 32
     mesh = mesh_of([0, 1, 2, 3])
     some_scaling_factor = 3.0
