@@ -47,9 +47,13 @@ sharded = NamedSharding(mesh, P("x", None))
 
 
 @jax.jit
-def make_spd(key):
+def _spd(key):
     x = jax.random.normal(key, (N, N), dtype=jnp.float64)
-    return jax.lax.with_sharding_constraint(x @ x.T / N + jnp.eye(N), sharded)
+    return x @ x.T / N + jnp.eye(N)
+
+
+def make_spd(key):
+    return jax.device_put(_spd(key), sharded)
 
 
 A = make_spd(key_a)
