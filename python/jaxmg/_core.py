@@ -177,3 +177,41 @@ def context_axes(axis_name, op: str):
     groups = tuple(ax for ax in manual if ax not in rows)
     ndev = int(np.prod([mesh.shape[ax] for ax in rows]))
     return rows, groups, ndev
+
+
+def plan(a, T_A, mesh, in_specs, pad: bool, op: str, max_tile: int | None = None):
+    """Checks ``a`` and resolves where and how a whole-array op runs: (dtype, placement, geometry).
+
+    ``max_tile`` caps a user's ``T_A`` (cuSOLVERMg's syevd accepts tiles up to 1024)."""
+    from . import _mesh
+
+    dtype = check_matrix(a, op)
+    n = a.shape[0]
+    place = _mesh.resolve(a, mesh, in_specs, op)
+    check_split(n, place.ndev, op)
+    if max_tile is not None and isinstance(T_A, numbers.Integral) and not isinstance(T_A, bool):
+        T_A = min(int(T_A), max_tile)
+    tile = choose_tile(T_A, n // place.ndev, place.platform, pad, op)
+    _ffi.ensure_registered(place.platform)
+    return dtype, place, Geometry(n, place.ndev, tile)
+
+
+def context_plan(a, T_A, pad: bool, axis_name, op: str, max_tile: int | None = None):
+    """The same inside a user's shard_map, from the local shard: (row_axes, group_axes, geometry)."""
+    name = f"{op}_shardmap_ctx"
+    rows, groups, ndev = context_axes(axis_name, op)
+    shape = getattr(a, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(f"jaxmg.{name}: 'a' must be a matrix shard, got shape {shape}")
+    n = shape[1]
+    if shape[0] * ndev != n:
+        raise ValueError(
+            f"jaxmg.{name}: the shard of 'a' must have N / {ndev} = {n // ndev} rows for "
+            f"N = {n}, got {shape[0]}"
+        )
+    check_matrix(jnp.zeros((0, 0), a.dtype), name)
+    if max_tile is not None and isinstance(T_A, numbers.Integral) and not isinstance(T_A, bool):
+        T_A = min(int(T_A), max_tile)
+    tile = choose_tile(T_A, n // ndev, "gpu", pad, name)
+    ensure_backends()
+    return rows, groups, Geometry(n, ndev, tile)
