@@ -10,6 +10,7 @@ import threading
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
 from . import _ffi
 from ._geometry import Geometry, default_tile
@@ -146,8 +147,47 @@ def call(target: str, results, operands, geo: Geometry, aliases=None):
     )
 
 
+def _explicit_axes(mesh) -> set:
+    kind = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
+    types = getattr(mesh, "axis_types", None) or ()
+    if kind is None:
+        return set()
+    return {ax for ax, t in zip(mesh.axis_names, types) if t == kind}
+
+
+def _spec_axes(spec) -> set:
+    out = set()
+    for entry in spec:
+        if entry is None:
+            continue
+        out.update(entry if isinstance(entry, (tuple, list)) else (entry,))
+    return out
+
+
+def conform(x, mesh, spec):
+    """``x`` resharded to ``spec`` on a mesh with Explicit axes (``jax.make_mesh``'s default in
+    recent JAX), where shard_map refuses an input whose sharding differs from its in_spec
+    (an unsharded matrix, a column-sharded right-hand side). Auto meshes need nothing: the
+    shard_map reshards by itself. Call under jit (works on tracers and arrays alike)."""
+    explicit = _explicit_axes(mesh)
+    if not explicit or not _spec_axes(spec) <= explicit:
+        return x
+    reshard = getattr(jax.sharding, "reshard", None)
+    if reshard is None:  # pragma: no cover - JAX versions without explicit sharding
+        return x
+    return reshard(x, NamedSharding(mesh, spec))
+
+
 def shard_map(fn, mesh, in_specs, out_specs):
-    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    """jax.shard_map without the varying-axes check (FFI calls), its inputs first conformed
+    to ``in_specs`` (see ``conform``)."""
+    inner = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    specs = in_specs if isinstance(in_specs, tuple) else (in_specs,)
+
+    def run(*args):
+        return inner(*(conform(x, mesh, s) for x, s in zip(args, specs)))
+
+    return run
 
 
 def context_axes(axis_name, op: str):

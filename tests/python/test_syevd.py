@@ -171,3 +171,16 @@ def test_syevd_shardmap_ctx_2d_mesh_axis_name():
         jax.shard_map(lambda m: syevd_shardmap_ctx(m), mesh=mesh, in_specs=P("T", None),
                       out_specs=(P(), P("T", None), P()), check_vma=False)(
             jax.device_put(a, NamedSharding(mesh, P("T", None))))
+
+
+def test_syevd_unsharded_input_on_explicit_mesh():
+    axis_type = getattr(jax.sharding, "AxisType", None)
+    if axis_type is None:
+        pytest.skip("this JAX has no explicit mesh axes")
+    mesh = jax.make_mesh((4,), ("x",), axis_types=(axis_type.Explicit,),
+                         devices=_util.need_devices(4))
+    a = herm(12, np.complex128, np.random.default_rng(22))
+    w, v = syevd(jnp.asarray(a), T_A=2, mesh=mesh, in_specs=P("x", None))
+    check_eig(a, w, v, np.complex128)
+    w, v = jax.jit(lambda m: syevd(m, mesh=mesh, in_specs=P("x", None)))(a)
+    check_eig(a, w, v, np.complex128)
