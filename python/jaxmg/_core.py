@@ -67,8 +67,35 @@ def check_matrix(a, op: str, name: str = "a"):
     return dtype
 
 
+def _in_manual_context() -> bool:
+    manual = getattr(getattr(jax.sharding, "AxisType", None), "Manual", None)
+    mesh = jax.sharding.get_abstract_mesh()
+    types = getattr(mesh, "axis_types", None) or ()
+    return manual is not None and any(t == manual for t in types)
+
+
+def closed_over(x):
+    """A concrete array captured by a function traced inside shard_map (the tutorial's
+    ``partial(custom_solve, b=b_replicated)``), made usable there.
+
+    JAX refuses any operation on a captured array that lives on a mesh with Explicit axes
+    (``jax.make_mesh``'s default in recent JAX): "Closing over inputs to shard_map where the
+    input is sharded on `Explicit` axes is not implemented". Such an array is copied to the
+    host and enters the program as a constant; pass it as an argument of the shard_map
+    instead to avoid the copy. Everything else is returned unchanged."""
+    if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
+        return x
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, NamedSharding) or not _explicit_axes(sharding.mesh):
+        return x
+    if not _in_manual_context():
+        return x
+    return np.asarray(x)
+
+
 def check_rhs(b, n: int, dtype, op: str):
     """Returns (b as N x k, was_vector)."""
+    b = closed_over(b)
     shape = getattr(b, "shape", None)
     if shape is None:
         raise TypeError(f"jaxmg.{op}: 'b' must be an array, got {type(b).__name__}")
