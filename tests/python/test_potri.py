@@ -3,7 +3,6 @@
 import _util  # noqa: F401  (devices and x64 before JAX starts)
 from _util import DTYPES, THRESH, hpd, inv_ratio, mesh_1d, put_rows
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-import jaxmg
 from jaxmg import potri, potri_shardmap_ctx, potri_symmetrize
 
 # (devices, N, T_A): one device, exact tiles, several tiles per device, padding (T_A not
@@ -88,8 +86,9 @@ def test_potri_status_is_optional_and_jit_matches_eager():
     np.testing.assert_array_equal(np.asarray(eager), np.asarray(jitted))
 
 
-def test_potri_donate_consumes_input():
-    mesh = mesh_1d(4)
+@pytest.mark.parametrize("explicit", [False, True])
+def test_potri_donate_consumes_input(explicit):
+    mesh = explicit_mesh(4) if explicit else mesh_1d(4)
     a_np = hpd(16, np.float64, np.random.default_rng(4))
     a = put_rows(a_np, mesh)
     x = potri(a, T_A=4, donate=True)
