@@ -3,13 +3,48 @@
 Cholesky solves (``potrs``), inverses of Hermitian positive definite matrices (``potri``) and
 Hermitian eigendecompositions (``syevd``) of matrices sharded by rows over several devices,
 as JIT-compatible ops: cuSOLVERMg on NVIDIA GPUs, distributed LAPACK tiles on CPU devices.
+``jaxmg.linalg`` offers the same ops with a ``jax.scipy.linalg``-style face (``cho_factor``/
+``cho_solve`` with a factor that stays distributed, ``solve``, ``inv``, ``eigh``,
+``slogdet``/``logdet``). The seeds' layout helpers (``cyclic_1d`` and friends) show the 1D
+block-cyclic layout.
+
 Importing jaxmg has no side effects: nothing is loaded or registered until an op is traced,
 and JAX's configuration (``jax_enable_x64`` included) is left alone.
 """
 
+from . import linalg
 from ._core import get_timeout, set_timeout
+from ._cyclic import (
+    calculate_padding,
+    cyclic_1d,
+    get_cols_cyclic,
+    pad_rows,
+    plot_block_to_cyclic,
+    unpad_rows,
+    verify_cyclic,
+)
+from ._potri import potri, potri_shardmap_ctx, potri_symmetrize
 from ._potrs import potrs, potrs_shardmap_ctx
+from ._syevd import syevd, syevd_shardmap_ctx
 
 __version__ = "0.1.0"
 
-__all__ = ["potrs", "potrs_shardmap_ctx", "set_timeout", "get_timeout"]
+__all__ = [
+    "potrs",
+    "potrs_shardmap_ctx",
+    "potri",
+    "potri_shardmap_ctx",
+    "potri_symmetrize",
+    "syevd",
+    "syevd_shardmap_ctx",
+    "cyclic_1d",
+    "pad_rows",
+    "unpad_rows",
+    "calculate_padding",
+    "verify_cyclic",
+    "get_cols_cyclic",
+    "plot_block_to_cyclic",
+    "linalg",
+    "set_timeout",
+    "get_timeout",
+]

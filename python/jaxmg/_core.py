@@ -11,6 +11,7 @@ import threading
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
 from . import _ffi
 from ._geometry import Geometry, default_tile
@@ -73,8 +74,35 @@ def check_matrix(a, op: str, name: str = "a"):
     return dtype
 
 
+def _in_manual_context() -> bool:
+    manual = getattr(getattr(jax.sharding, "AxisType", None), "Manual", None)
+    mesh = jax.sharding.get_abstract_mesh()
+    types = getattr(mesh, "axis_types", None) or ()
+    return manual is not None and any(t == manual for t in types)
+
+
+def closed_over(x):
+    """A concrete array captured by a function traced inside shard_map (the tutorial's
+    ``partial(custom_solve, b=b_replicated)``), made usable there.
+
+    JAX refuses any operation on a captured array that lives on a mesh with Explicit axes
+    (``jax.make_mesh``'s default in recent JAX): "Closing over inputs to shard_map where the
+    input is sharded on `Explicit` axes is not implemented". Such an array is copied to the
+    host and enters the program as a constant; pass it as an argument of the shard_map
+    instead to avoid the copy. Everything else is returned unchanged."""
+    if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
+        return x
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, NamedSharding) or not _explicit_axes(sharding.mesh):
+        return x
+    if not _in_manual_context():
+        return x
+    return np.asarray(x)
+
+
 def check_rhs(b, n: int, dtype, op: str):
     """Returns (b as N x k, was_vector)."""
+    b = closed_over(b)
     shape = getattr(b, "shape", None)
     if shape is None:
         raise TypeError(f"jaxmg.{op}: 'b' must be an array, got {type(b).__name__}")
@@ -153,8 +181,47 @@ def call(target: str, results, operands, geo: Geometry, aliases=None):
     )
 
 
+def _explicit_axes(mesh) -> set:
+    kind = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
+    types = getattr(mesh, "axis_types", None) or ()
+    if kind is None:
+        return set()
+    return {ax for ax, t in zip(mesh.axis_names, types) if t == kind}
+
+
+def _spec_axes(spec) -> set:
+    out = set()
+    for entry in spec:
+        if entry is None:
+            continue
+        out.update(entry if isinstance(entry, (tuple, list)) else (entry,))
+    return out
+
+
+def conform(x, mesh, spec):
+    """``x`` resharded to ``spec`` on a mesh with Explicit axes (``jax.make_mesh``'s default in
+    recent JAX), where shard_map refuses an input whose sharding differs from its in_spec
+    (an unsharded matrix, a column-sharded right-hand side). Auto meshes need nothing: the
+    shard_map reshards by itself. Call under jit (works on tracers and arrays alike)."""
+    explicit = _explicit_axes(mesh)
+    if not explicit or not _spec_axes(spec) <= explicit:
+        return x
+    reshard = getattr(jax.sharding, "reshard", None)
+    if reshard is None:  # pragma: no cover - JAX versions without explicit sharding
+        return x
+    return reshard(x, NamedSharding(mesh, spec))
+
+
 def shard_map(fn, mesh, in_specs, out_specs):
-    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    """jax.shard_map without the varying-axes check (FFI calls), its inputs first conformed
+    to ``in_specs`` (see ``conform``)."""
+    inner = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    specs = in_specs if isinstance(in_specs, tuple) else (in_specs,)
+
+    def run(*args):
+        return inner(*(conform(x, mesh, s) for x, s in zip(args, specs)))
+
+    return run
 
 
 def context_axes(axis_name, op: str):
@@ -184,3 +251,41 @@ def context_axes(axis_name, op: str):
     groups = tuple(ax for ax in manual if ax not in rows)
     ndev = int(np.prod([mesh.shape[ax] for ax in rows]))
     return rows, groups, ndev
+
+
+def plan(a, T_A, mesh, in_specs, pad: bool, op: str, max_tile: int | None = None):
+    """Checks ``a`` and resolves where and how a whole-array op runs: (dtype, placement, geometry).
+
+    ``max_tile`` caps a user's ``T_A`` (cuSOLVERMg's syevd accepts tiles up to 1024)."""
+    from . import _mesh
+
+    dtype = check_matrix(a, op)
+    n = a.shape[0]
+    place = _mesh.resolve(a, mesh, in_specs, op)
+    check_split(n, place.ndev, op)
+    if max_tile is not None and isinstance(T_A, numbers.Integral) and not isinstance(T_A, bool):
+        T_A = min(int(T_A), max_tile)
+    tile = choose_tile(T_A, n // place.ndev, place.platform, pad, op)
+    _ffi.ensure_registered(place.platform)
+    return dtype, place, Geometry(n, place.ndev, tile)
+
+
+def context_plan(a, T_A, pad: bool, axis_name, op: str, max_tile: int | None = None):
+    """The same inside a user's shard_map, from the local shard: (row_axes, group_axes, geometry)."""
+    name = f"{op}_shardmap_ctx"
+    rows, groups, ndev = context_axes(axis_name, op)
+    shape = getattr(a, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(f"jaxmg.{name}: 'a' must be a matrix shard, got shape {shape}")
+    n = shape[1]
+    if shape[0] * ndev != n:
+        raise ValueError(
+            f"jaxmg.{name}: the shard of 'a' must have N / {ndev} = {n // ndev} rows for "
+            f"N = {n}, got {shape[0]}"
+        )
+    check_matrix(jnp.zeros((0, 0), a.dtype), name)
+    if max_tile is not None and isinstance(T_A, numbers.Integral) and not isinstance(T_A, bool):
+        T_A = min(int(T_A), max_tile)
+    tile = choose_tile(T_A, n // ndev, "gpu", pad, name)
+    ensure_backends()
+    return rows, groups, Geometry(n, ndev, tile)

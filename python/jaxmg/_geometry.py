@@ -66,8 +66,9 @@ class Geometry:
 
 # ---- per-device pieces, traced inside shard_map -------------------------------------------
 
-def pad_shard(a_loc: jax.Array, geo: Geometry, rank) -> jax.Array:
-    """Pads this device's nloc x N shard to nloc_pad x N_pad with identity in the padding."""
+def pad_shard(a_loc: jax.Array, geo: Geometry, rank, diag=1) -> jax.Array:
+    """Pads this device's nloc x N shard to nloc_pad x N_pad: zeros off the diagonal and
+    ``diag`` (default 1: identity padding; a scalar, possibly traced) on it."""
     if not geo.padded:
         return a_loc
     p = geo.nloc_pad - geo.nloc
@@ -75,7 +76,7 @@ def pad_shard(a_loc: jax.Array, geo: Geometry, rank) -> jax.Array:
     a3 = jnp.pad(a3, ((0, p), (0, 0), (0, p)))
     a_pad = a3.reshape(geo.nloc_pad, geo.n_pad)
     rows = jnp.arange(geo.nloc, geo.nloc_pad)
-    return a_pad.at[rows, rank * geo.nloc_pad + rows].set(jnp.ones((), a_loc.dtype))
+    return a_pad.at[rows, rank * geo.nloc_pad + rows].set(jnp.asarray(diag).astype(a_loc.dtype))
 
 
 def unpad_shard(a_pad: jax.Array, geo: Geometry) -> jax.Array:

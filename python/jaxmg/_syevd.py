@@ -1,0 +1,144 @@
+"""Hermitian eigendecomposition: ``syevd`` (cuSOLVERMg ``cusolverMgSyevd`` on GPUs; LAPACK's
+divide and conquer ``?syevd``/``?heevd`` on one CPU device of the mesh)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from . import _core, _mesh
+from ._geometry import Geometry, pad_shard
+
+MAX_TILE = 1024  # cusolverMgSyevd rejects larger tiles; the seeds enforced the same bound
+
+
+def _axis(row_axes):
+    return row_axes if len(row_axes) > 1 else row_axes[0]
+
+
+def padding_shift(a_loc, row_axes):
+    """A value strictly above every eigenvalue of A: 2 ||A||_inf (1 for A = 0).
+
+    Padding with it keeps the padded spectrum that of A plus (n_pad - n) copies of the
+    shift at the top, so the padding eigenpairs are the last ones and are dropped. Identity
+    padding would add eigenvalue 1, which may fall inside (or repeat) A's spectrum. No
+    constant is added to the norm, so a tiny A keeps its relative accuracy."""
+    rows = jnp.sum(jnp.abs(a_loc), axis=1)
+    norm = jax.lax.pmax(jnp.max(rows), _axis(row_axes))
+    return jnp.where(norm > 0, 2 * norm, jnp.ones_like(norm))
+
+
+def eigvec_rows(s_loc, geo: Geometry, row_axes):
+    """This device's rows of V (nloc x n) from the backend's output.
+
+    Row c of device d's padded shard holds conj(v_e) for the eigenvector index
+    e = dst(d * nloc_pad + c), its components in the padded original order. Stacked, the
+    shards form S with S[src[e]] = conj(v_e), so V = conj(S[src]).T: one all-to-all (each
+    device gets the columns of S that are its rows of V), then a local gather + transpose.
+    """
+    t = s_loc
+    if geo.ndev > 1:
+        # (nloc_pad, n_pad) -> (n_pad, nloc_pad): column block d of S, from every device.
+        t = jax.lax.all_to_all(t, _axis(row_axes), split_axis=1, concat_axis=0, tiled=True)
+    e = geo.src[: geo.n] if not geo.identity_layout else slice(0, geo.n)
+    v = jnp.conj(t[e, : geo.nloc]).T if jnp.iscomplexobj(t) else t[e, : geo.nloc].T
+    return v
+
+
+def syevd_local(a_loc, geo: Geometry, row_axes, group_axes, vectors: bool):
+    """Per-device body: (w, V_local or None, info[1])."""
+    ids = _core.mesh_ids(row_axes, group_axes)
+    if geo.padded:
+        a_p = pad_shard(a_loc, geo, ids[1], diag=padding_shift(a_loc, row_axes))
+    else:
+        a_p = a_loc
+    real = _core.real_dtype(a_loc.dtype)
+    s, w, info = _core.call(
+        "jaxmg_syevd" if vectors else "jaxmg_syevd_n",
+        (
+            jax.ShapeDtypeStruct(a_p.shape, a_loc.dtype),
+            jax.ShapeDtypeStruct((geo.n_pad,), real),
+            jax.ShapeDtypeStruct((1,), jnp.int32),
+        ),
+        (a_p, ids),
+        geo,
+        aliases={0: 0},
+    )
+    w = w[: geo.n]
+    v = eigvec_rows(s, geo, row_axes) if vectors else None
+    return w, v, info
+
+
+@functools.lru_cache(maxsize=256)
+def _program(place: _mesh.Placement, geo: Geometry, vectors: bool, donate: bool, timeout: float):
+    del timeout  # part of the cache key: read by _core.call at trace time
+
+    def body(a_loc):
+        w, v, info = syevd_local(a_loc, geo, place.row_axes, place.group_axes, vectors)
+        return (w, v, info) if vectors else (w, info)
+
+    out_specs = (P(), place.spec, P()) if vectors else (P(), P())
+    fn = _core.shard_map(body, place.mesh, in_specs=(place.spec,), out_specs=out_specs)
+    return jax.jit(fn, donate_argnums=(0,) if donate else ())
+
+
+def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, return_status=False,
+          pad=True, *, donate=False):
+    """Eigenvalues (and eigenvectors) of a Hermitian matrix sharded by rows over several devices.
+
+    The math: A = V diag(w) V^H with w ascending and V unitary, its columns the
+    eigenvectors (as ``jnp.linalg.eigh``). On GPUs this is cuSOLVERMg's ``syevd``; on CPU
+    devices LAPACK's ``?syevd``/``?heevd`` run on the first device of the mesh (the
+    CPU eigensolver is not distributed).
+
+    Args:
+      a: N x N Hermitian matrix, sharded by rows (``P('x', None)``). Only Hermitian inputs
+        are meaningful: which triangle is read depends on the layout.
+      T_A: tile size, at most 1024 (cuSOLVERMg's limit; larger values are clamped to 1024
+        where the original JAXMg raised). Default: the largest divisor of the shard up to 256
+        (CPU) or 1024 (GPU). A tile that does not divide the shard is padded when ``pad``.
+      mesh, in_specs: as for ``potri``; inferred from ``a.sharding`` when omitted.
+      return_eigenvectors: also compute V (else the values-only solver runs).
+      return_status: also return LAPACK's ``info`` (int32 scalar): 0 on success, > 0 when
+        the eigensolver did not converge.
+      pad: pad shards that ``T_A`` does not divide, else raise. The padding holds
+        2 ||A||_inf on its diagonal, above A's spectrum; its eigenpairs are dropped.
+      donate: let the call reuse the buffer of ``a`` (``a`` is deleted).
+
+    Returns:
+      ``w``, ``(w, V)``, ``(w, info)`` or ``(w, V, info)`` as in the seeds: ``w`` (N reals,
+      ascending) replicated, ``V`` (N x N) sharded by rows like ``a``. On failure w and V
+      are NaN and info > 0, on every device.
+    """
+    _, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "syevd", max_tile=MAX_TILE)
+    vectors = bool(return_eigenvectors)
+    out = _program(place, geo, vectors, bool(donate), _core.get_timeout())(a)
+    info = out[-1][0]
+    out = out[:-1]
+    if return_status:
+        return (*out, info)
+    return out if vectors else out[0]
+
+
+def syevd_shardmap_ctx(a, T_A=None, return_eigenvectors=True, pad=True, *, axis_name=None):
+    """``syevd`` inside the caller's own ``jax.shard_map``.
+
+    ``a`` is this device's shard (N/ndev x N) of the row-sharded Hermitian matrix;
+    ``axis_name`` names the mesh axis (or tuple of axes) the rows are sharded over and may be
+    omitted when only one axis of the mesh has more than one device.
+
+    Returns ``(w, V_local, status)`` (``(w, status)`` without eigenvectors): ``w`` the N
+    eigenvalues, ascending, the same on every device (``out_specs=P()``); ``V_local`` this
+    device's rows of V (same shape as ``a``, so ``out_specs=P(axis, None)`` assembles V with
+    the eigenvectors as columns); ``status`` an int32 array of shape (1,) with LAPACK's info.
+    Getting rows of V costs one ``all_to_all`` over the row axes inside the shard_map. (The
+    original JAXMg returned a column block of V here instead.) Use ``check_vma=False`` on the
+    enclosing shard_map.
+    """
+    rows, groups, geo = _core.context_plan(a, T_A, pad, axis_name, "syevd", max_tile=MAX_TILE)
+    vectors = bool(return_eigenvectors)
+    w, v, info = syevd_local(a, geo, rows, groups, vectors)
+    return (w, v, info) if vectors else (w, info)

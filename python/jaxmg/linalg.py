@@ -1,0 +1,347 @@
+"""A ``jax.scipy.linalg``-style face over jaxmg's distributed ops.
+
+Every function takes a matrix sharded by rows (``P(axis, None)``; mesh and spec inferred
+from ``a.sharding`` like ``jaxmg.potrs``, or given with ``mesh=``/``in_specs=``) and follows
+jaxmg's failure policy: a matrix that is not positive definite (or an eigensolver that does
+not converge) is not an exception but NaN in the outputs, with LAPACK's ``info`` available
+through ``return_status=True``. ``check=True`` turns a nonzero ``info`` into
+``numpy.linalg.LinAlgError``; it needs concrete results, so it is refused at trace time
+inside ``jit`` (test ``info`` from ``return_status=True`` there instead).
+
+- ``cho_factor`` / ``cho_solve``: factor once, solve many times; the factor stays on the
+  devices in the solver's block-cyclic layout, as a pytree that passes through ``jit``.
+- ``solve`` (``assume_a='pos'``), ``inv``, ``eigh``, ``slogdet``, ``logdet``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from . import _core, _mesh
+from ._geometry import (
+    Geometry,
+    from_solver_rows,
+    pad_shard,
+    to_solver_rows,
+    unpad_info,
+)
+from ._potri import potri
+from ._potrs import potrs
+from ._syevd import syevd
+
+__all__ = [
+    "CholeskyFactor",
+    "cho_factor",
+    "cho_solve",
+    "solve",
+    "inv",
+    "eigh",
+    "slogdet",
+    "logdet",
+]
+
+
+# ---- status policy ----------------------------------------------------------------------
+
+def _raise_if_failed(info, op: str, what: str) -> None:
+    """``check=True``: LinAlgError on a nonzero info (only with a concrete info)."""
+    if isinstance(info, jax.core.Tracer):
+        raise ValueError(
+            f"jaxmg.linalg.{op}: check=True needs concrete results and cannot be used inside "
+            "jit or another transformation; pass return_status=True and test the status "
+            "instead"
+        )
+    code = int(np.asarray(info).reshape(-1)[0])
+    if code != 0:
+        raise np.linalg.LinAlgError(f"jaxmg.linalg.{op}: {what} (info = {code})")
+
+
+_NOT_PD = "the matrix is not positive definite"
+
+
+# ---- the distributed Cholesky factor --------------------------------------------------
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["factor", "info"],
+    meta_fields=["placement", "geometry", "lower"],
+)
+@dataclasses.dataclass(frozen=True, eq=False)
+class CholeskyFactor:
+    """The Cholesky factor of a Hermitian positive definite matrix, left on the devices.
+
+    ``factor`` is the distributed factor in the solver's own block-cyclic layout (padded to
+    ``geometry.n_pad`` rows and columns, sharded by rows over ``placement``): it is an
+    input to ``cho_solve``/``logdet``, not the matrix ``L`` of ``jax.scipy.linalg``.
+    ``info`` is LAPACK's status of the factorization (int32 scalar; 0 = success, k > 0 = not
+    positive definite at original row k, and then ``factor`` is NaN). ``lower`` is kept for
+    ``jax.scipy.linalg`` compatibility and changes nothing.
+
+    A pytree: the arrays are leaves and the layout is static, so factors pass in and out of
+    ``jit``. Unpacking it like scipy's ``(c, lower)`` pair gives the factor itself and
+    ``lower``, so ``c, low = cho_factor(a); cho_solve((c, low), b)`` works.
+    """
+
+    factor: jax.Array
+    info: jax.Array
+    placement: _mesh.Placement
+    geometry: Geometry
+    lower: bool = False
+
+    @property
+    def n(self) -> int:
+        return self.geometry.n
+
+    @property
+    def shape(self) -> tuple:
+        return (self.geometry.n, self.geometry.n)
+
+    @property
+    def dtype(self):
+        return self.factor.dtype
+
+    def __iter__(self):
+        return iter((self, self.lower))
+
+
+def _potrf_local(a_loc, geo: Geometry, row_axes, group_axes):
+    ids = _core.mesh_ids(row_axes, group_axes)
+    a_p = pad_shard(a_loc, geo, ids[1])
+    f, info = _core.call(
+        "jaxmg_potrf",
+        (jax.ShapeDtypeStruct(a_p.shape, a_loc.dtype), jax.ShapeDtypeStruct((1,), jnp.int32)),
+        (a_p, ids),
+        geo,
+        aliases={0: 0},
+    )
+    return f, unpad_info(info, geo)
+
+
+def _solve_local(f_loc, b, geo: Geometry, row_axes, group_axes):
+    ids = _core.mesh_ids(row_axes, group_axes)
+    c = to_solver_rows(b, geo)
+    if jnp.iscomplexobj(c):  # the shards read column-major hold conj(A)
+        c = jnp.conj(c)
+    xt, _ = _core.call(
+        "jaxmg_solve",
+        (
+            jax.ShapeDtypeStruct((b.shape[1], geo.n_pad), b.dtype),
+            jax.ShapeDtypeStruct((1,), jnp.int32),
+        ),
+        (f_loc, c.T, ids),
+        geo,
+    )
+    y = xt.T
+    if jnp.iscomplexobj(y):
+        y = jnp.conj(y)
+    return from_solver_rows(y, geo)
+
+
+def _diag_log_local(f_loc, geo: Geometry, row_axes):
+    """sum over the whole matrix of log(diag(L)), from this device's shard of the factor.
+
+    Local row c of device d is solver column g = ((c/T) ndev + d) T + c mod T; its diagonal
+    entry is element g of that row. Each diagonal entry lives on exactly one device."""
+    axis = row_axes if len(row_axes) > 1 else row_axes[0]
+    d = jax.lax.axis_index(axis)
+    c = jnp.arange(geo.nloc_pad)
+    g = ((c // geo.tile) * geo.ndev + d) * geo.tile + c % geo.tile
+    diag = jnp.take_along_axis(f_loc, g[:, None], axis=1)[:, 0]
+    # Padding rows hold 1 on the diagonal of the factor: log 1 = 0.
+    part = jnp.sum(jnp.log(jnp.real(diag)))
+    return jax.lax.psum(part, axis)
+
+
+@functools.lru_cache(maxsize=256)
+def _factor_program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float):
+    del timeout
+    body = functools.partial(
+        _potrf_local, geo=geo, row_axes=place.row_axes, group_axes=place.group_axes
+    )
+    fn = _core.shard_map(body, place.mesh, in_specs=(place.spec,), out_specs=(place.spec, P()))
+    return jax.jit(fn, donate_argnums=(0,) if donate else ())
+
+
+@functools.lru_cache(maxsize=256)
+def _solve_program(place: _mesh.Placement, geo: Geometry, timeout: float):
+    del timeout
+    body = functools.partial(
+        _solve_local, geo=geo, row_axes=place.row_axes, group_axes=place.group_axes
+    )
+    fn = _core.shard_map(body, place.mesh, in_specs=(place.spec, P()), out_specs=P())
+    return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _logdet_program(place: _mesh.Placement, geo: Geometry):
+    body = functools.partial(_diag_log_local, geo=geo, row_axes=place.row_axes)
+    fn = _core.shard_map(body, place.mesh, in_specs=(place.spec,), out_specs=P())
+    return jax.jit(fn)
+
+
+def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None, mesh=None,
+               in_specs=None, pad=True, check=False, donate=False) -> CholeskyFactor:
+    """Cholesky factorization A = L L^H of a Hermitian positive definite matrix sharded by rows.
+
+    On GPUs cuSOLVERMg's ``potrf``; on CPU devices a distributed tiled LAPACK Cholesky. The
+    factor stays distributed (see ``CholeskyFactor``); solve with ``cho_solve``.
+
+    Args:
+      a: N x N Hermitian positive definite matrix, sharded by rows.
+      lower, overwrite_a, check_finite: accepted for ``jax.scipy.linalg`` compatibility;
+        they change nothing (``donate=True`` is the way to reuse ``a``'s memory).
+      T_A, mesh, in_specs, pad, donate: as for ``jaxmg.potrs``.
+      check: raise ``numpy.linalg.LinAlgError`` when A is not positive definite (outside
+        jit only). Otherwise the failure is ``factor.info > 0`` and a NaN factor.
+    """
+    del overwrite_a, check_finite
+    _, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "cho_factor")
+    f, info = _factor_program(place, geo, bool(donate), _core.get_timeout())(a)
+    out = CholeskyFactor(f, info[0], place, geo, bool(lower))
+    if check:
+        _raise_if_failed(out.info, "cho_factor", _NOT_PD)
+    return out
+
+
+def _as_factor(c_and_lower, op: str) -> CholeskyFactor:
+    if isinstance(c_and_lower, CholeskyFactor):
+        return c_and_lower
+    if isinstance(c_and_lower, (tuple, list)) and len(c_and_lower) == 2 and isinstance(
+        c_and_lower[0], CholeskyFactor
+    ):
+        return c_and_lower[0]
+    raise TypeError(
+        f"jaxmg.linalg.{op}: expected the result of jaxmg.linalg.cho_factor (or a "
+        f"(factor, lower) pair of it), got {type(c_and_lower).__name__}; a factor from "
+        "jax.scipy.linalg.cho_factor cannot be used with jaxmg"
+    )
+
+
+def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_status=False,
+              check=False):
+    """Solves A x = b given the factor of A from ``cho_factor`` (one factorization, any
+    number of solves; the factor is only read).
+
+    Args:
+      c_and_lower: a ``CholeskyFactor`` or a ``(factor, lower)`` pair.
+      b: N or N x k right-hand side (replicated; resharded if needed).
+      overwrite_b, check_finite: accepted for compatibility; ignored.
+      return_status: also return the factorization's ``info``.
+      check: raise ``numpy.linalg.LinAlgError`` when the factorization had failed.
+
+    Returns:
+      x with the shape of ``b``, replicated (NaN when the factorization failed);
+      ``(x, info)`` with ``return_status``.
+    """
+    del overwrite_b, check_finite
+    fac = _as_factor(c_and_lower, "cho_solve")
+    dtype = jnp.dtype(fac.factor.dtype)
+    b2, vector = _core.check_rhs(b, fac.n, dtype, "cho_solve")
+    _core.ensure_backends()
+    x = _solve_program(fac.placement, fac.geometry, _core.get_timeout())(fac.factor, b2)
+    if vector:
+        x = x[:, 0]
+    if check:
+        _raise_if_failed(fac.info, "cho_solve", _NOT_PD)
+    return (x, fac.info) if return_status else x
+
+
+_POS = {"pos", "positive definite"}
+_HER = {"her", "hermitian", "sym", "symmetric"}
+
+
+def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=True,
+          assume_a="pos", *, T_A=None, mesh=None, in_specs=None, pad=True, return_status=False,
+          check=False, donate=False):
+    """Solves A x = b for Hermitian positive definite A sharded by rows (``jaxmg.potrs``).
+
+    Only positive definite matrices are supported: ``assume_a`` may be ``'pos'`` (the
+    default) or ``'her'``/``'sym'``, which are accepted but still need A positive definite
+    (an indefinite A gives NaN and info > 0, or LinAlgError with ``check=True``).
+    ``'gen'`` and other values raise ValueError: use ``jax.scipy.linalg.solve``.
+    ``lower``, ``overwrite_*`` and ``check_finite`` are accepted and ignored.
+    """
+    del lower, overwrite_a, overwrite_b, check_finite
+    kind = str(assume_a).lower()
+    if kind not in _POS | _HER:
+        raise ValueError(
+            f"jaxmg.linalg.solve: assume_a={assume_a!r} is not supported; jaxmg solves "
+            "Hermitian positive definite systems only (assume_a='pos', 'her' or 'sym' with a "
+            "positive definite matrix). Use jax.scipy.linalg.solve for general matrices."
+        )
+    x, info = potrs(a, b, T_A=T_A, mesh=mesh, in_specs=in_specs, return_status=True, pad=pad,
+                    donate=donate)
+    if check:
+        _raise_if_failed(info, "solve", _NOT_PD)
+    return (x, info) if return_status else x
+
+
+def inv(a, overwrite_a=False, check_finite=True, *, T_A=None, mesh=None, in_specs=None,
+        pad=True, return_status=False, check=False, donate=False):
+    """Inverse of a Hermitian positive definite matrix sharded by rows (``jaxmg.potri``);
+    the full inverse, sharded like ``a``. For general matrices use ``jnp.linalg.inv``."""
+    del overwrite_a, check_finite
+    x, info = potri(a, T_A=T_A, mesh=mesh, in_specs=in_specs, return_status=True, pad=pad,
+                    donate=donate)
+    if check:
+        _raise_if_failed(info, "inv", _NOT_PD)
+    return (x, info) if return_status else x
+
+
+def eigh(a, lower=True, eigvals_only=False, overwrite_a=False, check_finite=True, *, UPLO=None,
+         T_A=None, mesh=None, in_specs=None, pad=True, return_status=False, check=False,
+         donate=False):
+    """Eigenvalues (ascending, replicated) and eigenvectors (columns, sharded by rows like
+    ``a``) of a Hermitian matrix sharded by rows (``jaxmg.syevd``).
+
+    Returns ``w`` with ``eigvals_only``, else ``(w, v)`` (``jax.scipy.linalg.eigh``'s order);
+    ``return_status`` appends LAPACK's ``info``. ``lower`` and ``UPLO`` are accepted and
+    ignored: the whole row-sharded matrix is handed to the solver, which reads the triangle
+    its layout gives it, so ``a`` must be Hermitian (symmetrize it first if it is not).
+    """
+    del lower, UPLO, overwrite_a, check_finite
+    out = syevd(a, T_A=T_A, mesh=mesh, in_specs=in_specs,
+                return_eigenvectors=not eigvals_only, return_status=True, pad=pad, donate=donate)
+    info = out[-1]
+    if check:
+        _raise_if_failed(info, "eigh", "the eigensolver did not converge")
+    res = out[0] if eigvals_only else (out[0], out[1])
+    return (res, info) if return_status else res
+
+
+def slogdet(a, *, T_A=None, mesh=None, in_specs=None, pad=True, return_status=False,
+            check=False):
+    """``(sign, log|det A|)`` of a Hermitian positive definite matrix, from its Cholesky factor:
+    log det A = 2 sum_i log L_ii, reduced over the devices that hold the diagonal.
+
+    ``a`` may also be a ``CholeskyFactor`` from ``cho_factor`` (no new factorization).
+    ``sign`` is 1 (in ``a``'s dtype). Only positive definite matrices: otherwise both
+    outputs are NaN (info > 0), where ``jnp.linalg.slogdet`` would use an LU factorization.
+    """
+    if isinstance(a, CholeskyFactor):
+        fac = a
+        _core.ensure_backends()
+    else:
+        fac = cho_factor(a, T_A=T_A, mesh=mesh, in_specs=in_specs, pad=pad)
+    half = _logdet_program(fac.placement, fac.geometry)(fac.factor)
+    ok = fac.info == 0
+    logabs = jnp.where(ok, 2 * half, jnp.nan).astype(half.dtype)
+    sign = jnp.where(ok, 1, jnp.nan).astype(fac.factor.dtype)
+    if check:
+        _raise_if_failed(fac.info, "slogdet", _NOT_PD)
+    return ((sign, logabs), fac.info) if return_status else (sign, logabs)
+
+
+def logdet(a, *, T_A=None, mesh=None, in_specs=None, pad=True, return_status=False,
+           check=False):
+    """log det A of a Hermitian positive definite matrix (or of a ``CholeskyFactor``'s
+    matrix), a real scalar; NaN (info > 0) when A is not positive definite."""
+    (_, value), info = slogdet(a, T_A=T_A, mesh=mesh, in_specs=in_specs, pad=pad,
+                               return_status=True, check=check)
+    return (value, info) if return_status else value
