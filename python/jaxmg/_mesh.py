@@ -107,16 +107,6 @@ def place(x, sharding: NamedSharding):
     return jax.device_put(x, sharding)
 
 
-def closed_over_explicit(x) -> bool:
-    """True for a concrete array on a mesh with Explicit axes (seen inside a shard_map, such an
-    array was closed over, which shard_map cannot handle)."""
-    if isinstance(x, jax.core.Tracer):
-        return False
-    sharding = getattr(x, "sharding", None)
-    mesh = getattr(sharding, "mesh", None)
-    return jax.sharding.AxisType.Explicit in tuple(getattr(mesh, "axis_types", ()) or ())
-
-
 def _sharding_of(a):
     try:
         return a.sharding

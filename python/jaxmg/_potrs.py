@@ -125,13 +125,6 @@ def potrs_shardmap_ctx(a, b, T_A=None, pad=True, *, axis_name=None):
             f"rows for N = {n}, got {shape[0]}"
         )
     dtype = _core.check_matrix(jnp.zeros((0, 0), a.dtype), "potrs_shardmap_ctx")
-    if _mesh.closed_over_explicit(b):
-        raise ValueError(
-            "jaxmg.potrs_shardmap_ctx: 'b' is closed over by the shard_map function but is "
-            "sharded on a mesh with Explicit axes, which jax.shard_map does not support; pass "
-            "'b' as an argument of the shard_map with in_specs P(None, None), or build the mesh "
-            "with Auto axes"
-        )
     b2, vector = _core.check_rhs(b, n, dtype, "potrs_shardmap_ctx")
     tile = _core.choose_tile(T_A, n // ndev, "gpu", pad, "potrs_shardmap_ctx")
     _core.ensure_backends()

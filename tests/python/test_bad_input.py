@@ -210,10 +210,3 @@ def test_ctx_bad_dtype_rhs_and_tile(nothing_runs, mesh4):
                       lambda s: jaxmg.potrs_shardmap_ctx(s, np.ones(N), T_A=-2), a)
 
 
-def test_ctx_rhs_closed_over_on_explicit_mesh(nothing_runs, mesh_of):
-    """jax.shard_map cannot close over an array on Explicit axes; say how to pass it."""
-    mesh = mesh_of([0, 1, 2, 3], explicit=True)
-    b = jax.device_put(np.ones(N), NamedSharding(mesh, P()))
-    a = jax.device_put(np.eye(N), NamedSharding(mesh, P("x", None)))
-    with raises(ValueError, "'b'", "closed over", "Explicit", "argument of the shard_map"):
-        _in_shard_map(mesh, P("x", None), lambda s: jaxmg.potrs_shardmap_ctx(s, b), a)
