@@ -13,6 +13,7 @@
  * tile, nparts, site, timeout_ms (all integers). */
 #include "ffi/dispatch.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const char *op_name(jaxmg_op_t op) {
@@ -46,11 +47,16 @@ static jaxmg_status_t expect_dims(const jaxmg_buf_t *b, const char *op, const ch
                          what, (long long)rank, (long long)b->rank);
   }
   if ((rank >= 1 && b->dims[0] != d0) || (rank >= 2 && b->dims[1] != d1)) {
-    return jaxmg__seterr(err, JAXMG_EINVAL,
-                         "jaxmg.%s: '%s' must have shape (%lld%s%lld), got (%lld%s%lld)", op, what,
-                         (long long)d0, rank >= 2 ? ", " : "", rank >= 2 ? (long long)d1 : 0LL,
-                         (long long)b->dims[0], rank >= 2 ? ", " : "",
-                         rank >= 2 ? (long long)b->dims[1] : 0LL);
+    char want[48], got[48];
+    if (rank >= 2) {
+      snprintf(want, sizeof want, "(%lld, %lld)", (long long)d0, (long long)d1);
+      snprintf(got, sizeof got, "(%lld, %lld)", (long long)b->dims[0], (long long)b->dims[1]);
+    } else {
+      snprintf(want, sizeof want, "(%lld,)", (long long)d0);
+      snprintf(got, sizeof got, "(%lld,)", (long long)b->dims[0]);
+    }
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: '%s' must have shape %s, got %s", op, what,
+                         want, got);
   }
   return JAXMG_OK;
 }
