@@ -144,12 +144,12 @@ void test_cpu_lapack_names(void) {
 }
 
 /* ---- potrs -------------------------------------------------------------------------------- */
-static const int64_t kShapes[][2] = {{1, 1}, {2, 1}, {2, 2}, {3, 1}, {3, 3}, {5, 1},
+static const int64_t kShapes[][2] = {{1, 1}, {2, 1}, {2, 2}, {3, 1}, {3, 3},  {5, 1},
                                      {5, 5}, {6, 2}, {6, 3}, {8, 2}, {12, 4}, {12, 3}};
 
 /* split = 0: one POTRS session; 1: POTRF, then SOLVE with the factor left in the shards. */
-static int potrs_case(jaxmg_dtype_t dt, int P, int64_t nloc, int64_t tile, int64_t nrhs,
-                      int split, uint64_t seed) {
+static int potrs_case(jaxmg_dtype_t dt, int P, int64_t nloc, int64_t tile, int64_t nrhs, int split,
+                      uint64_t seed) {
   problem_t pb;
   const int cplx = jt_is_complex(dt);
   uint64_t rng = seed;
@@ -251,8 +251,8 @@ static int potri_case(jaxmg_dtype_t dt, int P, int64_t nloc, int64_t tile, uint6
     for (int64_t j = 0; j < n; j++) X[i + j * n] = jt_shard_get(pb.a, n, nloc, i, j, dt);
   jt_matmul(A, X, R, n, n, n);
   for (int64_t i = 0; i < n * n; i++) R[i] = (i % (n + 1) == 0 ? 1.0 : 0.0) - R[i];
-  double ratio = jt_norm1(R, n, n, n) /
-                 ((double)n * jt_norm1(A, n, n, n) * jt_norm1(X, n, n, n) * jt_eps(dt));
+  double ratio =
+      jt_norm1(R, n, n, n) / ((double)n * jt_norm1(A, n, n, n) * jt_norm1(X, n, n, n) * jt_eps(dt));
   ok &= JT_LT_DBL(ratio, 30.0);
 done:
   problem_free(&pb);
@@ -354,12 +354,12 @@ out:
 }
 
 /* ---- not positive definite ------------------------------------------------------------------ */
-/* A is positive definite except for a negative diagonal entry in row `bad`: every principal
- * submatrix without row `bad` is positive definite, so the elimination breaks exactly at the
- * pivot of `bad`, in any elimination order: info = bad + 1 on every participant, and the
+/* A is positive definite except for a negative (or NaN) diagonal entry in row `bad`: every
+ * principal submatrix without row `bad` is positive definite, so the elimination breaks exactly at
+ * the pivot of `bad`, in any elimination order: info = bad + 1 on every participant, and the
  * outputs hold NaN. */
 static int not_pd_case(jaxmg_dtype_t dt, jaxmg_op_t op, int P, int64_t nloc, int64_t tile,
-                       int64_t bad, uint64_t seed) {
+                       int64_t bad, double value, uint64_t seed) {
   problem_t pb;
   const int cplx = jt_is_complex(dt);
   const int64_t nrhs = op == JAXMG_OP_POTRS ? 2 : 0;
@@ -367,13 +367,14 @@ static int not_pd_case(jaxmg_dtype_t dt, jaxmg_op_t op, int P, int64_t nloc, int
   jt_c *A = NULL, *B = NULL;
   int ok = problem_alloc(&pb, dt, P, nloc, tile, nrhs);
   const int64_t n = pb.n;
-  jt_context("not positive definite: %s, op %d, P %d, nloc %lld, tile %lld, row %lld",
-             jt_dtype_name(dt), (int)op, P, (long long)nloc, (long long)tile, (long long)bad);
+  jt_context("not positive definite: %s, op %d, P %d, nloc %lld, tile %lld, row %lld = %g",
+             jt_dtype_name(dt), (int)op, P, (long long)nloc, (long long)tile, (long long)bad,
+             value);
   if (!ok) goto done;
   A = jt_random_hpd(n, cplx, &rng);
   B = jt_random_mat(n, nrhs, cplx, &rng);
   if (!(ok = JT_CHECK(A && B))) goto done;
-  A[bad + bad * n] = -1.0;
+  A[bad + bad * n] = value;
   jt_round(A, n * n, dt);
   jt_round(B, n * nrhs, dt);
   ok &= JT_EQ(jt_ref_potrf_info(A, n, cplx), bad + 1); /* LAPACK agrees on the index */
@@ -406,11 +407,15 @@ void test_cpu_not_pd(void) {
           const int64_t nloc = shapes[s][0], tile = shapes[s][1];
           /* First row of device 1, a middle row of device 1, the last row of the last one. */
           const int64_t rows[] = {nloc, nloc + nloc / 2, P * nloc - 1};
+          /* The middle case has NaN on the diagonal instead of a negative value. */
           for (size_t k = 0; k < 3; k++)
-            if (!not_pd_case(kDtypes[d], ops[o], P, nloc, tile, rows[k], seed++)) goto out;
+            if (!not_pd_case(kDtypes[d], ops[o], P, nloc, tile, rows[k], k == 1 ? NAN : -1.0,
+                             seed++))
+              goto out;
         }
   /* One participant: the natural order. */
-  not_pd_case(JAXMG_F64, JAXMG_OP_POTRS, 1, 6, 2, 3, seed++);
+  not_pd_case(JAXMG_F64, JAXMG_OP_POTRS, 1, 6, 2, 3, -1.0, seed++);
+  not_pd_case(JAXMG_C64, JAXMG_OP_POTRI, 1, 6, 3, 4, NAN, seed++);
 out:
   jt_context("%s", "");
   JT_EQ(jaxmg_live_sessions(), live);

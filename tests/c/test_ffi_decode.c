@@ -319,7 +319,8 @@ void test_ffi_stages(void) {
   frame_t fr;
   frame_init(&fr, next_run_id());
   char msg[640];
-  JT_EQ(take_error(jaxmg_ffi_potrs_cpu(&fr.f), msg, sizeof msg), XLA_FFI_Error_Code_INVALID_ARGUMENT);
+  JT_EQ(take_error(jaxmg_ffi_potrs_cpu(&fr.f), msg, sizeof msg),
+        XLA_FFI_Error_Code_INVALID_ARGUMENT);
   JT_STR_CONTAINS(msg, "jaxmg.potrs: missing attribute 'tile'");
   JT_EQ(jaxmg_live_sessions(), live);
   JT_EQ(atomic_load(&g_live_errors), 0);
@@ -335,56 +336,58 @@ typedef struct {
 
 static int32_t g_other_buf[64];
 
-static void m_a_rank(frame_t *fr, bufs_t *u) { (void)u, fr->arg_buf[0].rank = 1; }
-static void m_a_rows(frame_t *fr, bufs_t *u) { (void)u, fr->arg_dims[0][0] = 3; }
-static void m_a_s32(frame_t *fr, bufs_t *u) { (void)u, fr->arg_buf[0].dtype = XLA_FFI_DataType_S32; }
-static void m_a_f16(frame_t *fr, bufs_t *u) { (void)u, fr->arg_buf[0].dtype = XLA_FFI_DataType_F16; }
-static void m_b_dtype(frame_t *fr, bufs_t *u) { (void)u, fr->arg_buf[1].dtype = XLA_FFI_DataType_F32; }
-static void m_b_rank(frame_t *fr, bufs_t *u) { (void)u, fr->arg_buf[1].rank = 1; }
-static void m_b_cols(frame_t *fr, bufs_t *u) { (void)u, fr->arg_dims[1][1] = 9; }
-static void m_b_notbuf(frame_t *fr, bufs_t *u) { (void)u, fr->arg_types[1] = (XLA_FFI_ArgType)2; }
-static void m_tile3(frame_t *fr, bufs_t *u) { (void)u, fr->attr_val[0].i64 = 3; }
-static void m_tile0(frame_t *fr, bufs_t *u) { (void)u, fr->attr_val[0].i64 = 0; }
-static void m_nparts0(frame_t *fr, bufs_t *u) { (void)u, fr->attr_val[1].i64 = 0; }
-static void m_nparts3(frame_t *fr, bufs_t *u) { (void)u, fr->attr_val[1].i64 = 3; }
-static void m_no_site(frame_t *fr, bufs_t *u) { (void)u, fr->name_span[2].ptr = "sitf"; }
-static void m_no_attrs(frame_t *fr, bufs_t *u) { (void)u, fr->f.attrs.size = 3; }
-static void m_tile_f32(frame_t *fr, bufs_t *u) {
-  (void)u;
-  fr->scalars[0].dtype = XLA_FFI_DataType_F32;
-  fr->attr_val[0].f32 = 4.0f;
-}
-static void m_nparts_str(frame_t *fr, bufs_t *u) { (void)u, fr->attr_types[1] = XLA_FFI_AttrType_STRING; }
-static void m_tile_s32(frame_t *fr, bufs_t *u) { /* a narrower integer is fine: still valid */
-  (void)u;
-  fr->scalars[0].dtype = XLA_FFI_DataType_S32;
-  fr->attr_val[0].i32 = 3; /* ... and the value read is 3, which does not divide 4 */
-}
-static void m_timeout0(frame_t *fr, bufs_t *u) { (void)u, fr->attr_val[3].i64 = 0; }
-static void m_no_alias(frame_t *fr, bufs_t *u) { (void)u, fr->ret_buf[0].data = g_other_buf; }
-static void m_ra_dtype(frame_t *fr, bufs_t *u) { (void)u, fr->ret_buf[0].dtype = XLA_FFI_DataType_C128; }
-static void m_ids_s64(frame_t *fr, bufs_t *u) { (void)u, fr->arg_buf[2].dtype = XLA_FFI_DataType_S64; }
-static void m_ids_len(frame_t *fr, bufs_t *u) { (void)u, fr->arg_dims[2][0] = 3; }
-static void m_ids_rank(frame_t *fr, bufs_t *u) { (void)u, fr->arg_buf[2].rank = 2; }
-static void m_ids_pos(frame_t *fr, bufs_t *u) { u->ids[1] = 2; (void)fr; }
-static void m_ids_neg(frame_t *fr, bufs_t *u) { u->ids[1] = -1; (void)fr; }
-static void m_x_rows(frame_t *fr, bufs_t *u) { (void)u, fr->ret_dims[1][0] = 3; }
-static void m_info_f32(frame_t *fr, bufs_t *u) { (void)u, fr->ret_buf[2].dtype = XLA_FFI_DataType_F32; }
-static void m_info_len(frame_t *fr, bufs_t *u) { (void)u, fr->ret_dims[2][0] = 2; }
-static void m_few_args(frame_t *fr, bufs_t *u) { (void)u, fr->f.args.size = 2; }
-static void m_few_rets(frame_t *fr, bufs_t *u) { (void)u, fr->f.rets.size = 2; }
-static void m_w_dtype(frame_t *fr, bufs_t *u) { (void)u, fr->ret_buf[1].dtype = XLA_FFI_DataType_F32; }
-static void m_w_len(frame_t *fr, bufs_t *u) { (void)u, fr->ret_dims[1][0] = 7; }
-static void m_ids1_s64(frame_t *fr, bufs_t *u) { (void)u, fr->arg_buf[1].dtype = XLA_FFI_DataType_S64; }
-static void m_x0_rows(frame_t *fr, bufs_t *u) { (void)u, fr->ret_dims[0][0] = 3; }
-static void m_potri_info(frame_t *fr, bufs_t *u) { (void)u, fr->ret_buf[1].dtype = XLA_FFI_DataType_S64; }
+/* One mutation of a valid frame (or of the buffers it points to). */
+#define MUTATOR(name, stmt)                           \
+  static void name(frame_t *fr, bufs_t *u) {          \
+    (void)fr, (void)u;                                \
+    stmt;                                             \
+  }
+MUTATOR(m_a_rank, fr->arg_buf[0].rank = 1)
+MUTATOR(m_a_rows, fr->arg_dims[0][0] = 3)
+MUTATOR(m_a_s32, fr->arg_buf[0].dtype = XLA_FFI_DataType_S32)
+MUTATOR(m_a_f16, fr->arg_buf[0].dtype = XLA_FFI_DataType_F16)
+MUTATOR(m_b_dtype, fr->arg_buf[1].dtype = XLA_FFI_DataType_F32)
+MUTATOR(m_b_rank, fr->arg_buf[1].rank = 1)
+MUTATOR(m_b_cols, fr->arg_dims[1][1] = 9)
+MUTATOR(m_b_notbuf, fr->arg_types[1] = (XLA_FFI_ArgType)2)
+MUTATOR(m_tile3, fr->attr_val[0].i64 = 3)
+MUTATOR(m_tile0, fr->attr_val[0].i64 = 0)
+MUTATOR(m_nparts0, fr->attr_val[1].i64 = 0)
+MUTATOR(m_nparts3, fr->attr_val[1].i64 = 3)
+MUTATOR(m_no_site, fr->name_span[2].ptr = "sitf")
+MUTATOR(m_no_attrs, fr->f.attrs.size = 3)
+MUTATOR(m_tile_f32, fr->scalars[0].dtype = XLA_FFI_DataType_F32; fr->attr_val[0].f32 = 4.0f)
+MUTATOR(m_nparts_str, fr->attr_types[1] = XLA_FFI_AttrType_STRING)
+/* A narrower integer type is accepted; the value read is 3, which does not divide 4. */
+MUTATOR(m_tile_s32, fr->scalars[0].dtype = XLA_FFI_DataType_S32; fr->attr_val[0].i32 = 3)
+MUTATOR(m_timeout0, fr->attr_val[3].i64 = 0)
+MUTATOR(m_no_alias, fr->ret_buf[0].data = g_other_buf)
+MUTATOR(m_ra_dtype, fr->ret_buf[0].dtype = XLA_FFI_DataType_C128)
+MUTATOR(m_ids_s64, fr->arg_buf[2].dtype = XLA_FFI_DataType_S64)
+MUTATOR(m_ids_len, fr->arg_dims[2][0] = 3)
+MUTATOR(m_ids_rank, fr->arg_buf[2].rank = 2)
+MUTATOR(m_ids_pos, u->ids[1] = 2)
+MUTATOR(m_ids_neg, u->ids[1] = -1)
+MUTATOR(m_x_rows, fr->ret_dims[1][0] = 3)
+MUTATOR(m_info_f32, fr->ret_buf[2].dtype = XLA_FFI_DataType_F32)
+MUTATOR(m_info_len, fr->ret_dims[2][0] = 2)
+MUTATOR(m_few_args, fr->f.args.size = 2)
+MUTATOR(m_few_rets, fr->f.rets.size = 2)
+MUTATOR(m_w_dtype, fr->ret_buf[1].dtype = XLA_FFI_DataType_F32)
+MUTATOR(m_w_len, fr->ret_dims[1][0] = 7)
+MUTATOR(m_ids1_s64, fr->arg_buf[1].dtype = XLA_FFI_DataType_S64) /* potrf: ids is operand 2 */
+MUTATOR(m_x0_rows, fr->ret_dims[0][0] = 3)                       /* solve: x is result 1 */
+MUTATOR(m_potri_info, fr->ret_buf[1].dtype = XLA_FFI_DataType_S64)
+#undef MUTATOR
 
 /* The frames below describe one participant of 2 (nloc 4, N 8, tile 2) in float64, with 2
  * right-hand sides; syevd uses complex128 so that 'w' must be float64. */
 static const bad_case_t kBad[] = {
     {"potrs", "a rank", m_a_rank, {"jaxmg.potrs:", "'a' must be a matrix (rank 2), got rank 1"}},
-    {"potrs", "a rows", m_a_rows, {"jaxmg.potrs:", "the shard of 'a' must have N / 2 rows", "got 3 rows"}},
-    {"potrs", "a int32", m_a_s32, {"jaxmg.potrs:", "'a' must be float32, float64, complex64 or complex128", "got int32"}},
+    {"potrs", "a rows", m_a_rows,
+     {"jaxmg.potrs:", "the shard of 'a' must have N / 2 rows", "got 3 rows"}},
+    {"potrs", "a int32", m_a_s32,
+     {"jaxmg.potrs:", "'a' must be float32, float64, complex64 or complex128", "got int32"}},
     {"potrs", "a float16", m_a_f16, {"jaxmg.potrs:", "'a'", "got float16"}},
     {"potrs", "b dtype", m_b_dtype, {"jaxmg.potrs:", "'b' must be float64, got float32"}},
     {"potrs", "b rank", m_b_rank, {"jaxmg.potrs:", "'b' must have rank 2, got rank 1"}},
@@ -397,11 +400,15 @@ static const bad_case_t kBad[] = {
     {"potrs", "nparts 3", m_nparts3, {"jaxmg.potrs:", "the shard of 'a' must have N / 3 rows"}},
     {"potrs", "missing site", m_no_site, {"jaxmg.potrs:", "missing attribute 'site'"}},
     {"potrs", "missing timeout", m_no_attrs, {"jaxmg.potrs:", "missing attribute 'timeout_ms'"}},
-    {"potrs", "tile float", m_tile_f32, {"jaxmg.potrs:", "attribute 'tile' must be an integer, got float32"}},
-    {"potrs", "nparts string", m_nparts_str, {"jaxmg.potrs:", "attribute 'nparts' must be an integer scalar"}},
+    {"potrs", "tile float", m_tile_f32,
+     {"jaxmg.potrs:", "attribute 'tile' must be an integer, got float32"}},
+    {"potrs", "nparts string", m_nparts_str,
+     {"jaxmg.potrs:", "attribute 'nparts' must be an integer scalar"}},
     {"potrs", "timeout 0", m_timeout0, {"jaxmg.potrs:", "timeout_ms must be positive, got 0"}},
-    {"potrs", "no alias", m_no_alias, {"jaxmg.potrs:", "the result 'a' must alias the operand 'a'"}},
-    {"potrs", "result a dtype", m_ra_dtype, {"jaxmg.potrs:", "'a (result)' must be float64, got complex128"}},
+    {"potrs", "no alias", m_no_alias,
+     {"jaxmg.potrs:", "the result 'a' must alias the operand 'a'"}},
+    {"potrs", "result a dtype", m_ra_dtype,
+     {"jaxmg.potrs:", "'a (result)' must be float64, got complex128"}},
     {"potrs", "ids int64", m_ids_s64, {"jaxmg.potrs:", "'ids' must be int32, got int64"}},
     {"potrs", "ids length", m_ids_len, {"jaxmg.potrs:", "'ids' must have shape (2,), got (3,)"}},
     {"potrs", "ids rank", m_ids_rank, {"jaxmg.potrs:", "'ids' must have rank 1, got rank 2"}},
@@ -410,8 +417,10 @@ static const bad_case_t kBad[] = {
     {"potrs", "x rows", m_x_rows, {"jaxmg.potrs:", "'x' must have shape (2, 8), got (3, 8)"}},
     {"potrs", "info dtype", m_info_f32, {"jaxmg.potrs:", "'info' must be int32, got float32"}},
     {"potrs", "info length", m_info_len, {"jaxmg.potrs:", "'info' must have shape (1,), got (2,)"}},
-    {"potrs", "few operands", m_few_args, {"jaxmg.potrs:", "expected operand number 3, got only 2 operands"}},
-    {"potrs", "few results", m_few_rets, {"jaxmg.potrs:", "expected result number 3, got only 2 results"}},
+    {"potrs", "few operands", m_few_args,
+     {"jaxmg.potrs:", "expected operand number 3, got only 2 operands"}},
+    {"potrs", "few results", m_few_rets,
+     {"jaxmg.potrs:", "expected result number 3, got only 2 results"}},
     {"syevd", "w dtype", m_w_dtype, {"jaxmg.syevd:", "'w' must be float64, got float32"}},
     {"syevd", "w length", m_w_len, {"jaxmg.syevd:", "'w' must have shape (8,), got (7,)"}},
     {"syevd_n", "a rank", m_a_rank, {"jaxmg.syevd:", "'a' must be a matrix"}},
@@ -436,7 +445,8 @@ void test_ffi_validation(void) {
     char msg[640];
     jt_context("%s: %s", c->op, c->what);
     /* The check happens before the rendezvous: a lone participant of 2 returns at once. */
-    JT_EQ(take_error(handler_of(c->op)(&fr.f), msg, sizeof msg), XLA_FFI_Error_Code_INVALID_ARGUMENT);
+    JT_EQ(take_error(handler_of(c->op)(&fr.f), msg, sizeof msg),
+          XLA_FFI_Error_Code_INVALID_ARGUMENT);
     for (int k = 0; k < 3 && c->expect[k]; k++) JT_STR_CONTAINS(msg, c->expect[k]);
     JT_EQ(u.info, -99); /* no output written */
     bufs_free(&u);
@@ -489,7 +499,8 @@ static void *call_thread(void *p) {
 static void run_calls(call_t *calls, int P) {
   pthread_t th[8];
   int started[8] = {0};
-  for (int r = 0; r < P; r++) started[r] = JT_EQ(pthread_create(&th[r], NULL, call_thread, &calls[r]), 0);
+  for (int r = 0; r < P; r++)
+    started[r] = JT_EQ(pthread_create(&th[r], NULL, call_thread, &calls[r]), 0);
   for (int r = 0; r < P; r++)
     if (started[r]) pthread_join(th[r], NULL);
 }

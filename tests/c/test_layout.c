@@ -103,7 +103,9 @@ static int check_blocks(int64_t nloc, int64_t ndev, int64_t tile) {
 void test_layout_blocks(void) { sweep(check_blocks); }
 
 /* Values of column c, row r: two int64 per element so that esz = 16 is exercised too. */
-static int64_t cell(int64_t c, int64_t r, int half) { return half ? -(c * 100003 + r) : c * 100003 + r; }
+static int64_t cell(int64_t c, int64_t r, int half) {
+  return half ? -(c * 100003 + r) : c * 100003 + r;
+}
 
 /* moves + apply: forward realises new[g] = old[src(g)], inverse realises new[j] = old[dst(j)],
  * forward then inverse is the identity, the list fits its documented capacity, columns are

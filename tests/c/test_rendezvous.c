@@ -107,7 +107,8 @@ static void *meet_thread(void *p) {
   jaxmg_join_t j = join_of(a, &mine);
   jaxmg_session_t *s = NULL;
   jt_context("meet: rank %d of %d, slot %zu bytes", a->rank, a->nparts, a->slot_size);
-  if (!JT_EQ(a->st = jaxmg__rv_join(&j, &s, &a->err), JAXMG_OK) || !JT_CHECK(s != NULL)) return NULL;
+  a->st = jaxmg__rv_join(&j, &s, &a->err);
+  if (!JT_EQ(a->st, JAXMG_OK) || !JT_CHECK(s != NULL)) return NULL;
   for (int r = 0; r < a->nparts; r++) {
     const slot_t *o = jaxmg__rv_slot(s, r);
     if (a->slot_size >= 4 * sizeof(int64_t)) {
@@ -432,7 +433,8 @@ void test_rv_fail(void) {
       JT_EQ(args[r].err.code, JAXMG_EPEER);
       JT_STR_CONTAINS(args[r].err.msg, "jaxmg.testop failed on the device at mesh position 1");
       JT_STR_CONTAINS(args[r].err.msg, "boom 42");
-      JT_STR_CONTAINS(args[r].err.msg, r == 0 ? "seen by mesh position 0" : "seen by mesh position 2");
+      JT_STR_CONTAINS(args[r].err.msg,
+                      r == 0 ? "seen by mesh position 0" : "seen by mesh position 2");
     }
   }
   jt_context("%s", "");

@@ -105,14 +105,14 @@ def test_moves_round_trip(lib, geo, ncols, esz):
 
     def apply(inverse):
         moves = np.full(4 * nblocks, -99, dtype=np.int64)
-        nm = lib.jaxmg_layout_moves(lay, inverse, moves.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)))
+        p_moves = moves.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+        nm = lib.jaxmg_layout_moves(lay, inverse, p_moves)
         assert 0 <= 2 * nm <= 3 * nblocks  # within the documented 4K capacity
         pairs = moves[: 2 * nm]
         assert np.all((pairs >= -1) & (pairs < nblocks))
         assert (nm == 0) == py.identity_layout
-        lib.jaxmg_layout_apply_moves_host(
-            lay, moves.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)), nm, a.ctypes.data, ld,
-            ncols, esz, stage.ctypes.data)
+        lib.jaxmg_layout_apply_moves_host(lay, p_moves, nm, a.ctypes.data, ld, ncols, esz,
+                                          stage.ctypes.data)
         return nm
 
     nf = apply(0)
