@@ -440,7 +440,9 @@ void test_ffi_validation(void) {
     if (!bufs_alloc(&u, evd ? JAXMG_C128 : JAXMG_F64, 8, 4, 2)) return;
     u.ids[0] = 0, u.ids[1] = 1;
     frame_t fr;
-    op_frame(&fr, c->op, &u, next_run_id(), 2, 2, 1, 60000);
+    /* A short deadline: if a check were missing, the lone participant would time out
+     * quickly (and fail this test) instead of waiting for its absent peer. */
+    op_frame(&fr, c->op, &u, next_run_id(), 2, 2, 1, 300);
     c->mutate(&fr, &u);
     char msg[640];
     jt_context("%s: %s", c->op, c->what);
