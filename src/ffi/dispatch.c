@@ -13,6 +13,7 @@
  * tile, nparts, site, timeout_ms (all integers). */
 #include "ffi/dispatch.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -97,7 +98,8 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
                          nm, (long long)a.rank);
   }
   const int64_t nloc = a.dims[0], n = a.dims[1];
-  if (nparts < 1 || nloc * nparts != n) {
+  /* Division, not nloc * nparts: a corrupt attribute must not overflow. */
+  if (nparts < 1 || nparts > INT_MAX || n % nparts != 0 || n / nparts != nloc) {
     return jaxmg__seterr(err, JAXMG_EINVAL,
                          "jaxmg.%s: the shard of 'a' must have N / %lld rows for N = %lld columns, "
                          "got %lld rows",
@@ -109,10 +111,16 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
                          "each shard (pad the shards)",
                          nm, (long long)tile, (long long)nloc);
   }
+  /* The only geometry left to reject here is an empty shard (N = 0). */
+  if (jaxmg_layout_init(&t->lay, nloc, nparts, tile) != JAXMG_OK) {
+    return jaxmg__seterr(err, JAXMG_EINVAL,
+                         "jaxmg.%s: the shard of 'a' must have at least one row, got shape "
+                         "(%lld, %lld)",
+                         nm, (long long)nloc, (long long)n);
+  }
   t->op = op;
   t->name = nm;
   t->dtype = a.dtype;
-  jaxmg_layout_init(&t->lay, nloc, nparts, tile);
   t->nrhs = 0;
   memset(p, 0, sizeof *p);
   p->a = a.data;

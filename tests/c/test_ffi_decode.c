@@ -354,6 +354,11 @@ MUTATOR(m_tile3, fr->attr_val[0].i64 = 3)
 MUTATOR(m_tile0, fr->attr_val[0].i64 = 0)
 MUTATOR(m_nparts0, fr->attr_val[1].i64 = 0)
 MUTATOR(m_nparts3, fr->attr_val[1].i64 = 3)
+MUTATOR(m_nparts_huge, fr->attr_val[1].i64 = INT64_C(1) << 62) /* nloc * nparts overflows */
+MUTATOR(m_tile_huge, fr->attr_val[0].i64 = INT64_MAX)
+/* An empty shard (N = 0) with shapes that agree everywhere. */
+MUTATOR(m_empty, fr->arg_dims[0][0] = fr->arg_dims[0][1] = fr->arg_dims[1][1] = 0;
+        fr->ret_dims[0][0] = fr->ret_dims[0][1] = fr->ret_dims[1][1] = 0)
 MUTATOR(m_no_site, fr->name_span[2].ptr = "sitf")
 MUTATOR(m_no_attrs, fr->f.attrs.size = 3)
 MUTATOR(m_tile_f32, fr->scalars[0].dtype = XLA_FFI_DataType_F32; fr->attr_val[0].f32 = 4.0f)
@@ -398,6 +403,9 @@ static const bad_case_t kBad[] = {
     {"potrs", "tile int32", m_tile_s32, {"jaxmg.potrs:", "tile size 3"}},
     {"potrs", "nparts 0", m_nparts0, {"jaxmg.potrs:", "the shard of 'a'"}},
     {"potrs", "nparts 3", m_nparts3, {"jaxmg.potrs:", "the shard of 'a' must have N / 3 rows"}},
+    {"potrs", "nparts 2^62", m_nparts_huge, {"jaxmg.potrs:", "the shard of 'a'"}},
+    {"potrs", "tile 2^63-1", m_tile_huge, {"jaxmg.potrs:", "tile size 9223372036854775807"}},
+    {"potrs", "empty", m_empty, {"jaxmg.potrs:", "'a' must have at least one row", "(0, 0)"}},
     {"potrs", "missing site", m_no_site, {"jaxmg.potrs:", "missing attribute 'site'"}},
     {"potrs", "missing timeout", m_no_attrs, {"jaxmg.potrs:", "missing attribute 'timeout_ms'"}},
     {"potrs", "tile float", m_tile_f32,
