@@ -42,6 +42,9 @@ void test_layout_init(void) {
   JT_EQ(jaxmg_layout_init(&lay, -4, 2, 2), JAXMG_EINVAL);
   JT_EQ(jaxmg_layout_init(&lay, 6, 2, 4), JAXMG_EINVAL);  /* tile does not divide nloc */
   JT_EQ(jaxmg_layout_init(&lay, 4, 2, 8), JAXMG_EINVAL);  /* tile larger than the shard */
+  JT_EQ(jaxmg_layout_init(&lay, INT64_C(1) << 40, INT64_C(1) << 30, 1), JAXMG_EINVAL); /* N */
+  JT_EQ(jaxmg_layout_init(&lay, INT64_C(1) << 40, INT64_C(1) << 20, 1), JAXMG_OK);
+  JT_EQ(lay.n, INT64_C(1) << 60);
   JT_EQ(jaxmg_layout_init(&lay, 12, 3, 4), JAXMG_OK);
   JT_EQ(lay.n, 36);
   JT_EQ(lay.nloc, 12);
