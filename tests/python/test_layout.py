@@ -63,7 +63,7 @@ def geometries(draw, dividing=True):
     return nloc, ndev, tile
 
 
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
 
 @SETTINGS
