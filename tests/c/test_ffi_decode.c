@@ -72,7 +72,6 @@ static XLA_FFI_Api make_api(void) {
   XLA_FFI_Api api;
   memset(&api, 0, sizeof api);
   api.struct_size = sizeof api;
-  api.api_version.struct_size = sizeof api.api_version;
   api.api_version.major_version = XLA_FFI_API_MAJOR;
   api.api_version.minor_version = XLA_FFI_API_MINOR;
   api.XLA_FFI_Error_Create = fake_error_create;
