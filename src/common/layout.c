@@ -5,6 +5,7 @@
 
 jaxmg_status_t jaxmg_layout_init(jaxmg_layout_t *lay, int64_t nloc, int64_t ndev, int64_t tile) {
   if (!lay || ndev < 1 || tile < 1 || nloc < 1 || nloc % tile != 0) return JAXMG_EINVAL;
+  if (nloc > INT64_MAX / ndev) return JAXMG_EINVAL; /* N would overflow */
   lay->n = nloc * ndev;
   lay->nloc = nloc;
   lay->ndev = ndev;

@@ -11,7 +11,7 @@
 
 #include "common/common.h"
 
-enum { SLOT_MAX = 256, SHARED_BYTES = 256 };
+enum { SLOT_MAX = 256, SHARED_BYTES = 256, SLOT_ALIGN = 16 };
 /* How long a failed session is kept so that late arrivals fail at once. */
 static const int64_t kTombstoneMs = 120000;
 
@@ -33,11 +33,14 @@ struct jaxmg_session {
   int64_t red_acc;     /* max of the values brought to the barrier in progress */
   int64_t red_result;  /* max of the values of the last completed barrier */
   size_t slot_size;
+  size_t slot_stride;      /* slot_size rounded up to SLOT_ALIGN */
+  unsigned char *slots;    /* [nparts * slot_stride], right after the struct: aligned */
   unsigned char *joined;   /* [nparts] */
   unsigned char *at_bar;   /* [nparts] */
-  unsigned char *slots;    /* [nparts * slot_size] */
   _Alignas(16) unsigned char shared[SHARED_BYTES];
 };
+
+_Static_assert(sizeof(struct jaxmg_session) % SLOT_ALIGN == 0, "slots must start aligned");
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static jaxmg_session_t *g_head = NULL;
@@ -75,7 +78,10 @@ static void collect_tombstones(int64_t now) {
 
 static jaxmg_session_t *session_new(const jaxmg_join_t *j, int64_t now) {
   size_t n = (size_t)j->nparts;
-  jaxmg_session_t *s = calloc(1, sizeof *s + 2 * n + n * j->slot_size);
+  /* Slots hold structs of pointers that peers read in place: each starts aligned (the struct
+   * size is a multiple of its 16-byte alignment, and the stride is rounded up to 16). */
+  size_t stride = (j->slot_size + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
+  jaxmg_session_t *s = calloc(1, sizeof *s + n * stride + 2 * n);
   if (!s) return NULL;
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -94,9 +100,10 @@ static jaxmg_session_t *session_new(const jaxmg_join_t *j, int64_t now) {
   s->created_ms = now;
   snprintf(s->op, sizeof s->op, "%s", j->op ? j->op : "op");
   s->slot_size = j->slot_size;
-  s->joined = (unsigned char *)(s + 1);
+  s->slot_stride = stride;
+  s->slots = (unsigned char *)(s + 1);
+  s->joined = s->slots + n * stride;
   s->at_bar = s->joined + n;
-  s->slots = s->at_bar + n;
   /* Append: the oldest session of a key is found first. */
   jaxmg_session_t **p = &g_head;
   while (*p) p = &(*p)->next;
@@ -169,7 +176,7 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
   }
   s->joined[j->rank] = 1;
   s->njoined++;
-  if (j->slot_size) memcpy(s->slots + (size_t)j->rank * s->slot_size, j->slot, j->slot_size);
+  if (j->slot_size) memcpy(s->slots + (size_t)j->rank * s->slot_stride, j->slot, j->slot_size);
   if (s->njoined == s->nparts) pthread_cond_broadcast(&s->cv);
 
   struct timespec dl;
@@ -206,7 +213,7 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
 }
 
 const void *jaxmg__rv_slot(const jaxmg_session_t *s, int rank) {
-  return s->slots + (size_t)rank * s->slot_size;
+  return s->slots + (size_t)rank * s->slot_stride;
 }
 
 void *jaxmg__rv_shared(jaxmg_session_t *s) { return s->shared; }

@@ -19,7 +19,15 @@ static const double kC128[3][2] = {{1.0, 0.0}, {-1.0, 0.0}, {0.0, 0.0}};
 static const float kF32Zero = 0.0f;
 static const double kF64Zero = 0.0;
 
-static jaxmg_cpu_kernels_t g_kernels[4];
+/* The scalars are set here, once, so that jaxmg__cpu_kernels only reads the table while the
+ * participants of a call use it concurrently (rewriting them on every call was a data race,
+ * reported by ThreadSanitizer). */
+static jaxmg_cpu_kernels_t g_kernels[4] = {
+    {.one = &kF32[0], .mone = &kF32[1], .rone = &kF32[0], .rmone = &kF32[1], .zero = &kF32Zero},
+    {.one = &kF64[0], .mone = &kF64[1], .rone = &kF64[0], .rmone = &kF64[1], .zero = &kF64Zero},
+    {.one = kC64[0], .mone = kC64[1], .rone = &kF32[0], .rmone = &kF32[1], .zero = kC64[2]},
+    {.one = kC128[0], .mone = kC128[1], .rone = &kF64[0], .rmone = &kF64[1], .zero = kC128[2]},
+};
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static int prec_index(char p) {
@@ -65,17 +73,8 @@ jaxmg_status_t jaxmg__cpu_kernels(jaxmg_dtype_t dt, int need_evd, const jaxmg_cp
   int p = (int)dt; /* the dtype enum is ordered s, d, c, z */
   jaxmg_cpu_kernels_t *k = &g_kernels[p];
   pthread_mutex_lock(&g_mu);
-  k->info = info;
-  switch (p) {
-    case 0: k->one = &kF32[0], k->mone = &kF32[1], k->rone = &kF32[0], k->rmone = &kF32[1],
-            k->zero = &kF32Zero; break;
-    case 1: k->one = &kF64[0], k->mone = &kF64[1], k->rone = &kF64[0], k->rmone = &kF64[1],
-            k->zero = &kF64Zero; break;
-    case 2: k->one = kC64[0], k->mone = kC64[1], k->rone = &kF32[0], k->rmone = &kF32[1],
-            k->zero = kC64[2]; break;
-    default: k->one = kC128[0], k->mone = kC128[1], k->rone = &kF64[0], k->rmone = &kF64[1],
-             k->zero = kC128[2]; break;
-  }
+  /* Written once; later callers only read it (ordered by the mutex). */
+  if (!k->info) k->info = info;
   const char *missing = !k->potrf ? "potrf" : !k->trsm ? "trsm" : !k->herk ? (info->is_complex ? "herk" : "syrk")
                       : !k->gemm ? "gemm" : NULL;
   if (!missing && need_evd) {

@@ -13,6 +13,8 @@
  * tile, nparts, site, timeout_ms (all integers). */
 #include "ffi/dispatch.h"
 
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 static const char *op_name(jaxmg_op_t op) {
@@ -46,11 +48,16 @@ static jaxmg_status_t expect_dims(const jaxmg_buf_t *b, const char *op, const ch
                          what, (long long)rank, (long long)b->rank);
   }
   if ((rank >= 1 && b->dims[0] != d0) || (rank >= 2 && b->dims[1] != d1)) {
-    return jaxmg__seterr(err, JAXMG_EINVAL,
-                         "jaxmg.%s: '%s' must have shape (%lld%s%lld), got (%lld%s%lld)", op, what,
-                         (long long)d0, rank >= 2 ? ", " : "", rank >= 2 ? (long long)d1 : 0LL,
-                         (long long)b->dims[0], rank >= 2 ? ", " : "",
-                         rank >= 2 ? (long long)b->dims[1] : 0LL);
+    char want[48], got[48];
+    if (rank >= 2) {
+      snprintf(want, sizeof want, "(%lld, %lld)", (long long)d0, (long long)d1);
+      snprintf(got, sizeof got, "(%lld, %lld)", (long long)b->dims[0], (long long)b->dims[1]);
+    } else {
+      snprintf(want, sizeof want, "(%lld,)", (long long)d0);
+      snprintf(got, sizeof got, "(%lld,)", (long long)b->dims[0]);
+    }
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: '%s' must have shape %s, got %s", op, what,
+                         want, got);
   }
   return JAXMG_OK;
 }
@@ -91,7 +98,8 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
                          nm, (long long)a.rank);
   }
   const int64_t nloc = a.dims[0], n = a.dims[1];
-  if (nparts < 1 || nloc * nparts != n) {
+  /* Division, not nloc * nparts: a corrupt attribute must not overflow. */
+  if (nparts < 1 || nparts > INT_MAX || n % nparts != 0 || n / nparts != nloc) {
     return jaxmg__seterr(err, JAXMG_EINVAL,
                          "jaxmg.%s: the shard of 'a' must have N / %lld rows for N = %lld columns, "
                          "got %lld rows",
@@ -103,10 +111,16 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
                          "each shard (pad the shards)",
                          nm, (long long)tile, (long long)nloc);
   }
+  /* The only geometry left to reject here is an empty shard (N = 0). */
+  if (jaxmg_layout_init(&t->lay, nloc, nparts, tile) != JAXMG_OK) {
+    return jaxmg__seterr(err, JAXMG_EINVAL,
+                         "jaxmg.%s: the shard of 'a' must have at least one row, got shape "
+                         "(%lld, %lld)",
+                         nm, (long long)nloc, (long long)n);
+  }
   t->op = op;
   t->name = nm;
   t->dtype = a.dtype;
-  jaxmg_layout_init(&t->lay, nloc, nparts, tile);
   t->nrhs = 0;
   memset(p, 0, sizeof *p);
   p->a = a.data;
