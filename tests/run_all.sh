@@ -15,5 +15,11 @@ cmake -S . -B build/ctest -DJAXMG_BUILD_TESTS=ON -DJAXMG_SANITIZE=ON -DJAXMG_CUD
 cmake --build build/ctest -j 2 >> build/ctest.log
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ./build/ctest/jaxmg_c_tests
+# The same tests under ThreadSanitizer: the only build that sees data races between the
+# per-device threads of one call.
+cmake -S . -B build/ctest-tsan -DJAXMG_BUILD_TESTS=ON -DJAXMG_SANITIZE_THREAD=ON -DJAXMG_CUDA=OFF \
+  -DCMAKE_BUILD_TYPE=Debug -DJAXMG_FFI_INCLUDE="$JAXLIB_INCLUDE" > build/ctest-tsan.log
+cmake --build build/ctest-tsan -j 2 >> build/ctest-tsan.log
+TSAN_OPTIONS=halt_on_error=1 ./build/ctest-tsan/jaxmg_c_tests
 
 "$PY" -m pytest -q tests/python tests/gpu "$@"
