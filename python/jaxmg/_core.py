@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 import os
 import threading
@@ -29,8 +30,14 @@ def set_timeout(seconds: float | None) -> None:
     seconds). The value is read when an op is traced, so it applies to ops traced afterwards.
     """
     global _timeout_s
-    if seconds is not None and (not isinstance(seconds, numbers.Real) or not seconds > 0):
-        raise ValueError(f"jaxmg.set_timeout: seconds must be a positive number, got {seconds!r}")
+    if seconds is not None and (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, numbers.Real)
+        or not 0 < seconds < math.inf
+    ):
+        raise ValueError(
+            f"jaxmg.set_timeout: seconds must be a positive finite number, got {seconds!r}"
+        )
     _timeout_s = None if seconds is None else float(seconds)
 
 
@@ -41,7 +48,7 @@ def get_timeout() -> float:
     if env:
         try:
             value = float(env)
-            if value > 0:
+            if 0 < value < math.inf:
                 return value
         except ValueError:
             pass

@@ -89,6 +89,34 @@ def _check_spec(spec: P, mesh: Mesh, op: str) -> tuple:
     return rows
 
 
+def place(x, sharding: NamedSharding):
+    """``x`` laid out as ``sharding``, so that the op's shard_map accepts it.
+
+    Concrete arrays (or NumPy arrays) are moved with ``device_put`` unless already laid out
+    so; jit would refuse an array committed to other devices, and shard_map refuses an array
+    on an ``Explicit`` mesh whose sharding differs from its spec. Inside jit, arrays on an
+    ``Explicit`` mesh are resharded; on an ``Auto`` mesh shard_map reshards by itself.
+    """
+    if isinstance(x, jax.core.Tracer):
+        explicit = jax.sharding.AxisType.Explicit in tuple(sharding.mesh.axis_types)
+        reshard = getattr(jax, "reshard", None) or getattr(jax.sharding, "reshard", None)
+        return reshard(x, sharding) if explicit and reshard is not None else x
+    current = getattr(x, "sharding", None)
+    if current is not None and current.is_equivalent_to(sharding, len(x.shape)):
+        return x
+    return jax.device_put(x, sharding)
+
+
+def closed_over_explicit(x) -> bool:
+    """True for a concrete array on a mesh with Explicit axes (seen inside a shard_map, such an
+    array was closed over, which shard_map cannot handle)."""
+    if isinstance(x, jax.core.Tracer):
+        return False
+    sharding = getattr(x, "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    return jax.sharding.AxisType.Explicit in tuple(getattr(mesh, "axis_types", ()) or ())
+
+
 def _sharding_of(a):
     try:
         return a.sharding

@@ -9,11 +9,14 @@ import jax
 import jax.numpy as jnp
 
 from . import _core, _ffi, _mesh
-from ._geometry import Geometry, from_solver_rows, pad_shard, to_solver_rows, unpad_info
+from ._geometry import (
+    Geometry, from_solver_rows, pad_shard, to_solver_rows, unpad_info, unpad_shard,
+)
 
 
-def potrs_local(a_loc, b, geo: Geometry, row_axes, group_axes):
-    """Per-device body: returns (x, info[1]); x replicated, N x k."""
+def potrs_local(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False):
+    """Per-device body: returns (x, info[1]); x replicated, N x k. With ``keep_factor`` also
+    the shard overwritten by the factor (an output that a donated ``a`` can alias)."""
     dtype = a_loc.dtype
     ids = _core.mesh_ids(row_axes, group_axes)
     a_p = pad_shard(a_loc, geo, ids[1])
@@ -22,7 +25,7 @@ def potrs_local(a_loc, b, geo: Geometry, row_axes, group_axes):
     if jnp.iscomplexobj(c):
         c = jnp.conj(c)
     k = b.shape[1]
-    _, xt, info = _core.call(
+    a_out, xt, info = _core.call(
         "jaxmg_potrs",
         (
             jax.ShapeDtypeStruct(a_p.shape, dtype),
@@ -36,18 +39,23 @@ def potrs_local(a_loc, b, geo: Geometry, row_axes, group_axes):
     y = xt.T
     if jnp.iscomplexobj(y):
         y = jnp.conj(y)
-    return from_solver_rows(y, geo), unpad_info(info, geo)
+    x, info = from_solver_rows(y, geo), unpad_info(info, geo)
+    return (x, info, unpad_shard(a_out, geo)) if keep_factor else (x, info)
 
 
 @functools.lru_cache(maxsize=256)
 def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float):
     del timeout  # part of the cache key: read by _core.call at trace time
+    # A donated input is only reused when an output can alias it: with donate, the factor
+    # comes out too (and is dropped), so the solver works in the caller's buffer.
     body = functools.partial(
-        potrs_local, geo=geo, row_axes=place.row_axes, group_axes=place.group_axes
+        potrs_local, geo=geo, row_axes=place.row_axes, group_axes=place.group_axes,
+        keep_factor=donate,
     )
+    replicated = jax.sharding.PartitionSpec()
+    out_specs = (replicated, replicated) + ((place.spec,) if donate else ())
     fn = _core.shard_map(
-        body, place.mesh, in_specs=(place.spec, jax.sharding.PartitionSpec()),
-        out_specs=(jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec()),
+        body, place.mesh, in_specs=(place.spec, replicated), out_specs=out_specs,
     )
     return jax.jit(fn, donate_argnums=(0,) if donate else ())
 
@@ -80,6 +88,8 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
       numerical failure x is NaN and info > 0, on every device.
     """
     dtype = _core.check_matrix(a, "potrs")
+    if not isinstance(a, jax.Array):
+        a = jnp.asarray(a)  # a NumPy array runs on the default device
     n = a.shape[0]
     b2, vector = _core.check_rhs(b, n, dtype, "potrs")
     place = _mesh.resolve(a, mesh, in_specs, "potrs")
@@ -87,7 +97,9 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     tile = _core.choose_tile(T_A, n // place.ndev, place.platform, pad, "potrs")
     _ffi.ensure_registered(place.platform)
     geo = Geometry(n, place.ndev, tile)
-    x, info = _program(place, geo, bool(donate), _core.get_timeout())(a, b2)
+    a = _mesh.place(a, jax.sharding.NamedSharding(place.mesh, place.spec))
+    b2 = _mesh.place(b2, jax.sharding.NamedSharding(place.mesh, jax.sharding.PartitionSpec()))
+    x, info = _program(place, geo, bool(donate), _core.get_timeout())(a, b2)[:2]
     if vector:
         x = x[:, 0]
     return (x, info[0]) if return_status else x
@@ -113,6 +125,13 @@ def potrs_shardmap_ctx(a, b, T_A=None, pad=True, *, axis_name=None):
             f"rows for N = {n}, got {shape[0]}"
         )
     dtype = _core.check_matrix(jnp.zeros((0, 0), a.dtype), "potrs_shardmap_ctx")
+    if _mesh.closed_over_explicit(b):
+        raise ValueError(
+            "jaxmg.potrs_shardmap_ctx: 'b' is closed over by the shard_map function but is "
+            "sharded on a mesh with Explicit axes, which jax.shard_map does not support; pass "
+            "'b' as an argument of the shard_map with in_specs P(None, None), or build the mesh "
+            "with Auto axes"
+        )
     b2, vector = _core.check_rhs(b, n, dtype, "potrs_shardmap_ctx")
     tile = _core.choose_tile(T_A, n // ndev, "gpu", pad, "potrs_shardmap_ctx")
     _core.ensure_backends()

@@ -33,6 +33,11 @@ const jaxmg_dtype_info_t *jaxmg__dtype_info(jaxmg_dtype_t dt);
 /* Fills n elements of dtype dt with quiet NaN (both parts for complex). */
 void jaxmg__fill_nan(void *p, int64_t n, jaxmg_dtype_t dt);
 
+/* Index (0-based) of the first diagonal entry of the n x n matrix p (leading dimension ld)
+ * that is not finite, or -1. A factorization whose pivots are finite but whose input held
+ * NaN/Inf (some LAPACKs do not test for NaN) is reported through this check. */
+int64_t jaxmg__first_nonfinite_diag(const void *p, int64_t n, int64_t ld, jaxmg_dtype_t dt);
+
 /* Milliseconds on a monotonic clock. */
 int64_t jaxmg__now_ms(void);
 

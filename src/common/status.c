@@ -63,6 +63,20 @@ void jaxmg__fill_nan(void *p, int64_t n, jaxmg_dtype_t dt) {
   }
 }
 
+int64_t jaxmg__first_nonfinite_diag(const void *p, int64_t n, int64_t ld, jaxmg_dtype_t dt) {
+  const jaxmg_dtype_info_t *info = jaxmg__dtype_info(dt);
+  if (!info) return -1;
+  int parts = info->is_complex ? 2 : 1;
+  for (int64_t i = 0; i < n; i++) {
+    for (int k = 0; k < parts; k++) {
+      size_t off = (size_t)(i * ld + i) * (size_t)parts + (size_t)k;
+      double v = info->real_size == 4 ? (double)((const float *)p)[off] : ((const double *)p)[off];
+      if (!isfinite(v)) return i;
+    }
+  }
+  return -1;
+}
+
 int64_t jaxmg__now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -44,6 +44,10 @@ jaxmg_status_t jaxmg__cpu_factor(const jaxmg_cpu_ctx_t *c, int64_t *ginfo, jaxmg
       char *D = jaxmg__cpu_at(c, kk, kk * c->T);
       int linfo = 0;
       k->potrf("L", &T, D, &ld, &linfo);
+      if (linfo == 0) {
+        int64_t bad = jaxmg__first_nonfinite_diag(D, c->T, c->N, c->t->dtype);
+        if (bad >= 0) linfo = (int)bad + 1;
+      }
       if (linfo > 0) {
         finfo = jaxmg_layout_src(&c->t->lay, kk * c->T + linfo - 1) + 1;
       } else if (linfo < 0) {

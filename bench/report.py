@@ -1,0 +1,126 @@
+"""Tables and plots from the JSON lines of bench/bench_ops.py.
+
+    python bench/report.py bench/results/<run>/*.jsonl --plots docs/img --md /tmp/tables.md
+
+For every (op, dtype): one row per (N, ndev, tile) with the time of each implementation,
+jaxmg's ratio to raw cuSOLVERMg (same N, devices and tile) and to native JAX (same N, one
+GPU), TFLOP/s, the fraction of peak, the share of layout conversion, and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+
+
+def load(paths):
+    recs = []
+    for p in paths:
+        with open(p) as fh:
+            for line in fh:
+                line = line.strip()
+                if line.startswith("{"):
+                    recs.append(json.loads(line))
+    return recs
+
+
+def fmt(v, spec="{:.4g}"):
+    return "" if v is None else spec.format(v)
+
+
+def tables(recs):
+    by = collections.defaultdict(list)
+    for r in recs:
+        by[(r["op"], r["dtype"])].append(r)
+    out = []
+    for (op, dtype), rs in sorted(by.items()):
+        meta = rs[0]
+        native = {r["n"]: r for r in rs if r["impl"] == "native_jax"}
+        raw = {(r["n"], r["ndev"], r["tile"]): r for r in rs if r["impl"] == "raw_cusolvermg"}
+        out.append(f"\n### {op} {dtype} ({meta['device']}, jax {meta['jax']}, {meta['date'][:10]})\n")
+        out.append("| N | GPUs | T_A | jaxmg s | raw Mg s | native s | jaxmg/raw | jaxmg/native "
+                   "| TFLOP/s | of peak | layout % | peak GB |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        rows = sorted((r for r in rs if r["impl"].startswith("jaxmg")),
+                      key=lambda r: (r["n"], r["ndev"], r["tile"]))
+        for r in rows:
+            rw = raw.get((r["n"], r["ndev"], r["tile"]), {})
+            nt = native.get(r["n"], {})
+            js, rws, nts = r.get("seconds"), rw.get("seconds"), nt.get("seconds")
+            lay = None
+            if r.get("layout_in_s") is not None and js:
+                lay = 100 * (r["layout_in_s"] + r.get("layout_out_s", 0)) / js
+            out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                r["n"], r["ndev"], r["tile"] or "auto",
+                fmt(js) if js else r.get("error", "")[:40],
+                fmt(rws) if rws else rw.get("error", "")[:40],
+                fmt(nts) if nts else nt.get("error", "")[:40],
+                fmt(js / rws, "{:.3f}") if js and rws else "",
+                fmt(js / nts, "{:.3f}") if js and nts else "",
+                fmt(r.get("tflops"), "{:.2f}"),
+                fmt(r.get("peak_fraction"), "{:.0%}"),
+                fmt(lay, "{:.2f}"),
+                fmt(r.get("peak_bytes", 0) / 1e9 if r.get("peak_bytes") else None, "{:.1f}"),
+            ))
+    return "\n".join(out) + "\n"
+
+
+def plots(recs, outdir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(outdir, exist_ok=True)
+    by = collections.defaultdict(list)
+    for r in recs:
+        if r.get("seconds"):
+            by[(r["op"], r["dtype"])].append(r)
+    files = []
+    for (op, dtype), rs in sorted(by.items()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        series = collections.defaultdict(dict)
+        for r in rs:
+            label = r["impl"] if r["impl"] == "native_jax" else f"{r['impl']} {r['ndev']} GPU"
+            t = series[label].get(r["n"])
+            series[label][r["n"]] = min(t, r["seconds"]) if t else r["seconds"]  # best tile
+        for label, pts in sorted(series.items()):
+            ns = sorted(pts)
+            ax.plot(ns, [pts[n] for n in ns], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("N")
+        ax.set_ylabel("seconds (best tile)")
+        ax.set_title(f"{op} {dtype} on {rs[0]['device']}")
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+        path = os.path.join(outdir, f"bench_{op}_{dtype}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--plots", default=None)
+    ap.add_argument("--md", default=None)
+    args = ap.parse_args()
+    recs = load(args.files)
+    text = tables(recs)
+    if args.md:
+        with open(args.md, "w") as fh:
+            fh.write(text)
+    else:
+        print(text)
+    if args.plots:
+        for f in plots(recs, args.plots):
+            print("wrote", f)
+
+
+if __name__ == "__main__":
+    main()
