@@ -25,34 +25,36 @@ static void xla_free(void *ctx, void *p, size_t bytes) {
   jaxmg__ffi_free((const XLA_FFI_CallFrame *)ctx, p, bytes);
 }
 
-/* The CUDA ordinal of this call: from XLA where the runtime offers it, else from the stream. */
+/* The CUDA ordinal of this call: the device of its stream where the runtime can tell (the
+ * buffers live there), else XLA's device ordinal (FFI API >= 0.1, guarded by struct size). */
 static jaxmg_status_t device_of(XLA_FFI_CallFrame *f, cudaStream_t s, int *dev,
                                 jaxmg_error_t *err) {
+#if CUDART_VERSION >= 12080
+  jaxmg_error_t e;
+  if (!JAXMG_GPU(&e, "jaxmg", cudaStreamGetDevice(s, dev))) return JAXMG_OK;
+#else
+  (void)s;
+#endif
   const XLA_FFI_Api *api = f->api;
   if (API_HAS(api, XLA_FFI_DeviceOrdinal_Get)) {
     XLA_FFI_DeviceOrdinal_Get_Args a;
     memset(&a, 0, sizeof a);
     a.struct_size = XLA_FFI_DeviceOrdinal_Get_Args_STRUCT_SIZE;
     a.ctx = f->ctx;
-    XLA_FFI_Error *e = api->XLA_FFI_DeviceOrdinal_Get(&a);
-    if (!e) {
+    XLA_FFI_Error *xe = api->XLA_FFI_DeviceOrdinal_Get(&a);
+    if (!xe) {
       *dev = (int)a.device_ordinal;
       return JAXMG_OK;
     }
     XLA_FFI_Error_Destroy_Args d;
     memset(&d, 0, sizeof d);
     d.struct_size = XLA_FFI_Error_Destroy_Args_STRUCT_SIZE;
-    d.error = e;
+    d.error = xe;
     api->XLA_FFI_Error_Destroy(&d);
   }
-#if CUDART_VERSION >= 12080
-  return JAXMG_GPU(err, "jaxmg", cudaStreamGetDevice(s, dev));
-#else
-  (void)s;
   return jaxmg__seterr(err, JAXMG_EUNAVAIL,
-                       "jaxmg: this jaxlib's FFI does not tell the device ordinal and the CUDA "
-                       "runtime is older than 12.8");
-#endif
+                       "jaxmg: cannot tell the CUDA device of this call (neither the stream nor "
+                       "XLA's FFI reports it)");
 }
 
 /* Makes `dev` current, remembering the thread's device for leave(). */

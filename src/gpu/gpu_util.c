@@ -115,12 +115,12 @@ jaxmg_status_t jaxmg__gpu_copy2d(void *dst, size_t dpitch, int ddev, const void 
   memset(&p, 0, sizeof p);
   p.srcPtr.ptr = (void *)(uintptr_t)src;
   p.srcPtr.pitch = spitch;
-  p.srcPtr.xsize = width;
+  p.srcPtr.xsize = spitch; /* only the pitch matters for linear memory */
   p.srcPtr.ysize = height;
   p.srcDevice = sdev;
   p.dstPtr.ptr = dst;
   p.dstPtr.pitch = dpitch;
-  p.dstPtr.xsize = width;
+  p.dstPtr.xsize = dpitch;
   p.dstPtr.ysize = height;
   p.dstDevice = ddev;
   p.extent.width = width;

@@ -346,8 +346,8 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   int64_t lwork = 0, ginfo = 0;
   jaxmg_status_t st;
 
-  sh->gp[rank] = g; /* read by the others only after the next barrier */
   if ((st = check_task(t, err))) return st;
+  sh->gp[rank] = g; /* read by the others only after the next barrier */
   if (jaxmg__fault_hit(JAXMG_FAULT_ALLOC, rank)) {
     return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: injected allocation failure", nm);
   }
