@@ -10,7 +10,9 @@
 # ./gpu_tests.log) and to stdout. Each stage has a time limit so a hang still leaves a log;
 # the exit status is non-zero when any stage failed. Stage limits (seconds): JAXMG_BUILD_S
 # (default 150) and JAXMG_STAGE_S per test run (default 210); the build log is written next
-# to the test log.
+# to the test log. JAXMG_GPU_SETS (default "0 0,1") lists the CUDA_VISIBLE_DEVICES values to
+# run, e.g. JAXMG_GPU_SETS=0,1 for the 2-GPU run alone; extra arguments go to pytest
+# (e.g. -k potri).
 set -uo pipefail
 LOG=${1:-gpu_tests.log}
 shift || true
@@ -43,7 +45,7 @@ status=0
   # Import the installed package, not the source tree.
   (cd / && "$PY" -c 'import jaxmg, os; d = os.path.dirname(jaxmg.__file__); print("installed:", d, sorted(f for f in os.listdir(d) if f.endswith(".so")))') || status=1
 
-  for visible in 0 0,1; do
+  for visible in ${JAXMG_GPU_SETS:-0 0,1}; do
     echo "=== tests/gpu with CUDA_VISIBLE_DEVICES=$visible"
     t0=$(date +%s)
     # -v: one line per test as it finishes, so a run cut by the stage limit still shows
