@@ -130,6 +130,13 @@ JAXMG_EXPORT void jaxmg_set_fault(int point, int rank, int count);
  * timeout); for leak tests. */
 JAXMG_EXPORT int64_t jaxmg_live_sessions(void);
 
+/* ------------------------------------------------------------------------------------------
+ * CUDA backend (libjaxmg_cuda.so only). */
+
+/* Number of cuSOLVERMg plans cached (one per device set in mesh order, N, tile, dtype, op
+ * and number of right-hand sides); repeated calls of the same shape reuse theirs. */
+JAXMG_EXPORT int64_t jaxmg_cuda_plan_count(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import re
 import threading
 
 import jax
@@ -86,25 +87,67 @@ def _register_lapack(lib: ctypes.CDLL) -> None:
             raise RuntimeError(f"jaxmg: could not register LAPACK routine {name}")
 
 
-def _preload_cuda_wheels() -> None:
-    """Makes NVIDIA's pip-wheel libraries (jax[cuda12]/jax[cuda13]) loadable by soname."""
+# "libcusolverMg.so.12: cannot open shared object file" -> the soname the loader missed.
+_MISSING_SONAME = re.compile(r"(lib[^\s:/]+\.so(?:\.[0-9]+)*): cannot open shared object file")
+
+
+def _wheel_lib_dirs() -> list[str]:
+    """The lib/ folders of NVIDIA's pip wheels: nvidia/<component>/lib for CUDA 12
+    (nvidia-cusolver-cu12 -> nvidia/cusolver/lib, nvidia-cuda-runtime-cu12 ->
+    nvidia/cuda_runtime/lib, ...) and nvidia/cu13/lib for every CUDA 13 component."""
     try:
         import nvidia  # namespace package of the nvidia-* wheels
     except ImportError:
-        return
-    roots = list(getattr(nvidia, "__path__", []))
-    wanted = ("libcudart.so", "libcublasLt.so", "libcublas.so", "libcusparse.so",
-              "libnvJitLink.so", "libcusolver.so", "libcusolverMg.so")
-    for want in wanted:
-        for root in roots:
-            hits = sorted(glob.glob(os.path.join(root, "*", "lib", want + "*")))
-            hits += sorted(glob.glob(os.path.join(root, "cu*", "lib", want + "*")))
-            if hits:
-                try:
-                    ctypes.CDLL(hits[0], mode=ctypes.RTLD_GLOBAL)
-                except OSError:
-                    pass
-                break
+        return []
+    dirs = []
+    for root in getattr(nvidia, "__path__", []):
+        dirs += sorted(glob.glob(os.path.join(root, "*", "lib")))
+    return dirs
+
+
+def _dlopen(path: str, mode: int, depth: int = 0) -> ctypes.CDLL:
+    """dlopen ``path``; each shared library the loader cannot find is looked up by its exact
+    soname in NVIDIA's wheels, loaded globally (so the loader then finds it by soname) and the
+    load retried. Nothing is preloaded that the library does not ask for, so a toolkit found
+    through the library's RPATH, or libraries JAX has already loaded, are used as they are."""
+    tried = set()
+    while True:
+        try:
+            return ctypes.CDLL(path, mode=mode)
+        except OSError as e:
+            m = _MISSING_SONAME.search(str(e))
+            soname = m.group(1) if m else None
+            if depth > 8 or soname is None or soname in tried:
+                raise
+            tried.add(soname)
+            hit = next((os.path.join(d, soname) for d in _wheel_lib_dirs()
+                        if os.path.exists(os.path.join(d, soname))), None)
+            if hit is None:
+                raise
+            _dlopen(hit, ctypes.RTLD_GLOBAL, depth + 1)
+
+
+def _load_cuda() -> ctypes.CDLL:
+    """The CUDA library (called with _LOCK held or from a caller that tolerates a race)."""
+    lib = _LIBS.get("jaxmg_cuda")
+    if lib is None:
+        path = _find_library("jaxmg_cuda")
+        if path is None:
+            raise RuntimeError(
+                "jaxmg: this installation has no CUDA backend (libjaxmg_cuda.so); it was "
+                "built without the CUDA toolkit. Rebuild with the toolkit installed, or "
+                "run on CPU devices."
+            )
+        try:
+            lib = _dlopen(path, ctypes.DEFAULT_MODE)
+        except OSError as e:
+            raise RuntimeError(
+                f"jaxmg: cannot load the CUDA backend: {e}. It needs the CUDA runtime, cuBLAS "
+                "and cuSOLVERMg of the CUDA major version it was built with, from the toolkit "
+                "or from NVIDIA's pip wheels (jax[cuda12] / jax[cuda13])."
+            ) from None
+        _LIBS["jaxmg_cuda"] = lib
+    return lib
 
 
 def ensure_registered(platform: str) -> None:
@@ -120,17 +163,7 @@ def ensure_registered(platform: str) -> None:
             _register_lapack(lib)
             suffix, xla_platform = "cpu", "cpu"
         else:
-            if _find_library("jaxmg_cuda") is None:
-                raise RuntimeError(
-                    "jaxmg: this installation has no CUDA backend (libjaxmg_cuda.so); it was "
-                    "built without the CUDA toolkit. Rebuild with the toolkit installed, or "
-                    "run on CPU devices."
-                )
-            _preload_cuda_wheels()
-            try:
-                lib = _load("jaxmg_cuda")
-            except OSError as e:
-                raise RuntimeError(f"jaxmg: cannot load the CUDA backend: {e}") from None
+            lib = _load_cuda()
             suffix, xla_platform = "cuda", "CUDA"
         for target, stem in TARGETS.items():
             fn = getattr(lib, f"jaxmg_ffi_{stem}_{suffix}")
@@ -142,13 +175,26 @@ def set_fault(point: int, rank: int, count: int = 1, platform: str = "cpu") -> N
     """Test-only: makes the participant at mesh position ``rank`` fail (see jaxmg.h)."""
     libs = [core()]
     if platform != "cpu":
-        libs.append(_load("jaxmg_cuda"))
+        with _LOCK:
+            libs.append(_load_cuda())
     for lib in libs:
         lib.jaxmg_set_fault.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.jaxmg_set_fault(point, rank, count)
 
 
 def live_sessions(platform: str = "cpu") -> int:
-    lib = core() if platform == "cpu" else _load("jaxmg_cuda")
+    if platform == "cpu":
+        lib = core()
+    else:
+        with _LOCK:
+            lib = _load_cuda()
     lib.jaxmg_live_sessions.restype = ctypes.c_int64
     return int(lib.jaxmg_live_sessions())
+
+
+def cuda_plan_count() -> int:
+    """Number of cuSOLVERMg plans the CUDA backend has cached (for tests of plan reuse)."""
+    with _LOCK:
+        lib = _load_cuda()
+    lib.jaxmg_cuda_plan_count.restype = ctypes.c_int64
+    return int(lib.jaxmg_cuda_plan_count())

@@ -1,0 +1,190 @@
+/* The CUDA backend: cuSOLVERMg over the shards of the participants of one session.
+ *
+ * How one call runs (single process, one host thread per GPU, all inside XLA's handler):
+ *
+ *   every participant  permutes its own shard's rows into the solver order on its own XLA
+ *                      stream (pitched block copies, one staging block; no byte crosses to
+ *                      another GPU) and records its `ready` event;
+ *   rank 0 (driver)    looks up the plan (cuSOLVERMg handle, grid, descriptors, workspace
+ *                      size) for (device list in mesh order, N, T, dtype, op, nrhs);
+ *   barrier            everyone learns the per-device workspace size, allocates its own
+ *                      from XLA's allocator and publishes the pointer;
+ *   driver             waits for every `ready` event on the host, calls cuSOLVERMg (which
+ *                      runs on its own internal streams), then synchronises every device of
+ *                      the grid: the library's streams are not visible to us, so no event
+ *                      can express "cuSOLVERMg has finished";
+ *   barrier            (no deadline: the driver is computing) everyone learns `info`;
+ *   every participant  finishes its own outputs on its own stream (un-permute, NaN on
+ *                      failure, copy of the solution, completion of the inverse); where a
+ *                      participant reads another's memory the order is expressed with
+ *                      events, never with device-wide synchronisation.
+ *
+ * cuSOLVERMg specifics that shape this code:
+ *  - 1D column block-cyclic only: grid 1 x P, descriptor (N, N, rowblock N, colblock T).
+ *    Tile t of columns lives on grid column t % P; the grid lists the devices in MESH order,
+ *    so mesh position r owns exactly the tiles our local row permutation put there.
+ *  - The API takes host arrays of device pointers (one per grid position) for A, B and the
+ *    workspaces; `lwork` from *_bufferSize is a number of ELEMENTS of the compute type, per
+ *    device. Plans cache the largest size of the routines an op calls.
+ *  - Everything is synchronous from the host's point of view except the device work itself;
+ *    `info` comes back in host memory, and syevd's eigenvalues W too (host pointer).
+ *  - Only uplo = LOWER and IA = JA = IB = JB = 1 are used (syevd supports lower only).
+ *  - B of potrs is a distributed matrix with its own descriptor on the same grid: we keep
+ *    all of it on the driver's device as ONE column tile (colblock = number of columns, so
+ *    tile 0 -> grid position 0) and solve in chunks of at most JAXMG_MG_RHS_CHUNK columns
+ *    (bounded workspace, no cap on nrhs); the other positions get valid but unused pointers.
+ *    The solution is then copied from the driver's x to every other device (peer copies).
+ *  - potri fills the lower triangle of inv(M) only; the upper triangle is completed here
+ *    (conjugate transposes of tiles staged from peers, cuBLAS geam; diagonal tiles through
+ *    hemm with an identity), after the rows were put back in the original order.
+ *  - syevd: T_A <= 1024 (documented limit of cuSOLVERMg's syevd): larger tiles are refused
+ *    with INVALID_ARGUMENT rather than clamped, because the tile fixes the layout.
+ *  - N, lda and the chunk of right-hand sides are 32-bit ints in the API: N > INT_MAX is
+ *    refused. At most 16 devices.
+ *  - A matrix that is not positive definite: cusolverMgPotrf may report it through h_info,
+ *    through a non-success status, or (NaN input) not at all. The driver therefore also
+ *    scans the diagonal of the factor for the first entry that is not > 0 (LAPACK's own
+ *    test) and treats a failure status as numerical when such a pivot exists.
+ *  - Peer access is enabled where possible when a device set is first seen (cuSOLVERMg
+ *    benefits from it) but never required: our own cross-device traffic uses peer copies
+ *    (cudaMemcpyPeerAsync / cudaMemcpy3DPeerAsync), which work without it. */
+#ifndef JAXMG_GPU_GPU_H_
+#define JAXMG_GPU_GPU_H_
+
+#ifndef DISABLE_CUSOLVERMG_DEPRECATED
+#define DISABLE_CUSOLVERMG_DEPRECATED 1 /* deprecated in CUDA 13, still shipped */
+#endif
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cusolverMg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "common/ops.h"
+
+enum {
+  JAXMG_MG_MAX_DEVICES = 16,     /* cuSOLVERMg's limit */
+  JAXMG_MG_RHS_CHUNK = 256,      /* right-hand sides per cusolverMgPotrs call */
+  JAXMG_MG_SYEVD_MAX_TILE = 1024 /* cuSOLVERMg's syevd tile limit */
+};
+
+/* ---- the one way vendor calls are checked ------------------------------------------------
+ * JAXMG_GPU(err, op, call) evaluates `call` once; on failure it records in *err the call's
+ * text, the library's name for the status, file and line, and yields JAXMG_ELIB (JAXMG_ENOMEM
+ * for allocation failures); on success JAXMG_OK. The status type selects the library. */
+typedef enum { JAXMG_LIB_CUDA = 0, JAXMG_LIB_CUSOLVER = 1, JAXMG_LIB_CUBLAS = 2 } jaxmg_gpu_lib_t;
+
+#define JAXMG__LIB_OF(call)                 \
+  _Generic((call),                          \
+      cudaError_t: JAXMG_LIB_CUDA,          \
+      cusolverStatus_t: JAXMG_LIB_CUSOLVER, \
+      cublasStatus_t: JAXMG_LIB_CUBLAS)
+
+#define JAXMG_GPU(err, op, call) \
+  jaxmg__gpu_check(JAXMG__LIB_OF(call), (int)(call), #call, __FILE__, __LINE__, (op), (err))
+
+jaxmg_status_t jaxmg__gpu_check(jaxmg_gpu_lib_t lib, int status, const char *text,
+                                const char *file, int line, const char *op, jaxmg_error_t *err);
+
+/* ---- dtype table row for cuSOLVERMg -------------------------------------------------------- */
+typedef struct {
+  jaxmg_dtype_t dtype;
+  cudaDataType ctype; /* element and compute type */
+  cudaDataType rtype; /* real counterpart (syevd's W) */
+} jaxmg_gpu_dtype_t;
+
+const jaxmg_gpu_dtype_t *jaxmg__gpu_dtype(jaxmg_dtype_t dt);
+
+/* ---- what one participant holds during one call (owned by its thread) --------------------- */
+typedef struct {
+  void *(*alloc)(void *ctx, size_t bytes); /* device memory of this participant's device */
+  void (*free)(void *ctx, void *p, size_t bytes);
+  void *ctx;
+} jaxmg_gpu_alloc_t;
+
+typedef struct {
+  int device;
+  cudaStream_t stream;
+  jaxmg_gpu_alloc_t mem;
+  cudaEvent_t ready; /* inputs permuted (later re-recorded: rows put back) */
+  cudaEvent_t done;  /* this participant's reads of peers' memory are finished */
+  void *stage;       /* tile x nloc elements */
+  size_t stage_bytes;
+  void *work; /* cuSOLVERMg workspace on this device */
+  size_t work_bytes;
+  void *ident; /* T x T identity (potri) */
+  size_t ident_bytes;
+} jaxmg_gpu_part_t;
+
+/* Before the rendezvous: creates the `ready` event and fills device/stream/ready of *p. */
+jaxmg_status_t jaxmg__gpu_prepare(const jaxmg_task_t *t, jaxmg_part_t *p, jaxmg_gpu_part_t *g,
+                                  jaxmg_error_t *err);
+/* After the rendezvous: the whole op for this participant, `info` output included. Returns
+ * JAXMG_OK also when the matrix is not positive definite (info > 0, NaN outputs). */
+jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
+/* Frees what prepare/run acquired (safe on a partially filled state). */
+void jaxmg__gpu_release(jaxmg_gpu_part_t *g);
+
+/* ---- device helpers (gpu_util.c) ----------------------------------------------------------- */
+/* Applies the block permutation of the layout (inverse = 0: into solver order) to the
+ * nloc local columns of length N (ld N) at `a`, on `s`; `stage` holds tile x nloc elements. */
+jaxmg_status_t jaxmg__gpu_permute(const jaxmg_layout_t *lay, int inverse, void *a, size_t esz,
+                                  void *stage, cudaStream_t s, const char *op,
+                                  jaxmg_error_t *err);
+/* Fills `bytes` bytes with 0xFF: a quiet NaN in every float type, both parts for complex. */
+jaxmg_status_t jaxmg__gpu_fill_nan(void *p, size_t bytes, cudaStream_t s, const char *op,
+                                   jaxmg_error_t *err);
+/* Pitched copy of `height` rows of `width` bytes from device `sdev` to device `ddev`. */
+jaxmg_status_t jaxmg__gpu_copy2d(void *dst, size_t dpitch, int ddev, const void *src,
+                                 size_t spitch, int sdev, size_t width, size_t height,
+                                 cudaStream_t s, const char *op, jaxmg_error_t *err);
+
+/* ---- plans (mg_plan.c) ---------------------------------------------------------------------- */
+typedef struct jaxmg_mg_ctx jaxmg_mg_ctx_t;
+struct jaxmg_mg_ctx {
+  jaxmg_mg_ctx_t *next;
+  int ndev;
+  int devs[JAXMG_MG_MAX_DEVICES]; /* CUDA ordinals in mesh order */
+  cusolverMgHandle_t handle;
+  cudaLibMgGrid_t grid;
+  void *mu; /* pthread_mutex_t *: serialises every use of the handle */
+};
+
+typedef struct jaxmg_mg_plan jaxmg_mg_plan_t;
+struct jaxmg_mg_plan {
+  jaxmg_mg_plan_t *next;
+  jaxmg_mg_ctx_t *ctx;
+  jaxmg_op_t op;
+  jaxmg_dtype_t dtype;
+  int64_t n, tile, nrhs;
+  int chunk, last;        /* right-hand sides per potrs call, and in the last call */
+  cudaLibMgMatrixDesc_t a; /* N x N, tile T */
+  cudaLibMgMatrixDesc_t b; /* N x chunk (one column tile) */
+  cudaLibMgMatrixDesc_t b_last; /* N x last, or == b */
+  int64_t lwork;          /* elements per device, max over the routines of the op */
+};
+
+/* The plan for this call, created on first use. `a` and `b` are the current pointer arrays
+ * (bufferSize queries want them); `devs` the CUDA ordinals in mesh order. Thread-safe. */
+jaxmg_status_t jaxmg__mg_plan(const int *devs, int ndev, jaxmg_op_t op, jaxmg_dtype_t dt,
+                              int64_t n, int64_t tile, int64_t nrhs, void **a, void **b,
+                              const char *opname, jaxmg_mg_plan_t **out, jaxmg_error_t *err);
+void jaxmg__mg_lock(jaxmg_mg_ctx_t *c);
+void jaxmg__mg_unlock(jaxmg_mg_ctx_t *c);
+
+/* The cuBLAS handle of a device, created on first use, returned locked (one user at a time);
+ * release with jaxmg__gpu_blas_unlock. The caller's current device must be `dev`. */
+jaxmg_status_t jaxmg__gpu_blas(int dev, cublasHandle_t *h, const char *op, jaxmg_error_t *err);
+void jaxmg__gpu_blas_unlock(int dev);
+
+/* ---- potri completion (mg_potri.c) --------------------------------------------------------- */
+/* After potri and the rows put back in the original order on every participant (each has
+ * recorded `ready` after that and passed a barrier): fills the entries of this participant's
+ * shard that cuSOLVERMg left in the upper triangle of inv(M). Runs on g->stream; reads
+ * peers' shards through staged peer copies; g->stage must hold tile x nloc elements. */
+jaxmg_status_t jaxmg__mg_potri_complete(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
+                                        jaxmg_error_t *err);
+
+#endif

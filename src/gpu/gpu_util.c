@@ -1,0 +1,130 @@
+/* CUDA backend: status checking, the dtype table, and device-side layout helpers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu/gpu.h"
+
+static const char *cusolver_name(int s) {
+  switch (s) {
+    case CUSOLVER_STATUS_SUCCESS: return "CUSOLVER_STATUS_SUCCESS";
+    case CUSOLVER_STATUS_NOT_INITIALIZED: return "CUSOLVER_STATUS_NOT_INITIALIZED";
+    case CUSOLVER_STATUS_ALLOC_FAILED: return "CUSOLVER_STATUS_ALLOC_FAILED";
+    case CUSOLVER_STATUS_INVALID_VALUE: return "CUSOLVER_STATUS_INVALID_VALUE";
+    case CUSOLVER_STATUS_ARCH_MISMATCH: return "CUSOLVER_STATUS_ARCH_MISMATCH";
+    case CUSOLVER_STATUS_MAPPING_ERROR: return "CUSOLVER_STATUS_MAPPING_ERROR";
+    case CUSOLVER_STATUS_EXECUTION_FAILED: return "CUSOLVER_STATUS_EXECUTION_FAILED";
+    case CUSOLVER_STATUS_INTERNAL_ERROR: return "CUSOLVER_STATUS_INTERNAL_ERROR";
+    case CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED:
+      return "CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED";
+    case CUSOLVER_STATUS_NOT_SUPPORTED: return "CUSOLVER_STATUS_NOT_SUPPORTED";
+    case CUSOLVER_STATUS_ZERO_PIVOT: return "CUSOLVER_STATUS_ZERO_PIVOT";
+    case CUSOLVER_STATUS_INVALID_LICENSE: return "CUSOLVER_STATUS_INVALID_LICENSE";
+    case CUSOLVER_STATUS_INVALID_WORKSPACE: return "CUSOLVER_STATUS_INVALID_WORKSPACE";
+    default: return "cuSOLVER error";
+  }
+}
+
+jaxmg_status_t jaxmg__gpu_check(jaxmg_gpu_lib_t lib, int status, const char *text,
+                                const char *file, int line, const char *op, jaxmg_error_t *err) {
+  if (status == 0) return JAXMG_OK;
+  const char *name = "unknown", *what = "CUDA";
+  int nomem = 0;
+  switch (lib) {
+    case JAXMG_LIB_CUDA:
+      name = cudaGetErrorName((cudaError_t)status);
+      nomem = status == cudaErrorMemoryAllocation;
+      /* Clear the runtime's last-error slot of this thread so nothing after us (XLA) trips
+       * over our failure; sticky errors stay sticky regardless. */
+      (void)cudaGetLastError();
+      break;
+    case JAXMG_LIB_CUSOLVER:
+      name = cusolver_name(status);
+      what = "cuSOLVER";
+      nomem = status == CUSOLVER_STATUS_ALLOC_FAILED;
+      break;
+    case JAXMG_LIB_CUBLAS:
+      name = cublasGetStatusName((cublasStatus_t)status);
+      what = "cuBLAS";
+      nomem = status == CUBLAS_STATUS_ALLOC_FAILED;
+      break;
+  }
+  const char *base = strrchr(file, '/');
+  return jaxmg__seterr(err, nomem ? JAXMG_ENOMEM : JAXMG_ELIB,
+                       "jaxmg.%s: %s call failed with %s (%d): %.200s [%s:%d]", op ? op : "op",
+                       what, name ? name : "unknown", status, text, base ? base + 1 : file, line);
+}
+
+static const jaxmg_gpu_dtype_t kTypes[] = {
+    {JAXMG_F32, CUDA_R_32F, CUDA_R_32F},
+    {JAXMG_F64, CUDA_R_64F, CUDA_R_64F},
+    {JAXMG_C64, CUDA_C_32F, CUDA_R_32F},
+    {JAXMG_C128, CUDA_C_64F, CUDA_R_64F},
+};
+
+const jaxmg_gpu_dtype_t *jaxmg__gpu_dtype(jaxmg_dtype_t dt) {
+  for (size_t i = 0; i < sizeof kTypes / sizeof kTypes[0]; i++)
+    if (kTypes[i].dtype == dt) return &kTypes[i];
+  return NULL;
+}
+
+jaxmg_status_t jaxmg__gpu_permute(const jaxmg_layout_t *lay, int inverse, void *a, size_t esz,
+                                  void *stage, cudaStream_t s, const char *op,
+                                  jaxmg_error_t *err) {
+  if (jaxmg_layout_is_identity(lay)) return JAXMG_OK;
+  const int64_t K = lay->n / lay->tile;
+  int64_t *moves = malloc(4 * (size_t)K * sizeof *moves);
+  if (!moves) {
+    return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory for the layout plan",
+                         op);
+  }
+  const int64_t nm = jaxmg_layout_moves(lay, inverse, moves);
+  const size_t tb = (size_t)lay->tile * esz, colb = (size_t)lay->n * esz;
+  jaxmg_status_t st = JAXMG_OK;
+  /* Each move copies one block of `tile` rows of every local column: a pitched copy of
+   * nloc rows (columns, in column-major terms) of `tile` elements. */
+  for (int64_t m = 0; m < nm && !st; m++) {
+    const int64_t to = moves[2 * m], from = moves[2 * m + 1];
+    char *dst = to < 0 ? (char *)stage : (char *)a + (size_t)to * tb;
+    const char *src = from < 0 ? (const char *)stage : (const char *)a + (size_t)from * tb;
+    st = JAXMG_GPU(err, op,
+                   cudaMemcpy2DAsync(dst, to < 0 ? tb : colb, src, from < 0 ? tb : colb, tb,
+                                     (size_t)lay->nloc, cudaMemcpyDeviceToDevice, s));
+  }
+  free(moves);
+  return st;
+}
+
+jaxmg_status_t jaxmg__gpu_fill_nan(void *p, size_t bytes, cudaStream_t s, const char *op,
+                                   jaxmg_error_t *err) {
+  if (!p || !bytes) return JAXMG_OK;
+  return JAXMG_GPU(err, op, cudaMemsetAsync(p, 0xFF, bytes, s));
+}
+
+jaxmg_status_t jaxmg__gpu_copy2d(void *dst, size_t dpitch, int ddev, const void *src,
+                                 size_t spitch, int sdev, size_t width, size_t height,
+                                 cudaStream_t s, const char *op, jaxmg_error_t *err) {
+  if (!width || !height) return JAXMG_OK;
+  if (ddev == sdev) {
+    return JAXMG_GPU(err, op, cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height,
+                                                cudaMemcpyDeviceToDevice, s));
+  }
+  /* The documented pitched copy between two devices; it works without peer access (the
+   * driver stages through the host then). */
+  struct cudaMemcpy3DPeerParms p;
+  memset(&p, 0, sizeof p);
+  p.srcPtr.ptr = (void *)(uintptr_t)src;
+  p.srcPtr.pitch = spitch;
+  p.srcPtr.xsize = spitch; /* only the pitch matters for linear memory */
+  p.srcPtr.ysize = height;
+  p.srcDevice = sdev;
+  p.dstPtr.ptr = dst;
+  p.dstPtr.pitch = dpitch;
+  p.dstPtr.xsize = dpitch;
+  p.dstPtr.ysize = height;
+  p.dstDevice = ddev;
+  p.extent.width = width;
+  p.extent.height = height;
+  p.extent.depth = 1;
+  return JAXMG_GPU(err, op, cudaMemcpy3DPeerAsync(&p, s));
+}

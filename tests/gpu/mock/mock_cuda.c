@@ -1,0 +1,484 @@
+/* A host-memory stand-in for the parts of the CUDA runtime, cuBLAS and cuSOLVERMg that the
+ * CUDA backend calls, so its orchestration (rendezvous, plans, permutations, pointer arrays,
+ * potri completion, info mapping, NaN fills, fault paths) runs without a GPU.
+ *
+ * "Device memory" is host memory, every stream operation runs at once (so ordering bugs
+ * between streams cannot show here; the GPU tests cover those), and the cuSOLVERMg routines
+ * gather the 1D block-cyclic matrix from the pointer arrays exactly as the descriptors say,
+ * call reference LAPACK and scatter the result back the way cuSOLVERMg documents it: potrf
+ * and potri touch the lower triangle only (potri writes garbage above it here, so the
+ * completion must not read it), syevd returns W in host memory.
+ *
+ * MOCK_POTRF_STATUS=7 in the environment makes a failed potrf report
+ * CUSOLVER_STATUS_INTERNAL_ERROR with h_info = 0 (the ambiguous case the backend resolves by
+ * scanning the factor's diagonal). */
+#include <complex.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DISABLE_CUSOLVERMG_DEPRECATED 1
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cusolverMg.h>
+
+typedef double complex zd;
+
+static _Thread_local int cur_dev = 0;
+
+/* ---- runtime ---------------------------------------------------------------------------- */
+const char *cudaGetErrorName(cudaError_t e) { return e ? "cudaErrorMock" : "cudaSuccess"; }
+cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) {
+  if (d < 0 || d >= 16) return cudaErrorInvalidDevice;
+  cur_dev = d;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *d) {
+  *d = cur_dev;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceCount(int *n) {
+  *n = 16;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceCanAccessPeer(int *can, int a, int b) {
+  *can = a != b;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceEnablePeerAccess(int peer, unsigned int flags) {
+  (void)peer, (void)flags;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+  (void)flags;
+  *e = malloc(8);
+  return *e ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  free(e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  (void)s;
+  return e ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  return e ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int f) {
+  (void)s, (void)f;
+  return e ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+
+static cudaError_t copy2d(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h) {
+  if (w > dp || w > sp) return cudaErrorInvalidPitchValue;
+  for (size_t r = 0; r < h; r++) memmove((char *)dst + r * dp, (const char *)src + r * sp, w);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dp, const void *src, size_t sp, size_t w,
+                              size_t h, enum cudaMemcpyKind k, cudaStream_t s) {
+  (void)k, (void)s;
+  return copy2d(dst, dp, src, sp, w, h);
+}
+cudaError_t cudaMemcpy2D(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h,
+                         enum cudaMemcpyKind k) {
+  (void)k;
+  return copy2d(dst, dp, src, sp, w, h);
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind k,
+                            cudaStream_t s) {
+  (void)k, (void)s;
+  memmove(dst, src, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyPeerAsync(void *dst, int dd, const void *src, int sd, size_t n,
+                                cudaStream_t s) {
+  (void)dd, (void)sd, (void)s;
+  memmove(dst, src, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy3DPeerAsync(const struct cudaMemcpy3DPeerParms *p, cudaStream_t s) {
+  (void)s;
+  if (p->extent.depth != 1 || p->srcDevice == p->dstDevice) return cudaErrorInvalidValue;
+  return copy2d(p->dstPtr.ptr, p->dstPtr.pitch, p->srcPtr.ptr, p->srcPtr.pitch, p->extent.width,
+                p->extent.height);
+}
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
+  (void)s;
+  memset(p, v, n);
+  return cudaSuccess;
+}
+
+/* ---- element access by dtype ------------------------------------------------------------ */
+typedef enum { T_S, T_D, T_C, T_Z } mtype;
+static size_t msize(mtype t) { return t == T_S ? 4 : t == T_Z ? 16 : 8; }
+static zd ld_(mtype t, const void *p, size_t i) {
+  switch (t) {
+    case T_S: return ((const float *)p)[i];
+    case T_D: return ((const double *)p)[i];
+    case T_C: return ((const float *)p)[2 * i] + I * ((const float *)p)[2 * i + 1];
+    default: return ((const double *)p)[2 * i] + I * ((const double *)p)[2 * i + 1];
+  }
+}
+static void st_(mtype t, void *p, size_t i, zd v) {
+  switch (t) {
+    case T_S: ((float *)p)[i] = (float)creal(v); break;
+    case T_D: ((double *)p)[i] = creal(v); break;
+    case T_C:
+      ((float *)p)[2 * i] = (float)creal(v);
+      ((float *)p)[2 * i + 1] = (float)cimag(v);
+      break;
+    default:
+      ((double *)p)[2 * i] = creal(v);
+      ((double *)p)[2 * i + 1] = cimag(v);
+  }
+}
+static mtype of_cuda(cudaDataType d) {
+  return d == CUDA_R_32F ? T_S : d == CUDA_R_64F ? T_D : d == CUDA_C_32F ? T_C : T_Z;
+}
+
+/* ---- cuBLAS ----------------------------------------------------------------------------- */
+struct cublasContext {
+  int dev;
+};
+cublasStatus_t cublasCreate_v2(cublasHandle_t *h) {
+  *h = malloc(sizeof **h);
+  (*h)->dev = cur_dev;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
+  free(h);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
+  (void)s;
+  return h->dev == cur_dev ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+const char *cublasGetStatusName(cublasStatus_t s) { return s ? "CUBLAS_MOCK_ERROR" : "OK"; }
+
+static zd opv(mtype t, cublasOperation_t op, const void *A, int lda, int i, int j) {
+  if (op == CUBLAS_OP_N) return ld_(t, A, (size_t)i + (size_t)j * (size_t)lda);
+  zd v = ld_(t, A, (size_t)j + (size_t)i * (size_t)lda);
+  return op == CUBLAS_OP_C ? conj(v) : v;
+}
+static cublasStatus_t geam(mtype t, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                           int m, int n, zd al, const void *A, int lda, zd be, const void *B,
+                           int ldb, void *C, int ldc) {
+  if (h->dev != cur_dev) return CUBLAS_STATUS_INVALID_VALUE;
+  if (C == B && (tb != CUBLAS_OP_N || ldb != ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+  for (int j = 0; j < n; j++)
+    for (int i = 0; i < m; i++) {
+      zd v = al * opv(t, ta, A, lda, i, j);
+      if (be != 0) v += be * opv(t, tb, B, ldb, i, j); /* beta = 0: B not read (BLAS rule) */
+      st_(t, C, (size_t)i + (size_t)j * (size_t)ldc, v);
+    }
+  return CUBLAS_STATUS_SUCCESS;
+}
+#define GEAM(name, T, mt, TY)                                                                \
+  cublasStatus_t name(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,  \
+                      int n, const TY *al, const TY *A, int lda, const TY *be, const TY *B, \
+                      int ldb, TY *C, int ldc) {                                            \
+    return geam(mt, h, ta, tb, m, n, ld_(mt, al, 0), A, lda, ld_(mt, be, 0), B, ldb, C, ldc); \
+  }
+GEAM(cublasSgeam, S, T_S, float)
+GEAM(cublasDgeam, D, T_D, double)
+GEAM(cublasCgeam, C, T_C, cuComplex)
+GEAM(cublasZgeam, Z, T_Z, cuDoubleComplex)
+
+static cublasStatus_t hemm(mtype t, int herm, cublasHandle_t h, cublasSideMode_t side,
+                           cublasFillMode_t uplo, int m, int n, zd al, const void *A, int lda,
+                           const void *B, int ldb, zd be, void *C, int ldc) {
+  if (h->dev != cur_dev || side != CUBLAS_SIDE_LEFT || uplo != CUBLAS_FILL_MODE_LOWER)
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  for (int j = 0; j < n; j++)
+    for (int i = 0; i < m; i++) {
+      zd s = 0;
+      for (int k = 0; k < m; k++) {
+        zd a = i >= k ? ld_(t, A, (size_t)i + (size_t)k * lda) : ld_(t, A, (size_t)k + (size_t)i * lda);
+        if (herm && i < k) a = conj(a);
+        if (herm && i == k) a = creal(a);
+        s += a * ld_(t, B, (size_t)k + (size_t)j * ldb);
+      }
+      zd v = al * s;
+      if (be != 0) v += be * ld_(t, C, (size_t)i + (size_t)j * ldc);
+      st_(t, C, (size_t)i + (size_t)j * ldc, v);
+    }
+  return CUBLAS_STATUS_SUCCESS;
+}
+#define HEMM(name, herm, mt, TY)                                                              \
+  cublasStatus_t name(cublasHandle_t h, cublasSideMode_t sd, cublasFillMode_t ul, int m, int n, \
+                      const TY *al, const TY *A, int lda, const TY *B, int ldb, const TY *be,  \
+                      TY *C, int ldc) {                                                        \
+    return hemm(mt, herm, h, sd, ul, m, n, ld_(mt, al, 0), A, lda, B, ldb, ld_(mt, be, 0), C,  \
+                ldc);                                                                          \
+  }
+HEMM(cublasSsymm_v2, 0, T_S, float)
+HEMM(cublasDsymm_v2, 0, T_D, double)
+HEMM(cublasChemm_v2, 1, T_C, cuComplex)
+HEMM(cublasZhemm_v2, 1, T_Z, cuDoubleComplex)
+
+/* ---- cuSOLVERMg -------------------------------------------------------------------------- */
+struct cusolverMgContext {
+  int ndev, devs[16];
+};
+typedef struct {
+  int ndev, devs[16];
+} grid_t;
+typedef struct {
+  int64_t m, n, mb, nb;
+  cudaDataType t;
+  grid_t *g;
+} desc_t;
+
+cusolverStatus_t cusolverMgCreate(cusolverMgHandle_t *h) {
+  *h = calloc(1, sizeof **h);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverMgDestroy(cusolverMgHandle_t h) {
+  free(h);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverMgDeviceSelect(cusolverMgHandle_t h, int n, int devs[]) {
+  if (n < 1 || n > 16) return CUSOLVER_STATUS_INVALID_VALUE;
+  h->ndev = n;
+  memcpy(h->devs, devs, sizeof(int) * (size_t)n);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverMgCreateDeviceGrid(cudaLibMgGrid_t *grid, int32_t rows, int32_t cols,
+                                            const int32_t devs[], cusolverMgGridMapping_t m) {
+  if (rows != 1 || m != CUDALIBMG_GRID_MAPPING_COL_MAJOR) return CUSOLVER_STATUS_INVALID_VALUE;
+  grid_t *g = calloc(1, sizeof *g);
+  g->ndev = cols;
+  memcpy(g->devs, devs, sizeof(int) * (size_t)cols);
+  *grid = g;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverMgDestroyGrid(cudaLibMgGrid_t g) {
+  free(g);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverMgCreateMatrixDesc(cudaLibMgMatrixDesc_t *d, int64_t m, int64_t n,
+                                            int64_t mb, int64_t nb, cudaDataType t,
+                                            const cudaLibMgGrid_t g) {
+  desc_t *x = calloc(1, sizeof *x);
+  *x = (desc_t){m, n, mb, nb, t, (grid_t *)g};
+  *d = x;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverMgDestroyMatrixDesc(cudaLibMgMatrixDesc_t d) {
+  free(d);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+/* Global column j of a block-cyclic matrix: device position, local column. */
+static char *col_ptr(const desc_t *d, void **arr, int64_t j) {
+  int64_t t = j / d->nb, p = t % d->g->ndev, lc = (t / d->g->ndev) * d->nb + j % d->nb;
+  return (char *)arr[p] + (size_t)lc * (size_t)d->m * msize(of_cuda(d->t));
+}
+static void gather(const desc_t *d, void **arr, void *full) {
+  size_t cb = (size_t)d->m * msize(of_cuda(d->t));
+  for (int64_t j = 0; j < d->n; j++) memcpy((char *)full + (size_t)j * cb, col_ptr(d, arr, j), cb);
+}
+/* which: 0 all, 1 lower (incl. diagonal) only and garbage above. */
+static void scatter(const desc_t *d, void **arr, const void *full, int lower_only) {
+  mtype t = of_cuda(d->t);
+  size_t es = msize(t), cb = (size_t)d->m * es;
+  for (int64_t j = 0; j < d->n; j++) {
+    char *dst = col_ptr(d, arr, j);
+    if (!lower_only) {
+      memcpy(dst, (const char *)full + (size_t)j * cb, cb);
+      continue;
+    }
+    for (int64_t i = 0; i < d->m; i++)
+      st_(t, dst, (size_t)i, i >= j ? ld_(t, full, (size_t)i + (size_t)j * d->m) : 1e30 + 0 * I);
+  }
+}
+
+/* Reference LAPACK, Fortran symbols. */
+#define LP(x) x##_
+void spotrf_(const char *, const int *, void *, const int *, int *);
+void dpotrf_(const char *, const int *, void *, const int *, int *);
+void cpotrf_(const char *, const int *, void *, const int *, int *);
+void zpotrf_(const char *, const int *, void *, const int *, int *);
+void spotri_(const char *, const int *, void *, const int *, int *);
+void dpotri_(const char *, const int *, void *, const int *, int *);
+void cpotri_(const char *, const int *, void *, const int *, int *);
+void zpotri_(const char *, const int *, void *, const int *, int *);
+void spotrs_(const char *, const int *, const int *, const void *, const int *, void *,
+             const int *, int *);
+void dpotrs_(const char *, const int *, const int *, const void *, const int *, void *,
+             const int *, int *);
+void cpotrs_(const char *, const int *, const int *, const void *, const int *, void *,
+             const int *, int *);
+void zpotrs_(const char *, const int *, const int *, const void *, const int *, void *,
+             const int *, int *);
+void ssyevd_(const char *, const char *, const int *, void *, const int *, void *, void *,
+             const int *, int *, const int *, int *);
+void dsyevd_(const char *, const char *, const int *, void *, const int *, void *, void *,
+             const int *, int *, const int *, int *);
+void cheevd_(const char *, const char *, const int *, void *, const int *, void *, void *,
+             const int *, void *, const int *, int *, const int *, int *);
+void zheevd_(const char *, const char *, const int *, void *, const int *, void *, void *,
+             const int *, void *, const int *, int *, const int *, int *);
+
+static pthread_mutex_t mg_mu = PTHREAD_MUTEX_INITIALIZER; /* reference LAPACK is reentrant,
+                                                            but the counters below are not */
+int mock_potrf_calls = 0;
+
+static int check_arrays(cusolverMgHandle_t h, const desc_t *d, void **arr) {
+  if (!h || !d || !arr || d->g->ndev != h->ndev) return 0;
+  for (int p = 0; p < d->g->ndev; p++)
+    if (!arr[p] || d->g->devs[p] != h->devs[p]) return 0;
+  return 1;
+}
+
+#define BUFSZ(name, ...)                                             \
+  cusolverStatus_t name(__VA_ARGS__, int64_t *lwork) {               \
+    *lwork = 64;                                                     \
+    return CUSOLVER_STATUS_SUCCESS;                                  \
+  }
+BUFSZ(cusolverMgPotrf_bufferSize, cusolverMgHandle_t h, cublasFillMode_t u, int n, void *A[],
+      int ia, int ja, cudaLibMgMatrixDesc_t d, cudaDataType t)
+BUFSZ(cusolverMgPotri_bufferSize, cusolverMgHandle_t h, cublasFillMode_t u, int n, void *A[],
+      int ia, int ja, cudaLibMgMatrixDesc_t d, cudaDataType t)
+BUFSZ(cusolverMgPotrs_bufferSize, cusolverMgHandle_t h, cublasFillMode_t u, int n, int nrhs,
+      void *A[], int ia, int ja, cudaLibMgMatrixDesc_t da, void *B[], int ib, int jb,
+      cudaLibMgMatrixDesc_t db, cudaDataType t)
+BUFSZ(cusolverMgSyevd_bufferSize, cusolverMgHandle_t h, cusolverEigMode_t jobz,
+      cublasFillMode_t u, int n, void *A[], int ia, int ja, cudaLibMgMatrixDesc_t d, void *W,
+      cudaDataType wt, cudaDataType t)
+
+static int work_ok(void *work[], int64_t lwork, int ndev) {
+  if (lwork < 64) return 0;
+  for (int p = 0; p < ndev; p++)
+    if (!work[p]) return 0;
+  return 1;
+}
+
+cusolverStatus_t cusolverMgPotrf(cusolverMgHandle_t h, cublasFillMode_t u, int n, void *A[],
+                                 int ia, int ja, cudaLibMgMatrixDesc_t dd, cudaDataType ct,
+                                 void *work[], int64_t lwork, int *info) {
+  const desc_t *d = dd;
+  if (u != CUBLAS_FILL_MODE_LOWER || ia != 1 || ja != 1 || n != d->n || ct != d->t ||
+      !check_arrays(h, d, A) || !work_ok(work, lwork, h->ndev))
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  mtype t = of_cuda(ct);
+  void *full = malloc((size_t)n * (size_t)n * msize(t));
+  gather(d, A, full);
+  int lda = n, linfo = 0;
+  switch (t) {
+    case T_S: spotrf_("L", &n, full, &lda, &linfo); break;
+    case T_D: dpotrf_("L", &n, full, &lda, &linfo); break;
+    case T_C: cpotrf_("L", &n, full, &lda, &linfo); break;
+    case T_Z: zpotrf_("L", &n, full, &lda, &linfo); break;
+  }
+  scatter(d, A, full, 0);
+  free(full);
+  pthread_mutex_lock(&mg_mu);
+  mock_potrf_calls++;
+  pthread_mutex_unlock(&mg_mu);
+  const char *mode = getenv("MOCK_POTRF_STATUS");
+  if (linfo > 0 && mode && atoi(mode) == 7) {
+    *info = 0;
+    return CUSOLVER_STATUS_INTERNAL_ERROR;
+  }
+  *info = linfo;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+cusolverStatus_t cusolverMgPotri(cusolverMgHandle_t h, cublasFillMode_t u, int n, void *A[],
+                                 int ia, int ja, cudaLibMgMatrixDesc_t dd, cudaDataType ct,
+                                 void *work[], int64_t lwork, int *info) {
+  const desc_t *d = dd;
+  if (u != CUBLAS_FILL_MODE_LOWER || ia != 1 || ja != 1 || n != d->n || ct != d->t ||
+      !check_arrays(h, d, A) || !work_ok(work, lwork, h->ndev))
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  mtype t = of_cuda(ct);
+  void *full = malloc((size_t)n * (size_t)n * msize(t));
+  gather(d, A, full);
+  int lda = n, linfo = 0;
+  switch (t) {
+    case T_S: spotri_("L", &n, full, &lda, &linfo); break;
+    case T_D: dpotri_("L", &n, full, &lda, &linfo); break;
+    case T_C: cpotri_("L", &n, full, &lda, &linfo); break;
+    case T_Z: zpotri_("L", &n, full, &lda, &linfo); break;
+  }
+  scatter(d, A, full, 1); /* lower triangle; garbage above it */
+  free(full);
+  *info = linfo;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+cusolverStatus_t cusolverMgPotrs(cusolverMgHandle_t h, cublasFillMode_t u, int n, int nrhs,
+                                 void *A[], int ia, int ja, cudaLibMgMatrixDesc_t da, void *B[],
+                                 int ib, int jb, cudaLibMgMatrixDesc_t db, cudaDataType ct,
+                                 void *work[], int64_t lwork, int *info) {
+  const desc_t *d = da, *e = db;
+  if (u != CUBLAS_FILL_MODE_LOWER || ia != 1 || ja != 1 || ib != 1 || jb != 1 || n != d->n ||
+      e->m != n || e->n != nrhs || e->g != d->g || ct != d->t || !check_arrays(h, d, A) ||
+      !check_arrays(h, e, B) || !work_ok(work, lwork, h->ndev))
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  mtype t = of_cuda(ct);
+  void *fa = malloc((size_t)n * (size_t)n * msize(t));
+  void *fb = malloc((size_t)n * (size_t)nrhs * msize(t));
+  gather(d, A, fa);
+  gather(e, B, fb);
+  int lda = n, linfo = 0;
+  switch (t) {
+    case T_S: spotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
+    case T_D: dpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
+    case T_C: cpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
+    case T_Z: zpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
+  }
+  scatter(e, B, fb, 0);
+  free(fa);
+  free(fb);
+  *info = linfo;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
+                                 cublasFillMode_t u, int n, void *A[], int ia, int ja,
+                                 cudaLibMgMatrixDesc_t dd, void *W, cudaDataType wt,
+                                 cudaDataType ct, void *work[], int64_t lwork, int *info) {
+  const desc_t *d = dd;
+  if (u != CUBLAS_FILL_MODE_LOWER || ia != 1 || ja != 1 || n != d->n || ct != d->t || !W ||
+      !check_arrays(h, d, A) || !work_ok(work, lwork, h->ndev) || d->nb > 1024)
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  mtype t = of_cuda(ct);
+  if (wt != ((t == T_S || t == T_C) ? CUDA_R_32F : CUDA_R_64F)) return CUSOLVER_STATUS_INVALID_VALUE;
+  void *full = malloc((size_t)n * (size_t)n * msize(t));
+  gather(d, A, full);
+  const char *jz = jobz == CUSOLVER_EIG_MODE_VECTOR ? "V" : "N";
+  int lda = n, linfo = 0, lw = -1, lrw = -1, liw = -1, iwq = 0;
+  double wq[2] = {0, 0}, rwq = 0;
+  switch (t) {
+    case T_S: ssyevd_(jz, "L", &n, full, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
+    case T_D: dsyevd_(jz, "L", &n, full, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
+    case T_C: cheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo); break;
+    case T_Z: zheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo); break;
+  }
+  double lwd = (t == T_S || t == T_C) ? (double)((float *)wq)[0] : wq[0];
+  double lrwd = (t == T_S || t == T_C) ? (double)((float *)&rwq)[0] : rwq;
+  lw = (int)lwd + 1;
+  lrw = (int)lrwd + 1;
+  liw = iwq + 1;
+  void *wk = malloc((size_t)lw * msize(t)), *rw = malloc((size_t)lrw * 8);
+  int *iw = malloc((size_t)liw * sizeof(int));
+  switch (t) {
+    case T_S: ssyevd_(jz, "L", &n, full, &lda, W, wk, &lw, iw, &liw, &linfo); break;
+    case T_D: dsyevd_(jz, "L", &n, full, &lda, W, wk, &lw, iw, &liw, &linfo); break;
+    case T_C: cheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
+    case T_Z: zheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
+  }
+  if (jobz == CUSOLVER_EIG_MODE_VECTOR) scatter(d, A, full, 0);
+  free(wk);
+  free(rw);
+  free(iw);
+  free(full);
+  *info = linfo;
+  return CUSOLVER_STATUS_SUCCESS;
+}

@@ -1,0 +1,442 @@
+/* Drives the CUDA backend (src/gpu) end to end on host memory through mock_cuda.c: one thread
+ * per "GPU", joined through the real rendezvous exactly as src/ffi/dispatch.c does, for every
+ * op x dtype x device count (1-4, also in reversed device order) x tile, plus a matrix that is
+ * not positive definite (also in the ambiguous "failure status, no info" mode), injected
+ * faults and plan reuse. Results are checked in double precision against the math the Python
+ * layer relies on (the same contract as the CPU backend). No GPU needed.
+ *
+ *   build: see tests/gpu/mock/run_mock.sh */
+#include <complex.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/rendezvous.h"
+#include "gpu/gpu.h"
+
+typedef double complex zd;
+
+static int failures = 0, checks = 0;
+#define CHECK(cond, ...)                                 \
+  do {                                                   \
+    checks++;                                            \
+    if (!(cond)) {                                       \
+      failures++;                                        \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__);        \
+      printf(__VA_ARGS__);                               \
+      printf("\n");                                      \
+    }                                                    \
+  } while (0)
+
+int64_t jaxmg_cuda_plan_count(void);
+
+/* ---- element access ---------------------------------------------------------------------- */
+static size_t esz(jaxmg_dtype_t dt) { return jaxmg_dtype_size(dt); }
+static int cplx(jaxmg_dtype_t dt) { return dt == JAXMG_C64 || dt == JAXMG_C128; }
+static zd get(jaxmg_dtype_t dt, const void *p, size_t i) {
+  switch (dt) {
+    case JAXMG_F32: return ((const float *)p)[i];
+    case JAXMG_F64: return ((const double *)p)[i];
+    case JAXMG_C64: return ((const float *)p)[2 * i] + I * ((const float *)p)[2 * i + 1];
+    default: return ((const double *)p)[2 * i] + I * ((const double *)p)[2 * i + 1];
+  }
+}
+static void put(jaxmg_dtype_t dt, void *p, size_t i, zd v) {
+  switch (dt) {
+    case JAXMG_F32: ((float *)p)[i] = (float)creal(v); break;
+    case JAXMG_F64: ((double *)p)[i] = creal(v); break;
+    case JAXMG_C64:
+      ((float *)p)[2 * i] = (float)creal(v);
+      ((float *)p)[2 * i + 1] = (float)cimag(v);
+      break;
+    default:
+      ((double *)p)[2 * i] = creal(v);
+      ((double *)p)[2 * i + 1] = cimag(v);
+  }
+}
+static double eps(jaxmg_dtype_t dt) {
+  return (dt == JAXMG_F32 || dt == JAXMG_C64) ? 1.1920929e-07 : 2.220446049250313e-16;
+}
+
+/* ---- one participant, as dispatch.c runs it ---------------------------------------------- */
+static void *halloc(void *ctx, size_t n) {
+  (void)ctx;
+  return malloc(n);
+}
+static void hfree(void *ctx, void *p, size_t n) {
+  (void)ctx, (void)n;
+  free(p);
+}
+
+typedef struct {
+  jaxmg_op_t op;
+  jaxmg_dtype_t dt;
+  int64_t n, tile, nrhs, run_id;
+  int P, rank, dev;
+  void *a, *b, *x, *w;
+  int32_t info;
+  jaxmg_status_t st;
+  jaxmg_error_t err;
+} job_t;
+
+static void *participant(void *arg) {
+  job_t *j = arg;
+  jaxmg_task_t t;
+  jaxmg_part_t p;
+  jaxmg_gpu_part_t g;
+  memset(&t, 0, sizeof t);
+  memset(&p, 0, sizeof p);
+  memset(&g, 0, sizeof g);
+  t.op = j->op;
+  t.name = "mock";
+  t.dtype = j->dt;
+  if (jaxmg_layout_init(&t.lay, j->n / j->P, j->P, j->tile)) { /* dispatch.c refuses these */
+    j->st = jaxmg__seterr(&j->err, JAXMG_EINVAL, "bad test geometry");
+    return NULL;
+  }
+  t.nrhs = j->nrhs;
+  t.rank = j->rank;
+  p.a = j->a;
+  p.b = j->b;
+  p.x = j->x;
+  p.w = j->w;
+  p.info = &j->info;
+  g.device = j->dev;
+  g.stream = (cudaStream_t)(uintptr_t)(0x1000 + j->dev);
+  g.mem.alloc = halloc;
+  g.mem.free = hfree;
+  j->info = -12345;
+  cudaSetDevice(j->dev);
+  j->st = jaxmg__gpu_prepare(&t, &p, &g, &j->err);
+  if (!j->st) {
+    jaxmg_join_t jn = {j->run_id, 1, 0, j->P, j->rank, 20000, "mock", &p, sizeof p};
+    j->st = jaxmg__rv_join(&jn, &t.session, &j->err);
+    if (!j->st) {
+      j->st = jaxmg__gpu_run(&t, &g, &j->err);
+      if (j->st && !jaxmg__is_peer_status(j->st)) jaxmg__rv_fail(t.session, t.rank, &j->err);
+      jaxmg__rv_leave(t.session, t.rank);
+    }
+    jaxmg__gpu_release(&g);
+  }
+  return NULL;
+}
+
+static int64_t g_run = 1;
+
+/* Runs one op over P threads; shards[r] etc. are per-participant buffers. */
+static void run_op(jaxmg_op_t op, jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, int P,
+                   int reversed, void **a, void **b, void **x, void **w, job_t *jobs) {
+  pthread_t th[16];
+  int64_t run = g_run++;
+  for (int r = 0; r < P; r++) {
+    jobs[r] = (job_t){op, dt, n, tile, nrhs, run, P, r, reversed ? P - 1 - r : r,
+                      a[r], b ? b[r] : NULL, x ? x[r] : NULL, w ? w[r] : NULL, 0, JAXMG_OK,
+                      {JAXMG_OK, ""}};
+    pthread_create(&th[r], NULL, participant, &jobs[r]);
+  }
+  for (int r = 0; r < P; r++) pthread_join(th[r], NULL);
+}
+
+/* ---- problems ---------------------------------------------------------------------------- */
+static zd *random_hpd(int64_t n, int complex_, unsigned seed) {
+  srand(seed);
+  zd *x = malloc(sizeof(zd) * (size_t)(n * n)), *a = calloc((size_t)(n * n), sizeof(zd));
+  for (int64_t i = 0; i < n * n; i++) {
+    double re = (double)rand() / RAND_MAX - 0.5, im = (double)rand() / RAND_MAX - 0.5;
+    x[i] = re + (complex_ ? I * im : 0);
+  }
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) {
+      zd s = 0;
+      for (int64_t k = 0; k < n; k++) s += x[i * n + k] * conj(x[j * n + k]);
+      a[i * n + j] = s / (double)n * 4;
+    }
+  for (int64_t i = 0; i < n; i++) a[i * n + i] += 0.25;
+  free(x);
+  return a; /* a[i*n + j] = A[i][j] */
+}
+
+/* Row-major shards of A (rows [r*nloc, (r+1)*nloc)), cast to dt; A is rounded to dt too. */
+static void **make_shards(zd *A, int64_t n, int P, jaxmg_dtype_t dt) {
+  int64_t nloc = n / P;
+  void **s = calloc((size_t)P, sizeof *s);
+  for (int r = 0; r < P; r++) {
+    s[r] = malloc((size_t)(nloc * n) * esz(dt));
+    for (int64_t c = 0; c < nloc; c++)
+      for (int64_t j = 0; j < n; j++) {
+        put(dt, s[r], (size_t)(c * n + j), A[(r * nloc + c) * n + j]);
+        A[(r * nloc + c) * n + j] = get(dt, s[r], (size_t)(c * n + j));
+      }
+  }
+  return s;
+}
+
+static void free_all(void **p, int P) {
+  if (!p) return;
+  for (int r = 0; r < P; r++) free(p[r]);
+  free(p);
+}
+
+static void **alloc_all(int P, size_t bytes) {
+  void **p = calloc((size_t)P, sizeof *p);
+  for (int r = 0; r < P; r++) p[r] = calloc(1, bytes ? bytes : 1);
+  return p;
+}
+
+static double norm_inf(const zd *m, int64_t rows, int64_t cols) { /* row-major */
+  double best = 0;
+  for (int64_t i = 0; i < rows; i++) {
+    double s = 0;
+    for (int64_t j = 0; j < cols; j++) s += cabs(m[i * cols + j]);
+    if (s > best) best = s;
+  }
+  return best;
+}
+
+static void expect_ok(const job_t *jobs, int P, const char *what) {
+  for (int r = 0; r < P; r++)
+    CHECK(jobs[r].st == JAXMG_OK && jobs[r].info == 0, "%s rank %d: status %d info %d: %s", what,
+          r, jobs[r].st, jobs[r].info, jobs[r].err.msg);
+}
+
+/* ---- the ops ----------------------------------------------------------------------------- */
+
+/* potrs (and, when factor_first, potrf then solve): x solves A x = b on every rank. */
+static void test_potrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, int P,
+                       int reversed, int factor_first) {
+  char what[128];
+  snprintf(what, sizeof what, "%s dt=%d n=%lld T=%lld nrhs=%lld P=%d rev=%d",
+           factor_first ? "potrf+solve" : "potrs", dt, (long long)n, (long long)tile,
+           (long long)nrhs, P, reversed);
+  zd *A = random_hpd(n, cplx(dt), (unsigned)(n + nrhs + dt));
+  void **a = make_shards(A, n, P, dt);
+  jaxmg_layout_t lay;
+  jaxmg_layout_init(&lay, n / P, P, tile);
+  /* b (n x nrhs), put in solver order and conjugated like python/jaxmg/_potrs.py does:
+   * column-major N x nrhs buffer c[g + k*n] = conj(b[src(g), k]). */
+  zd *B = malloc(sizeof(zd) * (size_t)(n * nrhs));
+  for (int64_t i = 0; i < n * nrhs; i++) B[i] = (double)(rand() % 1000) / 500 - 1 + (cplx(dt) ? 0.3 * I : 0);
+  void **b = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
+  for (int r = 0; r < P; r++)
+    for (int64_t k = 0; k < nrhs; k++)
+      for (int64_t g = 0; g < n; g++) {
+        put(dt, b[r], (size_t)(g + k * n), conj(B[jaxmg_layout_src(&lay, g) * nrhs + k]));
+        if (r == 0) B[jaxmg_layout_src(&lay, g) * nrhs + k] = conj(get(dt, b[0], (size_t)(g + k * n)));
+      }
+  void **x = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
+  job_t jobs[16];
+  if (factor_first) {
+    run_op(JAXMG_OP_POTRF, dt, n, tile, 0, P, reversed, a, NULL, NULL, NULL, jobs);
+    expect_ok(jobs, P, what);
+    run_op(JAXMG_OP_SOLVE, dt, n, tile, nrhs, P, reversed, a, b, x, NULL, jobs);
+  } else {
+    run_op(JAXMG_OP_POTRS, dt, n, tile, nrhs, P, reversed, a, b, x, NULL, jobs);
+  }
+  expect_ok(jobs, P, what);
+  /* X[i][k] = conj(y[dst(i) + k*n]); residual ||B - A X|| / (n ||A|| ||X|| eps). */
+  zd *X = malloc(sizeof(zd) * (size_t)(n * nrhs)), *R = malloc(sizeof(zd) * (size_t)(n * nrhs));
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t k = 0; k < nrhs; k++)
+      X[i * nrhs + k] = conj(get(dt, x[0], (size_t)(jaxmg_layout_dst(&lay, i) + k * n)));
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t k = 0; k < nrhs; k++) {
+      zd s = B[i * nrhs + k];
+      for (int64_t j = 0; j < n; j++) s -= A[i * n + j] * X[j * nrhs + k];
+      R[i * nrhs + k] = s;
+    }
+  double ratio = norm_inf(R, n, nrhs) / (n * norm_inf(A, n, n) * norm_inf(X, n, nrhs) * eps(dt));
+  CHECK(ratio < 30, "%s: residual ratio %.3g", what, ratio);
+  for (int r = 1; r < P; r++)
+    CHECK(!memcmp(x[r], x[0], (size_t)(n * nrhs) * esz(dt)), "%s: x differs on rank %d", what, r);
+  free(X);
+  free(R);
+  free(B);
+  free(A);
+  free_all(a, P);
+  free_all(b, P);
+  free_all(x, P);
+}
+
+/* potri: every shard holds its own rows of the full inv(A), original order. */
+static void test_potri(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int reversed) {
+  char what[128];
+  snprintf(what, sizeof what, "potri dt=%d n=%lld T=%lld P=%d rev=%d", dt, (long long)n,
+           (long long)tile, P, reversed);
+  zd *A = random_hpd(n, cplx(dt), (unsigned)(7 * n + dt));
+  void **a = make_shards(A, n, P, dt);
+  job_t jobs[16];
+  run_op(JAXMG_OP_POTRI, dt, n, tile, 0, P, reversed, a, NULL, NULL, NULL, jobs);
+  expect_ok(jobs, P, what);
+  int64_t nloc = n / P;
+  zd *X = malloc(sizeof(zd) * (size_t)(n * n)), *R = malloc(sizeof(zd) * (size_t)(n * n));
+  for (int r = 0; r < P; r++)
+    for (int64_t c = 0; c < nloc; c++)
+      for (int64_t j = 0; j < n; j++) X[(r * nloc + c) * n + j] = get(dt, a[r], (size_t)(c * n + j));
+  double herm = 0, xmax = 0;
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) {
+      herm = fmax(herm, cabs(X[i * n + j] - conj(X[j * n + i])));
+      xmax = fmax(xmax, cabs(X[i * n + j]));
+    }
+  CHECK(herm <= 4 * eps(dt) * xmax, "%s: not Hermitian (%.3g)", what, herm / xmax);
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) {
+      zd s = i == j ? -1 : 0;
+      for (int64_t k = 0; k < n; k++) s += A[i * n + k] * X[k * n + j];
+      R[i * n + j] = s;
+    }
+  double ratio = norm_inf(R, n, n) / (n * norm_inf(A, n, n) * norm_inf(X, n, n) * eps(dt));
+  CHECK(ratio < 30, "%s: ||A inv - I|| ratio %.3g", what, ratio);
+  free(X);
+  free(R);
+  free(A);
+  free_all(a, P);
+}
+
+/* syevd: w ascending on every rank; row c of shard d holds conj(v_e), e = g(d, c). */
+static void test_syevd(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int reversed,
+                       int vectors) {
+  char what[128];
+  snprintf(what, sizeof what, "syevd%s dt=%d n=%lld T=%lld P=%d rev=%d", vectors ? "" : "_n",
+           dt, (long long)n, (long long)tile, P, reversed);
+  zd *A = random_hpd(n, cplx(dt), (unsigned)(11 * n + dt));
+  void **a = make_shards(A, n, P, dt);
+  jaxmg_dtype_t rt = (dt == JAXMG_F32 || dt == JAXMG_C64) ? JAXMG_F32 : JAXMG_F64;
+  void **w = alloc_all(P, (size_t)n * esz(rt));
+  job_t jobs[16];
+  run_op(vectors ? JAXMG_OP_SYEVD : JAXMG_OP_SYEVD_N, dt, n, tile, 0, P, reversed, a, NULL,
+         NULL, w, jobs);
+  expect_ok(jobs, P, what);
+  jaxmg_layout_t lay;
+  jaxmg_layout_init(&lay, n / P, P, tile);
+  for (int r = 1; r < P; r++)
+    CHECK(!memcmp(w[r], w[0], (size_t)n * esz(rt)), "%s: w differs on rank %d", what, r);
+  double trace = 0, wsum = 0, anorm = norm_inf(A, n, n);
+  for (int64_t i = 0; i < n; i++) {
+    trace += creal(A[i * n + i]);
+    wsum += creal(get(rt, w[0], (size_t)i));
+    if (i) CHECK(creal(get(rt, w[0], (size_t)i)) >= creal(get(rt, w[0], (size_t)i - 1)),
+                 "%s: w not ascending at %lld", what, (long long)i);
+  }
+  CHECK(fabs(trace - wsum) < 30 * n * anorm * eps(dt), "%s: sum(w) %.6g != trace %.6g", what,
+        wsum, trace);
+  if (vectors) {
+    int64_t nloc = n / P;
+    double worst = 0;
+    for (int r = 0; r < P; r++)
+      for (int64_t c = 0; c < nloc; c++) {
+        int64_t e = jaxmg_layout_dst(&lay, r * nloc + c);
+        double we = creal(get(rt, w[0], (size_t)e)), res = 0, nv = 0;
+        for (int64_t i = 0; i < n; i++) {
+          zd s = 0;
+          for (int64_t j = 0; j < n; j++) s += A[i * n + j] * conj(get(dt, a[r], (size_t)(c * n + j)));
+          zd vi = conj(get(dt, a[r], (size_t)(c * n + i)));
+          res += cabs(s - we * vi) * cabs(s - we * vi);
+          nv += cabs(vi) * cabs(vi);
+        }
+        CHECK(fabs(nv - 1) < 1e3 * eps(dt) * n, "%s: |v_%lld| = %.6g", what, (long long)e, sqrt(nv));
+        worst = fmax(worst, sqrt(res) / (n * anorm * eps(dt)));
+      }
+    CHECK(worst < 30, "%s: eigenpair residual ratio %.3g", what, worst);
+  }
+  free(A);
+  free_all(a, P);
+  free_all(w, P);
+}
+
+static int all_nan(const void *p, size_t bytes) {
+  const unsigned char *c = p;
+  for (size_t i = 0; i < bytes; i++)
+    if (c[i] != 0xFF) return 0;
+  return 1;
+}
+
+/* A diagonal matrix with -1 at row k: info = k + 1 everywhere, NaN outputs. */
+static void test_not_pd(jaxmg_op_t op, jaxmg_dtype_t dt, int64_t n, int64_t tile, int P,
+                        int64_t k) {
+  char what[128];
+  snprintf(what, sizeof what, "not-PD op=%d dt=%d n=%lld T=%lld P=%d k=%lld mode=%s", op, dt,
+           (long long)n, (long long)tile, P, (long long)k,
+           getenv("MOCK_POTRF_STATUS") ? getenv("MOCK_POTRF_STATUS") : "info");
+  zd *A = calloc((size_t)(n * n), sizeof(zd));
+  for (int64_t i = 0; i < n; i++) A[i * n + i] = i == k ? -1 : i + 1;
+  void **a = make_shards(A, n, P, dt);
+  int64_t nrhs = op == JAXMG_OP_POTRS ? 2 : 0;
+  void **b = nrhs ? alloc_all(P, (size_t)(n * nrhs) * esz(dt)) : NULL;
+  void **x = nrhs ? alloc_all(P, (size_t)(n * nrhs) * esz(dt)) : NULL;
+  job_t jobs[16];
+  run_op(op, dt, n, tile, nrhs, P, 0, a, b, x, NULL, jobs);
+  for (int r = 0; r < P; r++) {
+    CHECK(jobs[r].st == JAXMG_OK && jobs[r].info == k + 1, "%s rank %d: status %d info %d (%s)",
+          what, r, jobs[r].st, jobs[r].info, jobs[r].err.msg);
+    CHECK(all_nan(a[r], (size_t)(n / P * n) * esz(dt)), "%s rank %d: shard not NaN", what, r);
+    if (x) CHECK(all_nan(x[r], (size_t)(n * nrhs) * esz(dt)), "%s rank %d: x not NaN", what, r);
+  }
+  free(A);
+  free_all(a, P);
+  free_all(b, P);
+  free_all(x, P);
+}
+
+static void test_fault(int point, int P, int rank) {
+  int64_t n = 8 * P, tile = 4;
+  zd *A = random_hpd(n, 0, 5);
+  void **a = make_shards(A, n, P, JAXMG_F64);
+  void **b = alloc_all(P, (size_t)n * 8), **x = alloc_all(P, (size_t)n * 8);
+  job_t jobs[16];
+  jaxmg_set_fault(point, rank, 1);
+  run_op(JAXMG_OP_POTRS, JAXMG_F64, n, tile, 1, P, 0, a, b, x, NULL, jobs);
+  jaxmg_set_fault(0, -1, 0);
+  for (int r = 0; r < P; r++)
+    CHECK(jobs[r].st != JAXMG_OK && strstr(jobs[r].err.msg, "injected"),
+          "fault %d at rank %d of %d: rank %d status %d msg '%s'", point, rank, P, r, jobs[r].st,
+          jobs[r].err.msg);
+  free(A);
+  free_all(a, P);
+  free_all(b, P);
+  free_all(x, P);
+}
+
+int main(void) {
+  const jaxmg_dtype_t dts[4] = {JAXMG_F32, JAXMG_F64, JAXMG_C64, JAXMG_C128};
+  for (int P = 1; P <= 4; P++) {
+    for (int rev = 0; rev <= (P > 1); rev++) {
+      for (int d = 0; d < 4; d++) {
+        const int64_t n = 24 * P, tiles[2] = {4, 24}; /* several tiles per shard; one */
+        for (int ti = 0; ti < 2; ti++) {
+          test_potrs(dts[d], n, tiles[ti], 3, P, rev, 0);
+          test_potrs(dts[d], n, tiles[ti], 2, P, rev, 1);
+          test_potri(dts[d], n, tiles[ti], P, rev);
+          test_syevd(dts[d], n, tiles[ti], P, rev, 1);
+          test_syevd(dts[d], n, tiles[ti], P, rev, 0);
+        }
+      }
+    }
+    /* More right-hand sides than one cuSOLVERMg call takes: chunks of 256 and a rest. */
+    test_potrs(JAXMG_F64, 12 * P, 4, 600, P, 0, 0);
+    for (int mode = 0; mode < 2; mode++) {
+      setenv("MOCK_POTRF_STATUS", mode ? "7" : "0", 1);
+      for (int d = 0; d < 4; d++) {
+        test_not_pd(JAXMG_OP_POTRS, dts[d], 24 * P, 4, P, 24 * P - 3);
+        test_not_pd(JAXMG_OP_POTRI, dts[d], 24 * P, 4, P, 5);
+        test_not_pd(JAXMG_OP_POTRF, dts[d], 24 * P, 4, P, 24 * P / 2 + 1);
+      }
+    }
+    unsetenv("MOCK_POTRF_STATUS");
+    for (int point = 2; point <= 3; point++) {
+      test_fault(point, P, 0);
+      test_fault(point, P, P - 1);
+    }
+  }
+  /* Plans are reused: the same shapes again create none. */
+  int64_t before = jaxmg_cuda_plan_count();
+  test_potrs(JAXMG_F64, 48, 4, 3, 2, 0, 0);
+  test_potri(JAXMG_F64, 48, 4, 2, 0);
+  CHECK(jaxmg_cuda_plan_count() == before, "plans grew from %lld to %lld",
+        (long long)before, (long long)jaxmg_cuda_plan_count());
+  CHECK(jaxmg_live_sessions() == 0, "%lld sessions leaked", (long long)jaxmg_live_sessions());
+  printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures ? 1 : 0;
+}
