@@ -22,4 +22,10 @@ cmake -S . -B build/ctest-tsan -DJAXMG_BUILD_TESTS=ON -DJAXMG_SANITIZE_THREAD=ON
 cmake --build build/ctest-tsan -j 2 >> build/ctest-tsan.log
 TSAN_OPTIONS=halt_on_error=1 ./build/ctest-tsan/jaxmg_c_tests
 
+# The CUDA backend's orchestration against a host-memory stand-in of CUDA/cuSOLVERMg
+# (needs only the toolkit's headers; skipped without them).
+if [ -f "${CUDA_INC:-/usr/local/cuda/include}/cusolverMg.h" ]; then
+  bash tests/gpu/mock/run_mock.sh build/mock
+fi
+
 "$PY" -m pytest -q tests/python tests/gpu "$@"

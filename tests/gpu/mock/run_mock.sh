@@ -8,11 +8,9 @@ CUDA_INC=${CUDA_INC:-/usr/local/cuda/include}
 OUT=${1:-build/mock}
 mkdir -p "$OUT"
 JAXLIB_INCLUDE=$(${PYTHON:-python3} -c 'import jaxlib, os; print(os.path.join(os.path.dirname(jaxlib.__file__), "include"))')
-# -fno-sanitize=alignment: src/common/rendezvous.c of this branch lays the slots out at an odd
-# offset (fixed on the ctests branch: slot_stride/SLOT_ALIGN); drop it once that is merged.
 cc -std=c11 -O1 -g -Wall -Wextra -Werror -pedantic -Wno-unused-parameter \
   -D_POSIX_C_SOURCE=200809L -DDISABLE_CUSOLVERMG_DEPRECATED=1 \
-  -fsanitize=address,undefined -fno-sanitize=alignment -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
+  -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
   -Iinclude -Isrc -isystem "$CUDA_INC" -isystem "$JAXLIB_INCLUDE" \
   src/common/status.c src/common/layout.c src/common/rendezvous.c \
   src/gpu/*.c tests/gpu/mock/mock_cuda.c tests/gpu/mock/test_mock.c \
