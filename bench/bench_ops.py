@@ -271,7 +271,8 @@ def main():
                 devs = gpus[:ndev]
                 tiles = [int(x) for x in args.tiles.split(",") if x] or [None]
                 for tile in tiles:
-                    t = tile or 0
+                    if tile:
+                        tile = min(tile, n // ndev)  # a tile never exceeds a shard
                     if "jaxmg" not in skip:
                         emit({"impl": "jaxmg" + (f"[{args.engine}]" if args.engine else ""),
                               "n": n, "ndev": ndev, "tile": t,

@@ -4,7 +4,9 @@
  * XLA calls each handler once per GPU from that GPU's host thread; the hooks of one call run
  * in order on that thread, so the participant's private state is thread-local. Every hook
  * makes its device current and restores the thread's previous device before returning. */
+#include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "ffi/dispatch.h"
@@ -17,11 +19,64 @@
 static _Thread_local jaxmg_gpu_part_t tls_part;
 static _Thread_local int tls_saved_device;
 
+/* Device memory: XLA's allocator of the call when it offers one; otherwise (jaxlib 0.11's GPU
+ * runtime refuses FFI allocations outside its scratch mechanism) a stream-ordered allocation
+ * on the call's stream from a memory pool of our own per device, which keeps what it has
+ * (release threshold: never) so repeated calls reuse it instead of calling cudaMalloc. The
+ * pool is ours alone: the device's default pool, which other libraries share, is untouched. */
+enum { MAX_DEVICES = 64, MAX_POOL_PTRS = 8 };
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static cudaMemPool_t pools[MAX_DEVICES];
+static _Thread_local void *tls_pool_ptrs[MAX_POOL_PTRS];
+
+static cudaMemPool_t device_pool(int dev) {
+  cudaMemPool_t pool = NULL;
+  if (dev < 0 || dev >= MAX_DEVICES) return NULL;
+  pthread_mutex_lock(&pool_mu);
+  if (!pools[dev]) {
+    cudaMemPoolProps props;
+    memset(&props, 0, sizeof props);
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = dev;
+    cudaMemPool_t created;
+    if (cudaMemPoolCreate(&created, &props) == cudaSuccess) {
+      uint64_t keep = UINT64_MAX;
+      (void)cudaMemPoolSetAttribute(created, cudaMemPoolAttrReleaseThreshold, &keep);
+      pools[dev] = created;
+    }
+  }
+  pool = pools[dev];
+  pthread_mutex_unlock(&pool_mu);
+  return pool;
+}
+
 static void *xla_alloc(void *ctx, size_t bytes) {
-  return jaxmg__ffi_alloc((const XLA_FFI_CallFrame *)ctx, bytes);
+  void *p = jaxmg__ffi_alloc((const XLA_FFI_CallFrame *)ctx, bytes);
+  if (p) return p;
+  const jaxmg_gpu_part_t *g = &tls_part;
+  cudaMemPool_t pool = device_pool(g->device);
+  if (!pool) return NULL;
+  for (int i = 0; i < MAX_POOL_PTRS; i++) {
+    if (tls_pool_ptrs[i]) continue;
+    if (cudaMallocFromPoolAsync(&p, bytes, pool, g->stream) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return NULL;
+    }
+    tls_pool_ptrs[i] = p;
+    return p;
+  }
+  return NULL;
 }
 
 static void xla_free(void *ctx, void *p, size_t bytes) {
+  for (int i = 0; i < MAX_POOL_PTRS; i++) {
+    if (p && tls_pool_ptrs[i] == p) {
+      tls_pool_ptrs[i] = NULL;
+      (void)cudaFreeAsync(p, tls_part.stream);
+      return;
+    }
+  }
   jaxmg__ffi_free((const XLA_FFI_CallFrame *)ctx, p, bytes);
 }
 
