@@ -275,7 +275,7 @@ def main():
                         tile = min(tile, n // ndev)  # a tile never exceeds a shard
                     if "jaxmg" not in skip:
                         emit({"impl": "jaxmg" + (f"[{args.engine}]" if args.engine else ""),
-                              "n": n, "ndev": ndev, "tile": t,
+                              "n": n, "ndev": ndev, "tile": tile or 0,
                               **run_jaxmg(args.op, dtype, devs, n, tile, args.reps, args.engine)})
                     if "raw" not in skip and tile:
                         emit({"impl": "raw_cusolvermg", "n": n, "ndev": ndev, "tile": tile,
