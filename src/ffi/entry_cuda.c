@@ -34,7 +34,7 @@ static cudaMemPool_t device_pool(int dev) {
   if (dev < 0 || dev >= MAX_DEVICES) return NULL;
   pthread_mutex_lock(&pool_mu);
   if (!pools[dev]) {
-    cudaMemPoolProps props;
+    struct cudaMemPoolProps props;
     memset(&props, 0, sizeof props);
     props.allocType = cudaMemAllocationTypePinned;
     props.location.type = cudaMemLocationTypeDevice;
