@@ -43,6 +43,23 @@ static cudaMemPool_t device_pool(int dev) {
     if (cudaMemPoolCreate(&created, &props) == cudaSuccess) {
       uint64_t keep = UINT64_MAX;
       (void)cudaMemPoolSetAttribute(created, cudaMemPoolAttrReleaseThreshold, &keep);
+      /* cuSOLVERMg reads the workspaces of the other GPUs: pool memory is private to its
+       * device unless access is granted explicitly (peer access does not cover pools). */
+      int count = 0;
+      if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+      struct cudaMemAccessDesc acc[MAX_DEVICES];
+      int nacc = 0;
+      for (int d = 0; d < count && d < MAX_DEVICES; d++) {
+        int can = 0;
+        if (d == dev || cudaDeviceCanAccessPeer(&can, d, dev) != cudaSuccess || !can) continue;
+        memset(&acc[nacc], 0, sizeof acc[nacc]);
+        acc[nacc].location.type = cudaMemLocationTypeDevice;
+        acc[nacc].location.id = d;
+        acc[nacc].flags = cudaMemAccessFlagsProtReadWrite;
+        nacc++;
+      }
+      if (nacc) (void)cudaMemPoolSetAccess(created, acc, (size_t)nacc);
+      (void)cudaGetLastError();
       pools[dev] = created;
     }
   }
