@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _core, _mesh
+from . import _core, _engine, _mesh
+from ._potrs import exact_info
 from ._geometry import Geometry, pad_shard, unpad_info, unpad_shard
 
 
@@ -29,18 +30,35 @@ def potri_local(a_loc, geo: Geometry, row_axes, group_axes):
     return unpad_shard(inv, geo), unpad_info(info, geo)
 
 
+def potri_single(a_loc, geo: Geometry, row_axes, group_axes):
+    """Per-device body of the single engine (see _engine.py): every device factors the
+    gathered matrix, inverts L, and forms only its own rows of inv(A) = L^-H L^-1."""
+    rank = jax.lax.axis_index(_engine._axis(row_axes))
+    a = _engine.gather(a_loc, row_axes)
+    L = _engine.cholesky(a)
+    failed = _engine.agree_failed(_engine.diag_failed(L), row_axes)
+    eye = jnp.eye(geo.n, dtype=a.dtype)
+    linv = jax.lax.linalg.triangular_solve(L, eye, left_side=True, lower=True)
+    cols = jax.lax.dynamic_slice_in_dim(linv, rank * geo.nloc, geo.nloc, axis=1)
+    rows = jnp.matmul(jnp.conj(cols).T, linv, precision=jax.lax.Precision.HIGHEST)
+    rows = jnp.where(failed, jnp.full_like(rows, jnp.nan), rows)
+    return rows, exact_info(failed, a_loc, geo, row_axes, group_axes)
+
+
 @functools.lru_cache(maxsize=256)
-def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float):
+def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float,
+             engine: str = "mg"):
     del timeout  # part of the cache key: read by _core.call at trace time
     body = functools.partial(
-        potri_local, geo=geo, row_axes=place.row_axes, group_axes=place.group_axes
+        potri_single if engine == "single" else potri_local, geo=geo,
+        row_axes=place.row_axes, group_axes=place.group_axes
     )
     fn = _core.shard_map(body, place.mesh, in_specs=(place.spec,), out_specs=(place.spec, P()))
     return jax.jit(fn, donate_argnums=(0,) if donate else ())
 
 
 def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, *,
-          donate=False):
+          donate=False, engine="auto"):
     """Inverse of a Hermitian positive definite matrix sharded by rows over several devices.
 
     The math: A = L L^H (Cholesky in the 1D block-cyclic layout with tile ``T_A``), then
@@ -68,8 +86,9 @@ def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, 
       inv(A), N x N, sharded by rows like ``a``; ``(inv(A), info)`` with ``return_status``.
       When A is not positive definite, inv(A) is NaN and info > 0, on every device.
     """
-    _, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "potri")
-    out, info = _program(place, geo, bool(donate), _core.get_timeout())(a)
+    dtype, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "potri")
+    eng = _engine.choose(engine, "potri", place, geo.n, dtype)
+    out, info = _program(place, geo, bool(donate), _core.get_timeout(), eng)(a)
     return (out, info[0]) if return_status else out
 
 

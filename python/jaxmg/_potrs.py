@@ -8,7 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _core, _ffi, _mesh
+from . import _core, _engine, _ffi, _mesh
 from ._geometry import (
     Geometry, from_solver_rows, pad_shard, to_solver_rows, unpad_info, unpad_shard,
 )
@@ -43,14 +43,54 @@ def potrs_local(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False
     return (x, info, unpad_shard(a_out, geo)) if keep_factor else (x, info)
 
 
+def potrf_local(a_loc, geo: Geometry, row_axes, group_axes):
+    """Per-device body of the distributed factorization: (factor shard, info[1]); the factor
+    stays padded and in the solver's block-cyclic layout."""
+    ids = _core.mesh_ids(row_axes, group_axes)
+    a_p = pad_shard(a_loc, geo, ids[1])
+    f, info = _core.call(
+        "jaxmg_potrf",
+        (jax.ShapeDtypeStruct(a_p.shape, a_loc.dtype), jax.ShapeDtypeStruct((1,), jnp.int32)),
+        (a_p, ids),
+        geo,
+        aliases={0: 0},
+    )
+    return f, unpad_info(info, geo)
+
+
+def exact_info(failed, a_loc, geo: Geometry, row_axes, group_axes):
+    """LAPACK info of the single engine: 0, or on failure (the same branch on every device)
+    the exact failing pivot from the distributed factorization."""
+    return jax.lax.cond(
+        failed,
+        lambda a: potrf_local(a, geo, row_axes, group_axes)[1],
+        lambda a: jnp.zeros((1,), jnp.int32),
+        a_loc,
+    )
+
+
+def potrs_single(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False):
+    """Per-device body of the single engine (see _engine.py): (x, info[1])."""
+    a = _engine.gather(a_loc, row_axes)
+    L = _engine.cholesky(a)
+    failed = _engine.agree_failed(_engine.diag_failed(L), row_axes)
+    tri = jax.lax.linalg.triangular_solve
+    y = tri(L, b, left_side=True, lower=True)
+    x = tri(L, y, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
+    x = jnp.where(failed, jnp.full_like(x, jnp.nan), x)
+    info = exact_info(failed, a_loc, geo, row_axes, group_axes)
+    return (x, info, a_loc) if keep_factor else (x, info)
+
+
 @functools.lru_cache(maxsize=256)
-def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float):
+def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float,
+             engine: str = "mg"):
     del timeout  # part of the cache key: read by _core.call at trace time
     # A donated input is only reused when an output can alias it: with donate, the factor
     # comes out too (and is dropped), so the solver works in the caller's buffer.
     body = functools.partial(
-        potrs_local, geo=geo, row_axes=place.row_axes, group_axes=place.group_axes,
-        keep_factor=donate,
+        potrs_single if engine == "single" else potrs_local, geo=geo,
+        row_axes=place.row_axes, group_axes=place.group_axes, keep_factor=donate,
     )
     replicated = jax.sharding.PartitionSpec()
     out_specs = (replicated, replicated) + ((place.spec,) if donate else ())
@@ -61,7 +101,7 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
 
 
 def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, *,
-          donate=False):
+          donate=False, engine="auto"):
     """Solves A x = b for Hermitian positive definite A sharded by rows over several devices.
 
     The math: A = L L^H (Cholesky, in the 1D block-cyclic layout with tile ``T_A``), then
@@ -99,7 +139,8 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     geo = Geometry(n, place.ndev, tile)
     a = _mesh.place(a, jax.sharding.NamedSharding(place.mesh, place.spec))
     b2 = _mesh.place(b2, jax.sharding.NamedSharding(place.mesh, jax.sharding.PartitionSpec()))
-    x, info = _program(place, geo, bool(donate), _core.get_timeout())(a, b2)[:2]
+    eng = _engine.choose(engine, "potrs", place, n, dtype)
+    x, info = _program(place, geo, bool(donate), _core.get_timeout(), eng)(a, b2)[:2]
     if vector:
         x = x[:, 0]
     return (x, info[0]) if return_status else x

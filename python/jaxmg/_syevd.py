@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _core, _mesh
+from . import _core, _engine, _mesh
 from ._geometry import Geometry, pad_shard
 
 MAX_TILE = 1024  # cusolverMgSyevd rejects larger tiles; the seeds enforced the same bound
@@ -72,12 +72,29 @@ def syevd_local(a_loc, geo: Geometry, row_axes, group_axes, vectors: bool):
     return w, v, info
 
 
+def syevd_single(a_loc, geo: Geometry, row_axes, group_axes, vectors: bool):
+    """Per-device body of the single engine (see _engine.py): every device runs XLA's
+    eigensolver on the gathered matrix and keeps its rows of V."""
+    a = _engine.gather(a_loc, row_axes)
+    v, w = jax.lax.linalg.eigh(a, lower=True, symmetrize_input=False)
+    failed = _engine.agree_failed(~jnp.all(jnp.isfinite(w)), row_axes)
+    info = jnp.where(failed, 1, 0).astype(jnp.int32).reshape(1)
+    w = jnp.where(failed, jnp.nan, w)
+    if not vectors:
+        return w, None, info
+    rank = jax.lax.axis_index(_engine._axis(row_axes))
+    rows = _engine.my_rows(v, geo.nloc, rank)
+    return w, jnp.where(failed, jnp.full_like(rows, jnp.nan), rows), info
+
+
 @functools.lru_cache(maxsize=256)
-def _program(place: _mesh.Placement, geo: Geometry, vectors: bool, donate: bool, timeout: float):
+def _program(place: _mesh.Placement, geo: Geometry, vectors: bool, donate: bool, timeout: float,
+             engine: str = "mg"):
     del timeout  # part of the cache key: read by _core.call at trace time
+    local = syevd_single if engine == "single" else syevd_local
 
     def body(a_loc):
-        w, v, info = syevd_local(a_loc, geo, place.row_axes, place.group_axes, vectors)
+        w, v, info = local(a_loc, geo, place.row_axes, place.group_axes, vectors)
         return (w, v, info) if vectors else (w, info)
 
     out_specs = (P(), place.spec, P()) if vectors else (P(), P())
@@ -86,7 +103,7 @@ def _program(place: _mesh.Placement, geo: Geometry, vectors: bool, donate: bool,
 
 
 def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, return_status=False,
-          pad=True, *, donate=False):
+          pad=True, *, donate=False, engine="auto"):
     """Eigenvalues (and eigenvectors) of a Hermitian matrix sharded by rows over several devices.
 
     The math: A = V diag(w) V^H with w ascending and V unitary, its columns the
@@ -113,9 +130,10 @@ def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, retur
       ascending) replicated, ``V`` (N x N) sharded by rows like ``a``. On failure w and V
       are NaN and info > 0, on every device.
     """
-    _, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "syevd", max_tile=MAX_TILE)
+    dtype, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "syevd", max_tile=MAX_TILE)
     vectors = bool(return_eigenvectors)
-    out = _program(place, geo, vectors, bool(donate), _core.get_timeout())(a)
+    eng = _engine.choose(engine, "syevd", place, geo.n, dtype)
+    out = _program(place, geo, vectors, bool(donate), _core.get_timeout(), eng)(a)
     info = out[-1][0]
     out = out[:-1]
     if return_status:

@@ -32,6 +32,7 @@ from ._geometry import (
     unpad_info,
 )
 from ._potri import potri
+from . import _potrs as _potrs_mod
 from ._potrs import potrs
 from ._syevd import syevd
 
@@ -110,17 +111,7 @@ class CholeskyFactor:
         return iter((self, self.lower))
 
 
-def _potrf_local(a_loc, geo: Geometry, row_axes, group_axes):
-    ids = _core.mesh_ids(row_axes, group_axes)
-    a_p = pad_shard(a_loc, geo, ids[1])
-    f, info = _core.call(
-        "jaxmg_potrf",
-        (jax.ShapeDtypeStruct(a_p.shape, a_loc.dtype), jax.ShapeDtypeStruct((1,), jnp.int32)),
-        (a_p, ids),
-        geo,
-        aliases={0: 0},
-    )
-    return f, unpad_info(info, geo)
+_potrf_local = _potrs_mod.potrf_local
 
 
 def _solve_local(f_loc, b, geo: Geometry, row_axes, group_axes):

@@ -1,0 +1,88 @@
+"""Which engine runs a call, and the "single" engine.
+
+cuSOLVERMg scales poorly: on 2 GPUs its potri and syevd are slower than cuSOLVER on one GPU,
+and its potrs only wins for large N (docs/benchmarks.md). So every op takes
+``engine="auto" | "mg" | "single"``:
+
+- ``"mg"``: the distributed backend (cuSOLVERMg on GPUs, the tiled LAPACK backend on CPU
+  devices), memory per device O(N^2 / ndev);
+- ``"single"``: every device of the group gathers the matrix (one all-gather over NVLink) and
+  runs XLA's own single-device solver (cuSOLVER on GPUs) on it, computing only the part of
+  the output it keeps (its rows of the inverse or of V). The devices compute redundantly
+  instead of one computing and broadcasting: the same wall time, no broadcast. Memory per
+  device O(N^2);
+- ``"auto"``: the distributed backend on CPU devices (it is what they are for, and what CI
+  exercises); on GPUs the single engine when the matrix fits comfortably in one device and
+  the measured crossover says it is faster, else cuSOLVERMg.
+
+LAPACK ``info`` is kept identical: when the single engine's Cholesky fails, the exact index of
+the failing pivot is recomputed by the distributed factorization (only on failure; all
+devices agree on failing through a collective, so they take the same branch). The single
+eigensolver reports info = 1 when it produced non-finite eigenvalues (XLA's eigh reports no
+count).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+ENGINES = ("auto", "mg", "single")
+
+# Measured crossover (docs/benchmarks.md): below this N, potrs on 2+ GPUs is faster through
+# the single engine (gather + cuSOLVER) than through cuSOLVERMg.
+POTRS_MG_MIN_N = 24576
+# The single engine needs about this many matrices' worth of memory per device (the gathered
+# matrix, its factor or eigenvectors, workspace).
+SINGLE_COPIES = 4
+
+
+def _device_bytes(device) -> int:
+    try:
+        stats = device.memory_stats() or {}
+        return int(stats.get("bytes_limit", 0)) or 64 << 30
+    except Exception:
+        return 64 << 30
+
+
+def choose(engine, op: str, place, n: int, dtype) -> str:
+    if engine is None:
+        engine = "auto"
+    if engine not in ENGINES:
+        raise ValueError(f"jaxmg.{op}: engine must be one of {ENGINES}, got {engine!r}")
+    if engine != "auto":
+        return engine
+    if place.platform == "cpu":
+        return "mg"
+    fits = SINGLE_COPIES * n * n * jnp.dtype(dtype).itemsize < 0.8 * _device_bytes(
+        place.mesh.devices.flat[0])
+    if not fits:
+        return "mg"
+    if op == "potrs" and place.ndev > 1 and n >= POTRS_MG_MIN_N:
+        return "mg"
+    return "single"
+
+
+def _axis(row_axes):
+    return row_axes if len(row_axes) > 1 else row_axes[0]
+
+
+def gather(a_loc, row_axes):
+    return jax.lax.all_gather(a_loc, _axis(row_axes), axis=0, tiled=True)
+
+
+def agree_failed(bad, row_axes):
+    """True on every device when the computation failed on any (same branch everywhere)."""
+    return jax.lax.pmax(bad.astype(jnp.int32), _axis(row_axes)) > 0
+
+
+def cholesky(a):
+    return jax.lax.linalg.cholesky(a, symmetrize_input=False)
+
+
+def diag_failed(L):
+    return ~jnp.all(jnp.isfinite(jnp.real(jnp.diagonal(L))))
+
+
+def my_rows(x, nloc, rank):
+    return jax.lax.dynamic_slice_in_dim(x, rank * nloc, nloc, axis=0)
