@@ -224,6 +224,13 @@ def run_jaxmg(op, dtype, devs, n, tile, reps, engine=None):
     info = int(out[-1])
     res = {"seconds": secs, "compile_s": max(first - secs, 0.0), "info": info,
            "peak_bytes": peak_bytes(devs)}
+    try:
+        from jaxmg import _engine, _mesh
+        place = _mesh.resolve(a, None, None, op)
+        res["engine_used"] = _engine.choose(engine or "auto", "potrs" if op == "potrs" else op,
+                                            place, n, dtype)
+    except Exception:
+        pass
     st = layout_stats()
     if st:
         res.update(st)
