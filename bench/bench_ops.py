@@ -200,6 +200,11 @@ def run_native(op, dtype, dev, n, reps):
 # ---- jaxmg ----------------------------------------------------------------------------------
 
 def run_jaxmg(op, dtype, devs, n, tile, reps, engine=None):
+    try:
+        jaxmg._ffi.ensure_registered("gpu")
+        jaxmg._ffi._load("jaxmg_cuda").jaxmg_cuda_enable_timings(1)
+    except Exception:
+        pass
     mesh = Mesh(np.array(devs), ("x",))
     sh = NamedSharding(mesh, P("x", None))
     a = make_spd(n, dtype, sh)
