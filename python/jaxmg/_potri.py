@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from . import _core, _engine, _mesh
-from ._potrs import exact_info
+from ._potrs import exact_info, potrf_local, solve_local
 from ._geometry import Geometry, pad_shard, unpad_info, unpad_shard
 
 
@@ -30,17 +30,41 @@ def potri_local(a_loc, geo: Geometry, row_axes, group_axes):
     return unpad_shard(inv, geo), unpad_info(info, geo)
 
 
+def potri_by_solves(a_loc, geo: Geometry, row_axes, group_axes):
+    """Per-device body of the distributed inverse on GPUs: one distributed factorization,
+    then one distributed solve per device of the group for the identity columns of that
+    device's rows (the inverse is Hermitian: rows = conj(columns)^T), each device keeping its
+    own. cuSOLVERMg's own potri returned wrong results on 2 GPUs (docs/benchmarks.md), so
+    the GPU path uses only its potrf/potrs; memory stays O(N^2 / ndev) per device."""
+    rank = jax.lax.axis_index(_engine._axis(row_axes))
+    f, info = potrf_local(a_loc, geo, row_axes, group_axes)
+
+    def step(rows, j):
+        e = jax.lax.dynamic_slice_in_dim(jnp.eye(geo.n, dtype=a_loc.dtype), j * geo.nloc,
+                                         geo.nloc, axis=1)
+        x = solve_local(f, e, geo, row_axes, group_axes)  # inv(A)[:, rows of device j]
+        mine = jnp.conj(x).T if jnp.iscomplexobj(x) else x.T
+        return jnp.where(rank == j, mine, rows), None
+
+    rows, _ = jax.lax.scan(step, jnp.zeros_like(a_loc), jnp.arange(geo.ndev))
+    rows = jnp.where(info[0] != 0, jnp.full_like(rows, jnp.nan), rows)
+    return rows, info
+
+
 def potri_single(a_loc, geo: Geometry, row_axes, group_axes):
     """Per-device body of the single engine (see _engine.py): every device factors the
-    gathered matrix, inverts L, and forms only its own rows of inv(A) = L^-H L^-1."""
+    gathered matrix and solves L L^H Z = E for the identity columns of its own rows only
+    (2 N^2 nloc flops instead of forming the whole inverse); rows = conj(Z)^T."""
     rank = jax.lax.axis_index(_engine._axis(row_axes))
     a = _engine.gather(a_loc, row_axes)
     L = _engine.cholesky(a)
     failed = _engine.agree_failed(_engine.diag_failed(L), row_axes)
-    eye = jnp.eye(geo.n, dtype=a.dtype)
-    linv = jax.lax.linalg.triangular_solve(L, eye, left_side=True, lower=True)
-    cols = jax.lax.dynamic_slice_in_dim(linv, rank * geo.nloc, geo.nloc, axis=1)
-    rows = jnp.matmul(jnp.conj(cols).T, linv, precision=jax.lax.Precision.HIGHEST)
+    e = jax.lax.dynamic_slice_in_dim(jnp.eye(geo.n, dtype=a.dtype), rank * geo.nloc, geo.nloc,
+                                     axis=1)
+    tri = jax.lax.linalg.triangular_solve
+    y = tri(L, e, left_side=True, lower=True)
+    z = tri(L, y, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
+    rows = jnp.conj(z).T if jnp.iscomplexobj(z) else z.T
     rows = jnp.where(failed, jnp.full_like(rows, jnp.nan), rows)
     return rows, exact_info(failed, a_loc, geo, row_axes, group_axes)
 
@@ -49,10 +73,8 @@ def potri_single(a_loc, geo: Geometry, row_axes, group_axes):
 def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float,
              engine: str = "mg"):
     del timeout  # part of the cache key: read by _core.call at trace time
-    body = functools.partial(
-        potri_single if engine == "single" else potri_local, geo=geo,
-        row_axes=place.row_axes, group_axes=place.group_axes
-    )
+    local = {"single": potri_single, "solves": potri_by_solves}.get(engine, potri_local)
+    body = functools.partial(local, geo=geo, row_axes=place.row_axes, group_axes=place.group_axes)
     fn = _core.shard_map(body, place.mesh, in_specs=(place.spec,), out_specs=(place.spec, P()))
     return jax.jit(fn, donate_argnums=(0,) if donate else ())
 
@@ -88,6 +110,8 @@ def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, 
     """
     dtype, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "potri")
     eng = _engine.choose(engine, "potri", place, geo.n, dtype)
+    if eng == "mg" and place.platform != "cpu":
+        eng = "solves"  # cuSOLVERMg's potri is not used: see potri_by_solves
     out, info = _program(place, geo, bool(donate), _core.get_timeout(), eng)(a)
     return (out, info[0]) if return_status else out
 

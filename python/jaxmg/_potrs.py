@@ -58,6 +58,27 @@ def potrf_local(a_loc, geo: Geometry, row_axes, group_axes):
     return f, unpad_info(info, geo)
 
 
+def solve_local(f_loc, b, geo: Geometry, row_axes, group_axes):
+    """Per-device body of a solve with a factor from potrf_local: x replicated, N x k."""
+    ids = _core.mesh_ids(row_axes, group_axes)
+    c = to_solver_rows(b, geo)
+    if jnp.iscomplexobj(c):  # the shards read column-major hold conj(A)
+        c = jnp.conj(c)
+    xt, _ = _core.call(
+        "jaxmg_solve",
+        (
+            jax.ShapeDtypeStruct((b.shape[1], geo.n_pad), b.dtype),
+            jax.ShapeDtypeStruct((1,), jnp.int32),
+        ),
+        (f_loc, c.T, ids),
+        geo,
+    )
+    y = xt.T
+    if jnp.iscomplexobj(y):
+        y = jnp.conj(y)
+    return from_solver_rows(y, geo)
+
+
 def exact_info(failed, a_loc, geo: Geometry, row_axes, group_axes):
     """LAPACK info of the single engine: 0, or on failure (the same branch on every device)
     the exact failing pivot from the distributed factorization."""

@@ -114,24 +114,7 @@ class CholeskyFactor:
 _potrf_local = _potrs_mod.potrf_local
 
 
-def _solve_local(f_loc, b, geo: Geometry, row_axes, group_axes):
-    ids = _core.mesh_ids(row_axes, group_axes)
-    c = to_solver_rows(b, geo)
-    if jnp.iscomplexobj(c):  # the shards read column-major hold conj(A)
-        c = jnp.conj(c)
-    xt, _ = _core.call(
-        "jaxmg_solve",
-        (
-            jax.ShapeDtypeStruct((b.shape[1], geo.n_pad), b.dtype),
-            jax.ShapeDtypeStruct((1,), jnp.int32),
-        ),
-        (f_loc, c.T, ids),
-        geo,
-    )
-    y = xt.T
-    if jnp.iscomplexobj(y):
-        y = jnp.conj(y)
-    return from_solver_rows(y, geo)
+_solve_local = _potrs_mod.solve_local
 
 
 def _diag_log_local(f_loc, geo: Geometry, row_axes):

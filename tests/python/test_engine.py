@@ -72,3 +72,24 @@ def test_engine_choice_and_bad_name(mesh_of):
     place = jaxmg._mesh.resolve(a, None, None, "potrs")
     assert _engine.choose("auto", "potrs", place, 16, np.float64) == "mg"  # CPU: distributed
     assert _engine.choose("single", "potrs", place, 16, np.float64) == "single"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64])
+@pytest.mark.parametrize("tile", [4, 5])
+def test_potri_by_solves_matches(mesh_of, dtype, tile):
+    """The GPU's distributed inverse (factor + one solve per device), run on CPU devices."""
+    from jaxmg import _core, _potri
+
+    mesh = mesh_of([3, 1, 0])
+    n = 36
+    a = _hpd(n, dtype)
+    a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    _, place, geo = _core.plan(a_s, tile, None, None, True, "potri")
+    inv, info = _potri._program(place, geo, False, _core.get_timeout(), "solves")(a_s)
+    assert int(info[0]) == 0 and inv.sharding.spec == P("x", None)
+    x = np.asarray(inv, np.complex128)
+    assert np.abs(a @ x - np.eye(n)).max() < 50 * _tol(dtype)
+    a[30, 30] = -5.0
+    a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    inv, info = _potri._program(place, geo, False, _core.get_timeout(), "solves")(a_s)
+    assert int(info[0]) == 31 and np.isnan(np.asarray(inv)).all()
