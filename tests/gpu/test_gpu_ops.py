@@ -29,6 +29,23 @@ jax.config.update("jax_enable_x64", True)
 
 pytestmark = pytest.mark.gpu
 
+# Both engines run every test that goes through the public ops; tests of the cuSOLVERMg
+# machinery itself (plans, faults, sessions) run with "mg" only.
+MG_ONLY = {"test_repeated_calls_reuse_the_plan", "test_injected_fault_fails_everywhere_then_recovers",
+           "test_no_leaked_sessions", "test_potrs_shardmap_ctx", "test_cho_factor_solve"}
+
+
+@pytest.fixture(autouse=True, params=["mg", "single"])
+def engine(request, monkeypatch):
+    from jaxmg import _engine
+
+    name = request.node.originalname or request.node.name
+    if request.param == "single" and name in MG_ONLY:
+        pytest.skip("exercises the cuSOLVERMg engine only")
+    forced = request.param
+    monkeypatch.setattr(_engine, "choose", lambda engine, op, place, n, dtype: forced)
+    return forced
+
 THRESHOLD = 30.0
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 DTYPE_IDS = ["f32", "f64", "c64", "c128"]
