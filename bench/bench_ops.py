@@ -53,28 +53,42 @@ def flops(op: str, n: int, dtype, nrhs: int = 1) -> float:
     return f * (4 if jnp.issubdtype(dtype, jnp.complexfloating) else 1)
 
 
-def make_spd(n: int, dtype, sharding):
-    """Hermitian, diagonally dominant (so positive definite), dense, reproducible."""
+def spd_entries(i, j, n: int, dtype):
+    """A[i, j] of the benchmark matrix for integer index arrays (broadcasting)."""
     real = jnp.finfo(dtype).dtype.type
+    i = i.astype(jnp.uint32)
+    j = j.astype(jnp.uint32)
+    lo, hi = jnp.minimum(i, j), jnp.maximum(i, j)
+    h = lo * jnp.uint32(2654435761) ^ (hi * jnp.uint32(2246822519) + jnp.uint32(3266489917))
+    h = h ^ (h >> 15)
+    h = h * jnp.uint32(2246822519)
+    h = h ^ (h >> 13)
+    x = (h & jnp.uint32(0xFFFFFF)).astype(real) / real(2**24) - real(0.5)
+    a = x + jnp.where(i == j, real(n), real(0))
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        g = (h >> 8) & jnp.uint32(0xFFFF)
+        y = g.astype(real) / real(2**16) - real(0.5)
+        y = jnp.where(i < j, y, jnp.where(i > j, -y, real(0)))
+        a = a + 1j * y
+    return a.astype(dtype)
+
+
+def make_spd(n: int, dtype, sharding):
+    """Hermitian, diagonally dominant (so positive definite), dense, reproducible; generated
+    in place on the devices (one fused elementwise kernel, no temporaries)."""
 
     def gen():
         i = jax.lax.broadcasted_iota(jnp.uint32, (n, n), 0)
         j = jax.lax.broadcasted_iota(jnp.uint32, (n, n), 1)
-        lo, hi = jnp.minimum(i, j), jnp.maximum(i, j)
-        h = lo * jnp.uint32(2654435761) ^ (hi * jnp.uint32(2246822519) + jnp.uint32(3266489917))
-        h = h ^ (h >> 15)
-        h = h * jnp.uint32(2246822519)
-        h = h ^ (h >> 13)
-        x = (h & jnp.uint32(0xFFFFFF)).astype(real) / real(2**24) - real(0.5)
-        a = x + jnp.where(i == j, real(n), real(0))
-        if jnp.issubdtype(dtype, jnp.complexfloating):
-            g = (h >> 8) & jnp.uint32(0xFFFF)
-            y = g.astype(real) / real(2**16) - real(0.5)
-            y = jnp.where(i < j, y, jnp.where(i > j, -y, real(0)))
-            a = a + 1j * y
-        return a.astype(dtype)
+        return spd_entries(i, j, n, dtype)
 
     return jax.jit(gen, out_shardings=sharding)()
+
+
+def spd_rows(rows, n: int, dtype):
+    """Rows of the benchmark matrix (to check a solution after the matrix was donated)."""
+    rows = jnp.asarray(rows, jnp.uint32)[:, None]
+    return spd_entries(rows, jnp.arange(n, dtype=jnp.uint32)[None, :], n, dtype)
 
 
 def best_time(fn, reps: int):
