@@ -40,9 +40,9 @@ def tables(recs):
         native = {r["n"]: r for r in rs if r["impl"] == "native_jax"}
         raw = {(r["n"], r["ndev"], r["tile"]): r for r in rs if r["impl"] == "raw_cusolvermg"}
         out.append(f"\n### {op} {dtype} ({meta['device']}, jax {meta['jax']}, {meta['date'][:10]})\n")
-        out.append("| N | GPUs | T_A | jaxmg s | raw Mg s | native s | jaxmg/raw | jaxmg/native "
-                   "| TFLOP/s | of peak | layout % | peak GB |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        out.append("| N | GPUs | T_A | engine | jaxmg s | raw Mg s | native s | jaxmg/raw "
+                   "| jaxmg/native | TFLOP/s | of peak | layout % | peak GB |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         rows = sorted((r for r in rs if r["impl"].startswith("jaxmg")),
                       key=lambda r: (r["n"], r["ndev"], r["tile"]))
         for r in rows:
@@ -52,8 +52,11 @@ def tables(recs):
             lay = None
             if r.get("layout_in_s") is not None and js:
                 lay = 100 * (r["layout_in_s"] + r.get("layout_out_s", 0)) / js
-            out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                r["n"], r["ndev"], r["tile"] or "auto",
+            eng = r.get("engine_used") or r["impl"].replace("jaxmg", "").strip("[]") or "auto"
+            if eng == "mg" and op == "potri" and "seconds" in r and r.get("layout_in_s") is not None:
+                eng = "mg (potrf+potrs)"
+            out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                r["n"], r["ndev"], r["tile"] or "auto", eng,
                 fmt(js) if js else r.get("error", "")[:40],
                 fmt(rws) if rws else rw.get("error", "")[:40],
                 fmt(nts) if nts else nt.get("error", "")[:40],

@@ -117,7 +117,8 @@ def unpad_info(info: jax.Array, geo: Geometry) -> jax.Array:
 def default_tile(nloc: int, platform: str) -> int:
     """The largest tile up to a platform cap that divides the shard; padding only when the
     shard has no reasonable divisor (then the cap itself)."""
-    cap = 256 if platform == "cpu" else 1024
+    # GPUs: 2048 measured fastest for shards of 16384 rows and more (docs/benchmarks.md)
+    cap = 256 if platform == "cpu" else (2048 if nloc >= 16384 else 1024)
     if nloc <= cap:
         return nloc
     best = max(d for d in range(1, cap + 1) if nloc % d == 0)

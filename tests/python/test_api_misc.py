@@ -240,3 +240,10 @@ def test_residual_check_rejects_a_wrong_solution(num):
         num.assert_solves(a, wrong, b, np.float64)
     with pytest.raises(AssertionError):
         num.assert_solves(a, np.full_like(x, np.nan), b, np.float64)
+
+
+def test_default_tile_large_gpu_shards():
+    # Measured: 2048 beats 1024 by 7-9 % for shards of 16384 rows and more (docs/benchmarks.md).
+    assert _geometry.default_tile(16384, "gpu") == 2048
+    assert _geometry.default_tile(81920, "gpu") == 2048
+    assert _geometry.default_tile(16383, "gpu") <= 1024
