@@ -34,8 +34,9 @@ def potri_by_solves(a_loc, geo: Geometry, row_axes, group_axes):
     """Per-device body of the distributed inverse on GPUs: one distributed factorization,
     then one distributed solve per device of the group for the identity columns of that
     device's rows (the inverse is Hermitian: rows = conj(columns)^T), each device keeping its
-    own. cuSOLVERMg's own potri returned wrong results on 2 GPUs (docs/benchmarks.md), so
-    the GPU path uses only its potrf/potrs; memory stays O(N^2 / ndev) per device."""
+    own. The path through cusolverMgPotri and the completion of its triangle gave wrong
+    inverses on 2 GPUs (docs/benchmarks.md), so the GPU path uses only cuSOLVERMg's
+    potrf/potrs, which are tested; memory stays O(N^2 / ndev) per device."""
     rank = jax.lax.axis_index(_engine._axis(row_axes))
     f, info = potrf_local(a_loc, geo, row_axes, group_axes)
 
