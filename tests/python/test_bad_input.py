@@ -210,3 +210,9 @@ def test_ctx_bad_dtype_rhs_and_tile(nothing_runs, mesh4):
                       lambda s: jaxmg.potrs_shardmap_ctx(s, np.ones(N), T_A=-2), a)
 
 
+
+
+def test_zero_size_matrix(nothing_runs):
+    """Empty matrices are rejected before anything runs (there is no shard to give a device)."""
+    with raises(ValueError, "0 rows", "fewer than"):
+        jaxmg.potrs(np.zeros((0, 0)), np.zeros((0,)))
