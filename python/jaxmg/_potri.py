@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _core, _mesh
+from . import _core, _mesh, _rules
 from ._geometry import Geometry, pad_shard, unpad_info, unpad_shard
 
 
@@ -37,6 +37,30 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
     )
     fn = _core.shard_map(body, place.mesh, in_specs=(place.spec,), out_specs=(place.spec, P()))
     return jax.jit(fn, donate_argnums=(0,) if donate else ())
+
+
+@functools.lru_cache(maxsize=256)
+def _differentiable(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float):
+    """``a -> (inv(A), info[1])``, differentiable (forward and reverse, any order).
+
+    Undifferentiated, the fused program. Its JVP is d(A⁻¹) = −X dA X with X = A⁻¹ from the
+    same call (two ring products, ``_rules.inverse_tangent``); the reverse mode is the
+    transpose of those rings, Ā = −Xᵀ X̄ Xᵀ. One factorization either way."""
+
+    @jax.custom_jvp
+    def inverse(a):
+        x, info = _program(place, geo, donate, timeout)(a)
+        return x, info
+
+    @inverse.defjvp
+    def _jvp(primals, tangents):
+        (a,), (da,) = primals, tangents
+        # The rule's primal through the non-donating twin: its result is differentiable
+        # again (second derivatives), and the rule never consumes the caller's buffer.
+        x, info = _differentiable(place, geo, False, timeout)(a)
+        return (x, info), (_rules.inverse_tangent(place, x, da), _rules.float0_like(info))
+
+    return inverse
 
 
 def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, *,
@@ -69,7 +93,7 @@ def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, 
       When A is not positive definite, inv(A) is NaN and info > 0, on every device.
     """
     _, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "potri")
-    out, info = _program(place, geo, bool(donate), _core.get_timeout())(a)
+    out, info = _differentiable(place, geo, bool(donate), _core.get_timeout())(a)
     return (out, info[0]) if return_status else out
 
 

@@ -8,7 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _core, _ffi, _mesh
+from . import _core, _ffi, _mesh, _rules
 from ._geometry import (
     Geometry, from_solver_rows, pad_shard, to_solver_rows, unpad_info, unpad_shard,
 )
@@ -60,6 +60,31 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
     return jax.jit(fn, donate_argnums=(0,) if donate else ())
 
 
+@functools.lru_cache(maxsize=256)
+def _differentiable(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float):
+    """``(a, b) -> (x, info[1])``, differentiable w.r.t. both (forward and reverse, any order).
+
+    Undifferentiated, it is the fused program (one ``potrs`` call, ``donate`` honoured). Its
+    JVP factors A once (``potrf``) and runs the solves with that factor through
+    ``custom_linear_solve`` (``_rules.solve``): x and dx = A⁻¹ (db − dA x) cost one
+    factorization and two solves; the reverse mode reuses the same factor for
+    b̄ = A⁻ᵀ x̄ and forms Ā = −b̄ xᵀ row by row."""
+
+    @jax.custom_jvp
+    def solve(a, b):
+        x, info = _program(place, geo, donate, timeout)(a, b)[:2]
+        return x, info
+
+    @solve.defjvp
+    def _jvp(primals, tangents):
+        a, b = primals
+        fac, info = _rules.factor(place, geo, a)
+        x, dx = jax.jvp(lambda a, b: _rules.solve(place, geo, fac, a, b), (a, b), tangents)
+        return (x, info), (dx, _rules.float0_like(info))
+
+    return solve
+
+
 def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, *,
           donate=False):
     """Solves A x = b for Hermitian positive definite A sharded by rows over several devices.
@@ -99,7 +124,7 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     geo = Geometry(n, place.ndev, tile)
     a = _mesh.place(a, jax.sharding.NamedSharding(place.mesh, place.spec))
     b2 = _mesh.place(b2, jax.sharding.NamedSharding(place.mesh, jax.sharding.PartitionSpec()))
-    x, info = _program(place, geo, bool(donate), _core.get_timeout())(a, b2)[:2]
+    x, info = _differentiable(place, geo, bool(donate), _core.get_timeout())(a, b2)
     if vector:
         x = x[:, 0]
     return (x, info[0]) if return_status else x

@@ -1,0 +1,116 @@
+"""Products of row-sharded matrices for the derivative rules, without gathering a matrix.
+
+Every function here is a per-device body, traced inside ``jax.shard_map`` (with the
+varying-axes check on, so that JAX transposes the collectives exactly); ``axis`` names the
+mesh axis (or tuple of axes) the rows are sharded over and ``ndev`` its size. A row-sharded
+N x k matrix Y is held as ``y_loc``, rows [d n, (d+1) n) on the device at position d
+(n = N / ndev).
+
+- ``matmul``: (X Y) by a ring. The row blocks of Y travel around the devices (``ppermute``);
+  at step s device d holds block (d + s) mod ndev and multiplies it by the matching column
+  block of its own rows of X. ndev - 1 transfers of one block of Y per device.
+- ``matmul_h``: (Xᴴ Y), which contracts over the sharded dimension: a ring reduce-scatter.
+  A partial sum for one row block of the result travels around the ring, each device adding
+  its contribution (its column block of X, conjugated and transposed, times its rows of Y);
+  after ndev - 1 transfers every device holds the finished block of its own rows.
+- ``conj_transpose``: the rows of Xᴴ (one ``all_to_all`` of the shard).
+- ``matvec``: A x for a replicated x, gathered into a replicated N x k result.
+
+A device never holds more than its shards, one block in transit and the accumulator (all
+O(N² / ndev) for N x N operands). The products run at ``Precision.HIGHEST`` (as the JVP of
+``jnp.linalg.eigh`` does), so float32 derivatives do not lose digits to TF32 on GPUs. All
+the operations are linear in each operand and built from primitives JAX can transpose
+(``ppermute`` transposes to the reverse shift, ``all_to_all`` to ``all_to_all``), so the
+reverse mode of a rule written with them is JAX's transpose of the same ring.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+def axis_of(row_axes):
+    return row_axes if len(row_axes) > 1 else row_axes[0]
+
+
+def _dot(x, y):
+    return jnp.matmul(x, y, precision=_HI)
+
+
+def _conj(x):
+    return jnp.conj(x) if jnp.iscomplexobj(x) else x
+
+
+def _shift(x, axis, ndev: int, towards: int):
+    """Each device sends ``x`` to position d + towards (mod ndev)."""
+    perm = [(i, (i + towards) % ndev) for i in range(ndev)]
+    return jax.lax.ppermute(x, axis, perm)
+
+
+def matmul(x_loc, y_loc, axis, ndev: int):
+    """This device's rows of X Y, for X (N x N) and Y (N x k) sharded by rows."""
+    n = y_loc.shape[0]
+    if ndev == 1:
+        return _dot(x_loc, y_loc)
+    d = jax.lax.axis_index(axis)
+    acc, blk = None, y_loc
+    for s in range(ndev):
+        if s:
+            blk = _shift(blk, axis, ndev, -1)  # receive from d + 1: now block (d + s) mod ndev
+        cols = jax.lax.dynamic_slice_in_dim(x_loc, ((d + s) % ndev) * n, n, axis=1)
+        term = _dot(cols, blk)
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def matmul_h(x_loc, y_loc, axis, ndev: int):
+    """This device's rows of Xᴴ Y, for X (N x N) and Y (N x k) sharded by rows."""
+    n = x_loc.shape[0]
+    if ndev == 1:
+        return _dot(_conj(x_loc).T, y_loc)
+    d = jax.lax.axis_index(axis)
+    acc = None
+    for s in range(ndev):
+        # The partial sum that arrives from d - 1 at step s is for row block (d - s - 1);
+        # after the last step it is block d, this device's own.
+        cols = jax.lax.dynamic_slice_in_dim(x_loc, ((d - s - 1) % ndev) * n, n, axis=1)
+        term = _dot(_conj(cols).T, y_loc)
+        acc = term if acc is None else _shift(acc, axis, ndev, 1) + term
+    return acc
+
+
+def conj_transpose(x_loc, axis, ndev: int):
+    """This device's rows of Xᴴ for X (N x N) sharded by rows."""
+    t = x_loc
+    if ndev > 1:
+        # Column block d of X, gathered from every device: (N, n).
+        t = jax.lax.all_to_all(t, axis, split_axis=1, concat_axis=0, tiled=True)
+    return _conj(t).T
+
+
+def hermitian_part(x_loc, axis, ndev: int):
+    """This device's rows of (X + Xᴴ) / 2."""
+    return (x_loc + conj_transpose(x_loc, axis, ndev)) / 2
+
+
+def matvec(a_loc, x, axis):
+    """A x for A sharded by rows and x (N x k) replicated: the replicated N x k product."""
+    y = _dot(a_loc, x)
+    return jax.lax.all_gather(y, axis, tiled=True, to="invarying")
+
+
+def shard_map(fn, place, in_specs, out_specs):
+    """``jax.shard_map`` over a placement's mesh with the varying-axes check on (exact
+    transposes of the collectives), its inputs conformed to ``in_specs`` on Explicit
+    meshes like the ops' own programs."""
+    from . import _core
+
+    inner = jax.shard_map(fn, mesh=place.mesh, in_specs=in_specs, out_specs=out_specs)
+
+    def run(*args):
+        return inner(*(_core.conform(x, place.mesh, s) for x, s in zip(args, in_specs)))
+
+    return run
