@@ -105,7 +105,8 @@ def matvec(a_loc, x, axis):
 def shard_map(fn, place, in_specs, out_specs):
     """``jax.shard_map`` over a placement's mesh with the varying-axes check on (exact
     transposes of the collectives), its inputs conformed to ``in_specs`` on Explicit
-    meshes like the ops' own programs."""
+    meshes like the ops' own programs. Jitted, so that eager derivatives (``jax.grad``
+    outside ``jit``) run compiled rings instead of op-by-op dispatch."""
     from . import _core
 
     inner = jax.shard_map(fn, mesh=place.mesh, in_specs=in_specs, out_specs=out_specs)
@@ -113,4 +114,4 @@ def shard_map(fn, place, in_specs, out_specs):
     def run(*args):
         return inner(*(_core.conform(x, place.mesh, s) for x, s in zip(args, in_specs)))
 
-    return run
+    return jax.jit(run)

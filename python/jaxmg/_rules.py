@@ -82,16 +82,20 @@ def solve(place, geo, fac, a, b):
 @functools.lru_cache(maxsize=256)
 def _inverse_tangent(place):
     ax, nd = axis_of(place.row_axes), place.ndev
+    ct = functools.partial(_dist.conj_transpose, axis=ax, ndev=nd)
 
     def body(x, da):
-        return -_dist.matmul(x, _dist.matmul(da, x, ax, nd), ax, nd)
+        # −X dA X with the tangent always the operand that travels (see _dist): U = X dA,
+        # then U X = (X Uᴴ)ᴴ for Hermitian X, the transposes being all_to_alls.
+        u = _dist.matmul(x, da, ax, nd)
+        return -ct(_dist.matmul(x, ct(u), ax, nd))
 
     return _dist.shard_map(body, place, (place.spec, place.spec), place.spec)
 
 
 def inverse_tangent(place, x, da):
-    """d(A⁻¹) = −X dA X for X = A⁻¹: two ring products. Transposed by JAX:
-    Ā = −Xᵀ X̄ Xᵀ, the same two rings run backwards."""
+    """d(A⁻¹) = −X dA X for X = A⁻¹ (Hermitian): two ring products and two all_to_alls;
+    reverse mode is JAX's transpose of the same (Ā = −Xᵀ X̄ Xᵀ)."""
     return _inverse_tangent(place)(x, da)
 
 
@@ -152,24 +156,30 @@ def logdet_from_factor(place, geo, timeout):
 @functools.lru_cache(maxsize=256)
 def _eigh_tangent(place, vectors: bool):
     ax, nd = axis_of(place.row_axes), place.ndev
+    ct = functools.partial(_dist.conj_transpose, axis=ax, ndev=nd)
 
     def values_only(v, da):
-        # dw_j = Re v_jᴴ dA v_j: column sums of conj(V) ∘ (dA V), reduced over the rows.
-        y = _dist.matmul(da, v, ax, nd)
-        return jax.lax.psum(jnp.real(jnp.sum(_conj(v) * y, axis=0)), ax)
+        # dw_j = Re (Vᴴ dA V)_jj = Re sum_i (Vᴴ dA)_ji V_ij: G = Vᴴ dA by the reduce-scatter
+        # ring (the tangent stays put, partial sums travel), then row j of G against row j
+        # of Vᵀ (an all_to_all of the primal V).
+        g = _dist.matmul_h(v, da, ax, nd)
+        vt = _conj(ct(v))
+        dw_loc = jnp.real(jnp.sum(g * vt, axis=1))
+        return jax.lax.all_gather(dw_loc, ax, tiled=True, to="invarying")
 
     def both(w, v, da):
         das = _dist.hermitian_part(da, ax, nd)
-        y = _dist.matmul(das, v, ax, nd)            # dA V
-        m = _dist.matmul_h(v, y, ax, nd)            # Vᴴ dA V, this device's rows
-        dw = jax.lax.psum(jnp.real(jnp.sum(_conj(v) * y, axis=0)), ax)
+        # S = Vᴴ das V, Hermitian: G = Vᴴ das, then S = Vᴴ Gᴴ (Gᴴ = das V).
+        gh = ct(_dist.matmul_h(v, das, ax, nd))
+        s_loc = _dist.matmul_h(v, gh, ax, nd)
+        dw = jax.lax.psum(jnp.real(jnp.sum(_conj(v) * gh, axis=0)), ax)  # Re diag(S)
         nloc = v.shape[0]
         i = jax.lax.axis_index(ax) * nloc + jnp.arange(nloc)
         eye = (i[:, None] == jnp.arange(w.shape[0])[None, :]).astype(w.dtype)
         # jnp.linalg.eigh's convention: F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it
         # (infinite for equal eigenvalues).
         f = 1 / (eye + w[None, :] - w[i][:, None]) - eye
-        dv = _dist.matmul(v, (f * m).astype(v.dtype), ax, nd)
+        dv = _dist.matmul(v, (f * s_loc).astype(v.dtype), ax, nd)
         return dw, dv
 
     if vectors:
@@ -181,7 +191,8 @@ def eigh_tangent(place, w, v, da, vectors: bool):
     """(dw, dV) (dV None without ``vectors``) of A = V diag(w) Vᴴ, as ``jnp.linalg.eigh``:
     with S = Vᴴ sym(dA) V and sym(dA) = (dA + dAᴴ)/2 (``jnp.linalg.eigh`` symmetrizes its
     input by default, so its derivative sees the Hermitian part of dA),
-    dw = Re diag(S), dV = V (F ∘ S), F_ij = 1/(w_j − w_i) (i ≠ j), F_ii = 0."""
+    dw = Re diag(S), dV = V (F ∘ S), F_ij = 1/(w_j − w_i) (i ≠ j), F_ii = 0.
+    Three ring products and two all_to_alls (values only: one ring, one all_to_all)."""
     if vectors:
         return _eigh_tangent(place, True)(w, v, da)
     return _eigh_tangent(place, False)(v, da), None
