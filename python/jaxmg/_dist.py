@@ -50,20 +50,36 @@ def _shift(x, axis, ndev: int, towards: int):
     return jax.lax.ppermute(x, axis, perm)
 
 
+def _cols(x_loc, j, n: int):
+    """Column block j (traced) of a shard, n columns wide."""
+    return jax.lax.dynamic_slice_in_dim(x_loc, j * n, n, axis=1)
+
+
+def _loop(step, init, ndev: int):
+    """Runs ``step(carry, s)`` for s = 1 .. ndev - 1 as a scan, not unrolled: JAX transposes
+    a scan into a scan in reverse, so the reverse mode of a ring is again one step at a time
+    (an unrolled ring's transpose lets XLA compute every step's term before the first
+    transfer, which holds ndev shard-sized blocks at once). The step is rematerialized, so
+    the slices of the primal operand are cut again in the reverse pass instead of being
+    saved for it."""
+    body = jax.checkpoint(lambda c, s: (step(c, s), None), prevent_cse=False)
+    return jax.lax.scan(body, init, jnp.arange(1, ndev))[0]
+
+
 def matmul(x_loc, y_loc, axis, ndev: int):
     """This device's rows of X Y, for X (N x N) and Y (N x k) sharded by rows."""
     n = y_loc.shape[0]
     if ndev == 1:
         return _dot(x_loc, y_loc)
     d = jax.lax.axis_index(axis)
-    acc, blk = None, y_loc
-    for s in range(ndev):
-        if s:
-            blk = _shift(blk, axis, ndev, -1)  # receive from d + 1: now block (d + s) mod ndev
-        cols = jax.lax.dynamic_slice_in_dim(x_loc, ((d + s) % ndev) * n, n, axis=1)
-        term = _dot(cols, blk)
-        acc = term if acc is None else acc + term
-    return acc
+
+    def step(carry, s):
+        acc, blk = carry
+        blk = _shift(blk, axis, ndev, -1)  # receive from d + 1: now block (d + s) mod ndev
+        return acc + _dot(_cols(x_loc, (d + s) % ndev, n), blk), blk
+
+    init = (_dot(_cols(x_loc, d, n), y_loc), y_loc)
+    return _loop(step, init, ndev)[0]
 
 
 def matmul_h(x_loc, y_loc, axis, ndev: int):
@@ -72,14 +88,13 @@ def matmul_h(x_loc, y_loc, axis, ndev: int):
     if ndev == 1:
         return _dot(_conj(x_loc).T, y_loc)
     d = jax.lax.axis_index(axis)
-    acc = None
-    for s in range(ndev):
+
+    def term(s):
         # The partial sum that arrives from d - 1 at step s is for row block (d - s - 1);
         # after the last step it is block d, this device's own.
-        cols = jax.lax.dynamic_slice_in_dim(x_loc, ((d - s - 1) % ndev) * n, n, axis=1)
-        term = _dot(_conj(cols).T, y_loc)
-        acc = term if acc is None else _shift(acc, axis, ndev, 1) + term
-    return acc
+        return _dot(_conj(_cols(x_loc, (d - s - 1) % ndev, n)).T, y_loc)
+
+    return _loop(lambda acc, s: _shift(acc, axis, ndev, 1) + term(s), term(0), ndev)
 
 
 def conj_transpose(x_loc, axis, ndev: int):
