@@ -66,19 +66,28 @@ def _loop(step, init, ndev: int):
     return jax.lax.scan(body, init, jnp.arange(1, ndev))[0]
 
 
+def _position(axis):
+    """This device's block index: its position along the row axes in the sharding's order."""
+    return jax.lax.axis_index(axis).astype(jnp.int32)
+
+
 def matmul(x_loc, y_loc, axis, ndev: int):
     """This device's rows of X Y, for X (N x N) and Y (N x k) sharded by rows."""
     n = y_loc.shape[0]
     if ndev == 1:
         return _dot(x_loc, y_loc)
-    d = jax.lax.axis_index(axis)
-
+    # Each block travels with its index. JAX's ppermute over a tuple of mesh axes numbers
+    # the devices in mesh order, not in the tuple's order as axis_index does (jax 0.10,
+    # P(("T", "S"), None) on an ("S", "T") mesh); with the index carried along, any single
+    # cycle over the devices gives the right product.
     def step(carry, s):
-        acc, blk = carry
-        blk = _shift(blk, axis, ndev, -1)  # receive from d + 1: now block (d + s) mod ndev
-        return acc + _dot(_cols(x_loc, (d + s) % ndev, n), blk), blk
+        del s
+        acc, blk, j = carry
+        blk, j = _shift(blk, axis, ndev, -1), _shift(j, axis, ndev, -1)
+        return acc + _dot(_cols(x_loc, j, n), blk), blk, j
 
-    init = (_dot(_cols(x_loc, d, n), y_loc), y_loc)
+    d = _position(axis)
+    init = (_dot(_cols(x_loc, d, n), y_loc), y_loc, d)
     return _loop(step, init, ndev)[0]
 
 
@@ -87,14 +96,21 @@ def matmul_h(x_loc, y_loc, axis, ndev: int):
     n = x_loc.shape[0]
     if ndev == 1:
         return _dot(_conj(x_loc).T, y_loc)
-    d = jax.lax.axis_index(axis)
 
-    def term(s):
-        # The partial sum that arrives from d - 1 at step s is for row block (d - s - 1);
-        # after the last step it is block d, this device's own.
-        return _dot(_conj(_cols(x_loc, (d - s - 1) % ndev, n)).T, y_loc)
+    def term(j):
+        return _dot(_conj(_cols(x_loc, j, n)).T, y_loc)
 
-    return _loop(lambda acc, s: _shift(acc, axis, ndev, 1) + term(s), term(0), ndev)
+    # A partial sum travels with the index of the row block it is for. It starts here
+    # destined for the device that sends to this one (whose index arrives by one shift)
+    # and reaches it after ndev - 1 shifts, done.
+    def step(carry, s):
+        del s
+        acc, j = carry
+        j = _shift(j, axis, ndev, 1)
+        return _shift(acc, axis, ndev, 1) + term(j), j
+
+    j0 = _shift(_position(axis), axis, ndev, 1)
+    return _loop(step, (term(j0), j0), ndev)[0]
 
 
 def conj_transpose(x_loc, axis, ndev: int):
