@@ -71,10 +71,10 @@ def solve(place, geo, fac, a, b):
         def matvec(x):
             return mv(a, x)
 
-    complex_ = jnp.iscomplexobj(b)
-    return jax.lax.custom_linear_solve(
-        matvec, b, sol, None if not complex_ else sol_t, symmetric=not complex_
-    )
+    # symmetric=False even for real A: with symmetric=True JAX would also take the matvec as
+    # its own transpose when differentiating the transposed solve (forward over reverse), which
+    # is wrong in non-symmetric directions dA; this way JAX transposes A x itself.
+    return jax.lax.custom_linear_solve(matvec, b, sol, sol_t, symmetric=False)
 
 
 # ---- inverse ------------------------------------------------------------------------------
@@ -85,10 +85,12 @@ def _inverse_tangent(place):
     ct = functools.partial(_dist.conj_transpose, axis=ax, ndev=nd)
 
     def body(x, da):
-        # −X dA X with the tangent always the operand that travels (see _dist): U = X dA,
-        # then U X = (X Uᴴ)ᴴ for Hermitian X, the transposes being all_to_alls.
-        u = _dist.matmul(x, da, ax, nd)
-        return -ct(_dist.matmul(x, ct(u), ax, nd))
+        # −X dA X with the tangent always the operand that travels (see _dist):
+        # W = dA X = (Xᴴ dAᴴ)ᴴ by the reduce-scatter ring, then −X W by the all-gather ring.
+        # Exact for any X, not only Hermitian: second derivatives differentiate this w.r.t. X
+        # in the direction dX = −X dA' X, Hermitian only when dA' is.
+        w = ct(_dist.matmul_h(x, ct(da), ax, nd))
+        return -_dist.matmul(x, w, ax, nd)
 
     return _dist.shard_map(body, place, (place.spec, place.spec), place.spec)
 
@@ -123,10 +125,14 @@ def inverse_from_factor(place, geo, timeout):
 
 @functools.lru_cache(maxsize=256)
 def _trace_product(place):
-    ax = axis_of(place.row_axes)
+    ax, nd = axis_of(place.row_axes), place.ndev
 
-    def body(x, da):  # Re tr(X dA) for Hermitian X: Re sum(conj(X) ∘ dA), row by row
-        return jax.lax.psum(jnp.real(jnp.sum(_conj(x) * da)), ax)
+    def body(x, da):
+        # Re tr(X dA) = Re sum(Xᵀ ∘ dA), row by row. Xᵀ = conj(X) when X is Hermitian, but
+        # second derivatives move X off the Hermitian matrices, so the rows of Xᵀ come from
+        # an all_to_all of X (not of the tangent).
+        xt = _conj(_dist.conj_transpose(x, ax, nd))
+        return jax.lax.psum(jnp.real(jnp.sum(xt * da)), ax)
 
     return _dist.shard_map(body, place, (place.spec, place.spec), P())
 
