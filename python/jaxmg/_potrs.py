@@ -111,6 +111,10 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     Returns:
       x with the shape of ``b``, replicated; ``(x, info)`` with ``return_status``. On a
       numerical failure x is NaN and info > 0, on every device.
+
+    Differentiable w.r.t. ``a`` and ``b`` (forward and reverse, any order; as
+    ``jnp.linalg.solve``: dx = A⁻¹(db − dA x), Ā = −b̄ xᵀ) with one factorization, and
+    batched by ``vmap`` (one call per element). See docs/ops/potrs.md.
     """
     dtype = _core.check_matrix(a, "potrs")
     if not isinstance(a, jax.Array):

@@ -139,6 +139,10 @@ def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, retur
       ``w``, ``(w, V)``, ``(w, info)`` or ``(w, V, info)`` as in the seeds: ``w`` (N reals,
       ascending) replicated, ``V`` (N x N) sharded by rows like ``a``. On failure w and V
       are NaN and info > 0, on every device.
+
+    Differentiable (forward and reverse, any order) with ``jnp.linalg.eigh``'s rule and
+    conventions (Hermitian part of the tangent; eigenvector derivatives not finite for equal
+    eigenvalues), by distributed ring products; batched by ``vmap``. See docs/ops/syevd.md.
     """
     _, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "syevd", max_tile=MAX_TILE)
     vectors = bool(return_eigenvectors)

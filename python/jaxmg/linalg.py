@@ -11,6 +11,10 @@ inside ``jit`` (test ``info`` from ``return_status=True`` there instead).
 - ``cho_factor`` / ``cho_solve``: factor once, solve many times; the factor stays on the
   devices in the solver's block-cyclic layout, as a pytree that passes through ``jit``.
 - ``solve`` (``assume_a='pos'``), ``inv``, ``eigh``, ``slogdet``, ``logdet``.
+
+Every function is differentiable (forward and reverse, any order, with the rule of its dense
+twin; derivatives stay distributed and reuse the primal's factorization) and batches under
+``vmap``. See docs/ops/linalg.md.
 """
 
 from __future__ import annotations
