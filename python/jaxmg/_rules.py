@@ -52,6 +52,9 @@ def solve(place, geo, fac, a, b):
     matrix was donated): then only ``b`` is differentiable."""
     program = _cholesky.solve_program(place, geo, _core.get_timeout())
     fac = jax.lax.stop_gradient(fac)
+    # Replicated like the matvec's result: on Explicit meshes the types (shardings) must
+    # match for JAX to transpose the matvec.
+    b = _core.conform(b, place.mesh, P())
 
     def sol(_, r):
         return program(fac, r)
