@@ -6,9 +6,9 @@ mesh axis (or tuple of axes) the rows are sharded over and ``ndev`` its size. A 
 N x k matrix Y is held as ``y_loc``, rows [d n, (d+1) n) on the device at position d
 (n = N / ndev).
 
-- ``matmul``: (X Y) by a ring. The row blocks of Y travel around the devices (``ppermute``);
-  at step s device d holds block (d + s) mod ndev and multiplies it by the matching column
-  block of its own rows of X. ndev - 1 transfers of one block of Y per device.
+- ``matmul``: (X Y) by a ring. The row blocks of Y travel around the devices (``ppermute``),
+  each with its block index j; a device multiplies column block j of its own rows of X by
+  the block it holds. ndev - 1 transfers of one block of Y per device.
 - ``matmul_h``: (Xᴴ Y), which contracts over the sharded dimension: a ring reduce-scatter.
   A partial sum for one row block of the result travels around the ring, each device adding
   its contribution (its column block of X, conjugated and transposed, times its rows of Y);
@@ -22,6 +22,11 @@ O(N² / ndev) for N x N operands). The products run at ``Precision.HIGHEST`` (as
 the operations are linear in each operand and built from primitives JAX can transpose
 (``ppermute`` transposes to the reverse shift, ``all_to_all`` to ``all_to_all``), so the
 reverse mode of a rule written with them is JAX's transpose of the same ring.
+
+For that reverse mode to stay O(N² / ndev) too, callers pass the tangent (or cotangent) as
+the operand that travels (``y_loc`` of ``matmul``; ``matmul_h``'s partial sums are linear in
+``y_loc``) and the primal matrix as ``x_loc``: the transpose of a ring in which a primal
+block travels needs every travelled block again in reverse order, i.e. the whole matrix.
 """
 
 from __future__ import annotations
@@ -55,15 +60,15 @@ def _cols(x_loc, j, n: int):
     return jax.lax.dynamic_slice_in_dim(x_loc, j * n, n, axis=1)
 
 
-def _loop(step, init, ndev: int):
-    """Runs ``step(carry, s)`` for s = 1 .. ndev - 1 as a scan, not unrolled: JAX transposes
+def _loop(step, init, count: int):
+    """Runs ``step(carry, s)`` for s = 1 .. count - 1 as a scan, not unrolled: JAX transposes
     a scan into a scan in reverse, so the reverse mode of a ring is again one step at a time
     (an unrolled ring's transpose lets XLA compute every step's term before the first
     transfer, which holds ndev shard-sized blocks at once). The step is rematerialized, so
     the slices of the primal operand are cut again in the reverse pass instead of being
     saved for it."""
     body = jax.checkpoint(lambda c, s: (step(c, s), None), prevent_cse=False)
-    return jax.lax.scan(body, init, jnp.arange(1, ndev))[0]
+    return jax.lax.scan(body, init, jnp.arange(1, count))[0]
 
 
 def _position(axis):
@@ -80,15 +85,20 @@ def matmul(x_loc, y_loc, axis, ndev: int):
     # the devices in mesh order, not in the tuple's order as axis_index does (jax 0.10,
     # P(("T", "S"), None) on an ("S", "T") mesh); with the index carried along, any single
     # cycle over the devices gives the right product.
+    # The product with the block in hand does not wait for the transfer of that block to
+    # the next device, so the two can overlap.
+    def pass_on(blk, j):
+        return _shift(blk, axis, ndev, -1), _shift(j, axis, ndev, -1)
+
     def step(carry, s):
         del s
         acc, blk, j = carry
-        blk, j = _shift(blk, axis, ndev, -1), _shift(j, axis, ndev, -1)
-        return acc + _dot(_cols(x_loc, j, n), blk), blk, j
+        return (acc + _dot(_cols(x_loc, j, n), blk),) + pass_on(blk, j)
 
-    d = _position(axis)
-    init = (_dot(_cols(x_loc, d, n), y_loc), y_loc, d)
-    return _loop(step, init, ndev)[0]
+    j = _position(axis)
+    carry = (_dot(_cols(x_loc, j, n), y_loc),) + pass_on(y_loc, j)
+    acc, blk, j = _loop(step, carry, ndev - 1)
+    return acc + _dot(_cols(x_loc, j, n), blk)
 
 
 def matmul_h(x_loc, y_loc, axis, ndev: int):
