@@ -187,8 +187,8 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_st
       ``(x, info)`` with ``return_status``.
 
     Derivatives w.r.t. ``b`` and w.r.t. the factored matrix (kept by the factor), forward
-    and reverse: dx = A⁻¹ (db − dA x), b̄ = A⁻ᴴ-type solve of x̄, Ā = −b̄ xᵀ, all with the
-    same factor (no new factorization).
+    and reverse: dx = A⁻¹ (db − dA x), b̄ = A⁻ᵀ x̄, Ā = −b̄ xᵀ, every solve with the same
+    factor (no new factorization).
     """
     del overwrite_b, check_finite
     fac = _as_factor(c_and_lower, "cho_solve")
@@ -277,8 +277,8 @@ def slogdet(a, *, T_A=None, mesh=None, in_specs=None, pad=True, return_status=Fa
     outputs are NaN (info > 0), where ``jnp.linalg.slogdet`` would use an LU factorization.
 
     Derivatives (forward and reverse, any order) w.r.t. ``a``, or w.r.t. the matrix a
-    ``CholeskyFactor`` keeps: d log det A = Re tr(A⁻¹ dA), Ā = ḡ · A⁻¹-type (the row-sharded
-    inverse from the same factor: one factorization in all); ``sign`` is a constant.
+    ``CholeskyFactor`` keeps: d log det A = Re tr(A⁻¹ dA), with the row-sharded inverse
+    computed from the same factor (one factorization in all); ``sign`` is a constant.
     """
     if isinstance(a, CholeskyFactor):
         fac = a
