@@ -105,6 +105,42 @@ def solve_program(place: _mesh.Placement, geo: Geometry, timeout: float):
     return jax.jit(fn)
 
 
+def columns_vmap(fn, n: int):
+    """``fn(m, b)`` (m: a matrix or factor, b: N x k) made to batch a batch of right-hand sides
+    with one matrix as one call, the batch as columns (one factorization, or one solve call,
+    instead of one per element); a batch of matrices runs one call per element, in a loop
+    (as ``vmap_method="sequential"`` would). ``fn`` returns ``x`` or ``(x, info)``."""
+
+    @jax.custom_batching.custom_vmap
+    def batched(m, b):
+        return fn(m, b)
+
+    @batched.def_vmap
+    def _rule(axis_size, in_batched, m, b):
+        m_batched, b_batched = in_batched
+        if not m_batched:
+            k = b.shape[-1]
+            out = batched(m, jnp.moveaxis(b, 0, 1).reshape(n, axis_size * k))
+            x, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+            x = jnp.moveaxis(x.reshape(n, axis_size, k), 1, 0)
+            if rest is None:
+                return x, True
+            return (x, *rest), (True,) + (False,) * len(rest)
+        if not b_batched:
+            b = jnp.broadcast_to(b, (axis_size,) + b.shape)
+        out = jax.lax.map(lambda mb: batched(*mb), (m, b))
+        return out, (jax.tree_util.tree_map(lambda _: True, out))
+
+    return batched
+
+
+@functools.lru_cache(maxsize=256)
+def solver(place: _mesh.Placement, geo: Geometry, timeout: float):
+    """``solve_program`` batching a batch of right-hand sides into one call (``columns_vmap``):
+    ``jax.jacfwd``/``jacrev`` of a solve, or ``vmap`` over right-hand sides, cost one solve."""
+    return columns_vmap(solve_program(place, geo, timeout), geo.n)
+
+
 @functools.lru_cache(maxsize=256)
 def inverse_program(place: _mesh.Placement, geo: Geometry, timeout: float):
     del timeout

@@ -8,7 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _core, _ffi, _mesh, _rules
+from . import _cholesky, _core, _ffi, _mesh, _rules
 from ._geometry import (
     Geometry, from_solver_rows, pad_shard, to_solver_rows, unpad_info, unpad_shard,
 )
@@ -64,16 +64,22 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
 def _differentiable(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float):
     """``(a, b) -> (x, info[1])``, differentiable w.r.t. both (forward and reverse, any order).
 
-    Undifferentiated, it is the fused program (one ``potrs`` call, ``donate`` honoured). Its
+    Undifferentiated, it is the fused program (one ``potrs`` call, ``donate`` honoured);
+    under ``vmap`` with only ``b`` batched still one call, the batch as columns. Its
     JVP factors A once (``potrf``) and runs the solves with that factor through
     ``custom_linear_solve`` (``_rules.solve``): x and dx = A⁻¹ (db − dA x) cost one
     factorization and two solves; the reverse mode reuses the same factor for
     b̄ = A⁻ᵀ x̄ and forms Ā = −b̄ xᵀ row by row."""
 
-    @jax.custom_jvp
-    def solve(a, b):
+    def call(a, b):
         x, info = _program(place, geo, donate, timeout)(a, b)[:2]
         return x, info
+
+    fused = _cholesky.columns_vmap(call, geo.n)
+
+    @jax.custom_jvp
+    def solve(a, b):
+        return fused(a, b)
 
     @solve.defjvp
     def _jvp(primals, tangents):

@@ -50,7 +50,7 @@ def solve(place, geo, fac, a, b):
     dx = A⁻¹ (db − dA x) and its transpose b̄ = A⁻ᵀ x̄, Ā = −b̄ xᵀ (a row-sharded outer
     product): one solve each, never a new factorization. ``a`` may be None (a factor whose
     matrix was donated): then only ``b`` is differentiable."""
-    program = _cholesky.solve_program(place, geo, _core.get_timeout())
+    program = _cholesky.solver(place, geo, _core.get_timeout())
     fac = jax.lax.stop_gradient(fac)
     # Replicated like the matvec's result: on Explicit meshes the types (shardings) must
     # match for JAX to transpose the matvec.

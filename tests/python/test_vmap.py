@@ -133,3 +133,36 @@ def test_vmap_of_grad_equals_a_loop(mesh_of, num):
     for i in range(3):
         w = jax.grad(lambda x: jnp.linalg.slogdet(x)[1])(a[i])
         _close(g[i], w, np.complex128, scale=np.abs(w).max())
+
+
+def _ffi_calls(fn, *args):
+    """(whether the compiled program loops, how many jaxmg FFI calls it contains)."""
+    hlo = jax.jit(fn).lower(*args).compile().as_text()
+    return "while" in hlo, hlo.count('custom_call_target="jaxmg_')
+
+
+def test_a_batch_of_right_hand_sides_is_one_call(mesh_of, num):
+    """One matrix, many right-hand sides: the batch becomes columns of one call (one
+    factorization), for vmap, for the JVP batched by jacfwd and the VJP by jacrev."""
+    mesh = mesh_of([0, 1, 2, 3])
+    kw = dict(mesh=mesh, in_specs=ROWS)
+    a, b = _batch(num, 8, np.float64, 5, seed=50)
+    A = jax.device_put(a[0], NamedSharding(mesh, ROWS))
+    fac = linalg.cho_factor(A)
+    cases = {
+        "potrs": (lambda r: jax.vmap(lambda q: jaxmg.potrs(A, q, **kw))(r), b, 1),
+        "cho_solve": (lambda r: jax.vmap(lambda q: linalg.cho_solve(fac, q))(r), b, 1),
+        # potrf + solve for x + one solve for all the tangents / cotangents
+        "jacfwd": (lambda r: jax.jacfwd(lambda q: jaxmg.potrs(A, q, **kw))(r), b[0, :, 0], 3),
+        "jacrev": (lambda r: jax.jacrev(lambda q: jaxmg.potrs(A, q, **kw))(r), b[0, :, 0], 2),
+    }
+    for name, (fn, arg, calls) in cases.items():
+        assert _ffi_calls(fn, arg) == (False, calls), name
+    inv = np.linalg.inv(a[0])
+    _close(jax.jit(cases["potrs"][0])(b), inv @ b, np.float64)
+    _close(jax.jit(cases["cho_solve"][0])(b), inv @ b, np.float64)
+    _close(jax.jit(cases["jacfwd"][0])(b[0, :, 0]), inv, np.float64)
+    _close(jax.jit(cases["jacrev"][0])(b[0, :, 0]), inv, np.float64)
+    # A batch of matrices still loops, one call per element.
+    looped = lambda m: jax.vmap(lambda x: jaxmg.potrs(x, b[0], **kw))(m)
+    assert _ffi_calls(looped, jax.device_put(a, NamedSharding(mesh, BATCH_ROWS)))[0]
