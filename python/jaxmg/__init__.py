@@ -8,6 +8,10 @@ as JIT-compatible ops: cuSOLVERMg on NVIDIA GPUs, distributed LAPACK tiles on CP
 ``slogdet``/``logdet``). The seeds' layout helpers (``cyclic_1d`` and friends) show the 1D
 block-cyclic layout.
 
+Every op is differentiable (forward and reverse mode, any order; the derivative rules use
+jaxmg's own distributed ops and ring products, so no device gathers a matrix) and batches
+under ``vmap``.
+
 Importing jaxmg has no side effects: nothing is loaded or registered until an op is traced,
 and JAX's configuration (``jax_enable_x64`` included) is left alone.
 """

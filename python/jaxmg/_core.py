@@ -169,10 +169,16 @@ def mesh_ids(row_axes: tuple, group_axes: tuple) -> jax.Array:
 
 
 def call(target: str, results, operands, geo: Geometry, aliases=None):
-    """One jaxmg FFI call, with a call-site id unique to this trace."""
+    """One jaxmg FFI call, with a call-site id unique to this trace.
+
+    Under ``vmap`` the call runs once per batch element in a loop (``sequential``): every
+    device executes the same loop, and the k-th execution of a call site meets the k-th
+    executions of the other devices (docs/design.md, "Rendezvous")."""
     with _SITE_LOCK:
         site = next(_SITES)
-    return jax.ffi.ffi_call(target, results, input_output_aliases=aliases)(
+    return jax.ffi.ffi_call(
+        target, results, input_output_aliases=aliases, vmap_method="sequential"
+    )(
         *operands,
         tile=np.int64(geo.tile),
         nparts=np.int64(geo.ndev),

@@ -111,7 +111,41 @@ def _sharding_of(a):
     try:
         return a.sharding
     except Exception:  # tracers without a concrete sharding
+        return _traced_sharding(a)
+
+
+def _traced_sharding(a):
+    """The sharding of the concrete array behind an eager ``grad``/``jvp``/``vmap`` tracer,
+    with the batch dimensions that ``vmap`` added taken out of its spec; None under ``jit``
+    (where the caller must pass ``mesh``). Differentiation tracers carry their primal
+    (``.primal``), batching tracers the batched value and its axis (``.val``,
+    ``.batch_dim``): JAX attributes, not public API, hence the guarded access."""
+    batch_dims = []
+    x = a
+    for _ in range(64):
+        if not isinstance(x, jax.core.Tracer):
+            break
+        if hasattr(x, "primal"):
+            x = x.primal
+        elif hasattr(x, "val") and hasattr(x, "batch_dim"):
+            if isinstance(x.batch_dim, int):
+                batch_dims.append(x.batch_dim)
+            x = x.val
+        else:
+            return None
+    if isinstance(x, jax.core.Tracer):
         return None
+    sharding = getattr(x, "sharding", None)
+    if not batch_dims:
+        return sharding
+    if not isinstance(sharding, NamedSharding):
+        return sharding  # a single-device array: its device set is all that is needed
+    spec = list(sharding.spec) + [None] * (len(x.shape) - len(sharding.spec))
+    for d in reversed(batch_dims):  # innermost vmap first
+        if spec[d] is not None:
+            return None  # a batch sharded over devices: not a row layout jaxmg can infer
+        del spec[d]
+    return NamedSharding(sharding.mesh, P(*spec))
 
 
 def resolve(a, mesh, in_specs, op: str) -> Placement:

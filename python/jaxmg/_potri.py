@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _core, _engine, _mesh
+from . import _core, _engine, _mesh, _rules
 from ._potrs import exact_info, potrf_local, solve_local
 from ._geometry import Geometry, pad_shard, unpad_info, unpad_shard
 
@@ -80,6 +80,31 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
     return jax.jit(fn, donate_argnums=(0,) if donate else ())
 
 
+@functools.lru_cache(maxsize=256)
+def _differentiable(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float,
+                    engine: str = "mg"):
+    """``a -> (inv(A), info[1])``, differentiable (forward and reverse, any order).
+
+    Undifferentiated, the fused program. Its JVP is d(A⁻¹) = −X dA X with X = A⁻¹ from the
+    same call (two ring products, ``_rules.inverse_tangent``); the reverse mode is the
+    transpose of those rings, Ā = −Xᵀ X̄ Xᵀ. One factorization either way."""
+
+    @jax.custom_jvp
+    def inverse(a):
+        x, info = _program(place, geo, donate, timeout, engine)(a)
+        return x, info
+
+    @inverse.defjvp
+    def _jvp(primals, tangents):
+        (a,), (da,) = primals, tangents
+        # The rule's primal through the non-donating twin: its result is differentiable
+        # again (second derivatives), and the rule never consumes the caller's buffer.
+        x, info = _differentiable(place, geo, False, timeout, engine)(a)
+        return (x, info), (_rules.inverse_tangent(place, x, da), _rules.float0_like(info))
+
+    return inverse
+
+
 def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, *,
           donate=False, engine="auto"):
     """Inverse of a Hermitian positive definite matrix sharded by rows over several devices.
@@ -108,12 +133,15 @@ def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, 
     Returns:
       inv(A), N x N, sharded by rows like ``a``; ``(inv(A), info)`` with ``return_status``.
       When A is not positive definite, inv(A) is NaN and info > 0, on every device.
+
+    Differentiable (forward and reverse, any order; d(A⁻¹) = −X dA X by distributed ring
+    products, no matrix gathered) and batched by ``vmap``. See docs/ops/potri.md.
     """
     dtype, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "potri")
     eng = _engine.choose(engine, "potri", place, geo.n, dtype)
     if eng == "mg" and place.platform != "cpu":
         eng = "solves"  # cuSOLVERMg's potri is not used: see potri_by_solves
-    out, info = _program(place, geo, bool(donate), _core.get_timeout(), eng)(a)
+    out, info = _differentiable(place, geo, bool(donate), _core.get_timeout(), eng)(a)
     return (out, info[0]) if return_status else out
 
 

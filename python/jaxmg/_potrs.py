@@ -8,7 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _core, _engine, _ffi, _mesh
+from . import _cholesky, _core, _engine, _ffi, _mesh, _rules
 from ._geometry import (
     Geometry, from_solver_rows, pad_shard, to_solver_rows, unpad_info, unpad_shard,
 )
@@ -43,40 +43,8 @@ def potrs_local(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False
     return (x, info, unpad_shard(a_out, geo)) if keep_factor else (x, info)
 
 
-def potrf_local(a_loc, geo: Geometry, row_axes, group_axes):
-    """Per-device body of the distributed factorization: (factor shard, info[1]); the factor
-    stays padded and in the solver's block-cyclic layout."""
-    ids = _core.mesh_ids(row_axes, group_axes)
-    a_p = pad_shard(a_loc, geo, ids[1])
-    f, info = _core.call(
-        "jaxmg_potrf",
-        (jax.ShapeDtypeStruct(a_p.shape, a_loc.dtype), jax.ShapeDtypeStruct((1,), jnp.int32)),
-        (a_p, ids),
-        geo,
-        aliases={0: 0},
-    )
-    return f, unpad_info(info, geo)
-
-
-def solve_local(f_loc, b, geo: Geometry, row_axes, group_axes):
-    """Per-device body of a solve with a factor from potrf_local: x replicated, N x k."""
-    ids = _core.mesh_ids(row_axes, group_axes)
-    c = to_solver_rows(b, geo)
-    if jnp.iscomplexobj(c):  # the shards read column-major hold conj(A)
-        c = jnp.conj(c)
-    xt, _ = _core.call(
-        "jaxmg_solve",
-        (
-            jax.ShapeDtypeStruct((b.shape[1], geo.n_pad), b.dtype),
-            jax.ShapeDtypeStruct((1,), jnp.int32),
-        ),
-        (f_loc, c.T, ids),
-        geo,
-    )
-    y = xt.T
-    if jnp.iscomplexobj(y):
-        y = jnp.conj(y)
-    return from_solver_rows(y, geo)
+potrf_local = _cholesky.potrf_local
+solve_local = _cholesky.solve_local
 
 
 def exact_info(failed, a_loc, geo: Geometry, row_axes, group_axes):
@@ -121,6 +89,38 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
     return jax.jit(fn, donate_argnums=(0,) if donate else ())
 
 
+@functools.lru_cache(maxsize=256)
+def _differentiable(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float,
+                    engine: str = "mg"):
+    """``(a, b) -> (x, info[1])``, differentiable w.r.t. both (forward and reverse, any order).
+
+    Undifferentiated, it is the fused program (one ``potrs`` call, ``donate`` honoured);
+    under ``vmap`` with only ``b`` batched still one call, the batch as columns. Its
+    JVP factors A once (``potrf``) and runs the solves with that factor through
+    ``custom_linear_solve`` (``_rules.solve``): x and dx = A⁻¹ (db − dA x) cost one
+    factorization and two solves; the reverse mode reuses the same factor for
+    b̄ = A⁻ᵀ x̄ and forms Ā = −b̄ xᵀ row by row."""
+
+    def call(a, b):
+        x, info = _program(place, geo, donate, timeout, engine)(a, b)[:2]
+        return x, info
+
+    fused = _cholesky.columns_vmap(call, geo.n)
+
+    @jax.custom_jvp
+    def solve(a, b):
+        return fused(a, b)
+
+    @solve.defjvp
+    def _jvp(primals, tangents):
+        a, b = primals
+        fac, info = _rules.factor(place, geo, a)
+        x, dx = jax.jvp(lambda a, b: _rules.solve(place, geo, fac, a, b), (a, b), tangents)
+        return (x, info), (dx, _rules.float0_like(info))
+
+    return solve
+
+
 def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, *,
           donate=False, engine="auto"):
     """Solves A x = b for Hermitian positive definite A sharded by rows over several devices.
@@ -147,6 +147,10 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     Returns:
       x with the shape of ``b``, replicated; ``(x, info)`` with ``return_status``. On a
       numerical failure x is NaN and info > 0, on every device.
+
+    Differentiable w.r.t. ``a`` and ``b`` (forward and reverse, any order; as
+    ``jnp.linalg.solve``: dx = A⁻¹(db − dA x), Ā = −b̄ xᵀ) with one factorization, and
+    batched by ``vmap`` (one call per element). See docs/ops/potrs.md.
     """
     dtype = _core.check_matrix(a, "potrs")
     if not isinstance(a, jax.Array):
@@ -161,7 +165,7 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     a = _mesh.place(a, jax.sharding.NamedSharding(place.mesh, place.spec))
     b2 = _mesh.place(b2, jax.sharding.NamedSharding(place.mesh, jax.sharding.PartitionSpec()))
     eng = _engine.choose(engine, "potrs", place, n, dtype)
-    x, info = _program(place, geo, bool(donate), _core.get_timeout(), eng)(a, b2)[:2]
+    x, info = _differentiable(place, geo, bool(donate), _core.get_timeout(), eng)(a, b2)
     if vector:
         x = x[:, 0]
     return (x, info[0]) if return_status else x

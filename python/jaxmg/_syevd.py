@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _core, _engine, _mesh
+from . import _core, _engine, _mesh, _rules
 from ._geometry import Geometry, pad_shard
 
 MAX_TILE = 1024  # cusolverMgSyevd rejects larger tiles; the seeds enforced the same bound
@@ -102,6 +102,33 @@ def _program(place: _mesh.Placement, geo: Geometry, vectors: bool, donate: bool,
     return jax.jit(fn, donate_argnums=(0,) if donate else ())
 
 
+@functools.lru_cache(maxsize=256)
+def _differentiable(place: _mesh.Placement, geo: Geometry, vectors: bool, donate: bool,
+                    timeout: float, engine: str = "mg"):
+    """``a -> (w, V, info[1])`` (``(w, info[1])`` without ``vectors``), differentiable
+    (forward and reverse, any order).
+
+    Undifferentiated, the program itself. The JVP follows ``jnp.linalg.eigh``
+    (``_rules.eigh_tangent``) with the eigenvectors of the same decomposition; a values-only
+    call computes the eigenvectors in its JVP (dw_j = v_jᴴ dA v_j needs them)."""
+
+    @jax.custom_jvp
+    def eig(a):
+        return tuple(_program(place, geo, vectors, donate, timeout, engine)(a))
+
+    @eig.defjvp
+    def _jvp(primals, tangents):
+        (a,), (da,) = primals, tangents
+        w, v, info = _differentiable(place, geo, True, False, timeout, engine)(a)
+        dw, dv = _rules.eigh_tangent(place, w, v, da, vectors)
+        zero = _rules.float0_like(info)
+        if vectors:
+            return (w, v, info), (dw, dv, zero)
+        return (w, info), (dw, zero)
+
+    return eig
+
+
 def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, return_status=False,
           pad=True, *, donate=False, engine="auto"):
     """Eigenvalues (and eigenvectors) of a Hermitian matrix sharded by rows over several devices.
@@ -129,11 +156,15 @@ def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, retur
       ``w``, ``(w, V)``, ``(w, info)`` or ``(w, V, info)`` as in the seeds: ``w`` (N reals,
       ascending) replicated, ``V`` (N x N) sharded by rows like ``a``. On failure w and V
       are NaN and info > 0, on every device.
+
+    Differentiable (forward and reverse, any order) with ``jnp.linalg.eigh``'s rule and
+    conventions (Hermitian part of the tangent; eigenvector derivatives not finite for equal
+    eigenvalues), by distributed ring products; batched by ``vmap``. See docs/ops/syevd.md.
     """
     dtype, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "syevd", max_tile=MAX_TILE)
     vectors = bool(return_eigenvectors)
     eng = _engine.choose(engine, "syevd", place, geo.n, dtype)
-    out = _program(place, geo, vectors, bool(donate), _core.get_timeout(), eng)(a)
+    out = _differentiable(place, geo, vectors, bool(donate), _core.get_timeout(), eng)(a)
     info = out[-1][0]
     out = out[:-1]
     if return_status:

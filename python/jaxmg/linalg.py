@@ -11,6 +11,10 @@ inside ``jit`` (test ``info`` from ``return_status=True`` there instead).
 - ``cho_factor`` / ``cho_solve``: factor once, solve many times; the factor stays on the
   devices in the solver's block-cyclic layout, as a pytree that passes through ``jit``.
 - ``solve`` (``assume_a='pos'``), ``inv``, ``eigh``, ``slogdet``, ``logdet``.
+
+Every function is differentiable (forward and reverse, any order, with the rule of its dense
+twin; derivatives stay distributed and reuse the primal's factorization) and batches under
+``vmap``. See docs/ops/linalg.md.
 """
 
 from __future__ import annotations
@@ -21,18 +25,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
-from . import _core, _mesh
-from ._geometry import (
-    Geometry,
-    from_solver_rows,
-    pad_shard,
-    to_solver_rows,
-    unpad_info,
-)
+from . import _cholesky, _core, _mesh, _rules
+from ._geometry import Geometry
 from ._potri import potri
-from . import _potrs as _potrs_mod
 from ._potrs import potrs
 from ._syevd import syevd
 
@@ -70,7 +66,7 @@ _NOT_PD = "the matrix is not positive definite"
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["factor", "info"],
+    data_fields=["factor", "info", "matrix"],
     meta_fields=["placement", "geometry", "lower"],
 )
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,6 +80,12 @@ class CholeskyFactor:
     positive definite at original row k, and then ``factor`` is NaN). ``lower`` is kept for
     ``jax.scipy.linalg`` compatibility and changes nothing.
 
+    ``matrix`` is the factored matrix A itself (a reference, not a copy; None when
+    ``cho_factor`` was called with ``donate=True``). It is what makes ``cho_solve`` and
+    ``logdet`` differentiable w.r.t. A: their derivative rules use A (for A x) and the
+    factor (for the solves); the factor array itself is never differentiated. Holding the
+    reference keeps A alive as long as the factor lives.
+
     A pytree: the arrays are leaves and the layout is static, so factors pass in and out of
     ``jit``. Unpacking it like scipy's ``(c, lower)`` pair gives the factor itself and
     ``lower``, so ``c, low = cho_factor(a); cho_solve((c, low), b)`` works.
@@ -94,6 +96,7 @@ class CholeskyFactor:
     placement: _mesh.Placement
     geometry: Geometry
     lower: bool = False
+    matrix: jax.Array | None = None
 
     @property
     def n(self) -> int:
@@ -111,54 +114,6 @@ class CholeskyFactor:
         return iter((self, self.lower))
 
 
-_potrf_local = _potrs_mod.potrf_local
-
-
-_solve_local = _potrs_mod.solve_local
-
-
-def _diag_log_local(f_loc, geo: Geometry, row_axes):
-    """sum over the whole matrix of log(diag(L)), from this device's shard of the factor.
-
-    Local row c of device d is solver column g = ((c/T) ndev + d) T + c mod T; its diagonal
-    entry is element g of that row. Each diagonal entry lives on exactly one device."""
-    axis = row_axes if len(row_axes) > 1 else row_axes[0]
-    d = jax.lax.axis_index(axis)
-    c = jnp.arange(geo.nloc_pad)
-    g = ((c // geo.tile) * geo.ndev + d) * geo.tile + c % geo.tile
-    diag = jnp.take_along_axis(f_loc, g[:, None], axis=1)[:, 0]
-    # Padding rows hold 1 on the diagonal of the factor: log 1 = 0.
-    part = jnp.sum(jnp.log(jnp.real(diag)))
-    return jax.lax.psum(part, axis)
-
-
-@functools.lru_cache(maxsize=256)
-def _factor_program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float):
-    del timeout
-    body = functools.partial(
-        _potrf_local, geo=geo, row_axes=place.row_axes, group_axes=place.group_axes
-    )
-    fn = _core.shard_map(body, place.mesh, in_specs=(place.spec,), out_specs=(place.spec, P()))
-    return jax.jit(fn, donate_argnums=(0,) if donate else ())
-
-
-@functools.lru_cache(maxsize=256)
-def _solve_program(place: _mesh.Placement, geo: Geometry, timeout: float):
-    del timeout
-    body = functools.partial(
-        _solve_local, geo=geo, row_axes=place.row_axes, group_axes=place.group_axes
-    )
-    fn = _core.shard_map(body, place.mesh, in_specs=(place.spec, P()), out_specs=P())
-    return jax.jit(fn)
-
-
-@functools.lru_cache(maxsize=256)
-def _logdet_program(place: _mesh.Placement, geo: Geometry):
-    body = functools.partial(_diag_log_local, geo=geo, row_axes=place.row_axes)
-    fn = _core.shard_map(body, place.mesh, in_specs=(place.spec,), out_specs=P())
-    return jax.jit(fn)
-
-
 def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None, mesh=None,
                in_specs=None, pad=True, check=False, donate=False) -> CholeskyFactor:
     """Cholesky factorization A = L L^H of a Hermitian positive definite matrix sharded by rows.
@@ -170,14 +125,25 @@ def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None
       a: N x N Hermitian positive definite matrix, sharded by rows.
       lower, overwrite_a, check_finite: accepted for ``jax.scipy.linalg`` compatibility;
         they change nothing (``donate=True`` is the way to reuse ``a``'s memory).
-      T_A, mesh, in_specs, pad, donate: as for ``jaxmg.potrs``.
+      T_A, mesh, in_specs, pad, donate: as for ``jaxmg.potrs``. With ``donate=True`` (on
+        a concrete array) the factor does not keep ``a``, and ``cho_solve``/``logdet`` of it
+        are differentiable w.r.t. ``b`` only.
       check: raise ``numpy.linalg.LinAlgError`` when A is not positive definite (outside
         jit only). Otherwise the failure is ``factor.info > 0`` and a NaN factor.
+
+    Derivatives: the factor is a constant; ``cho_solve(cho_factor(a), b)`` and
+    ``logdet(cho_factor(a))`` are differentiable w.r.t. ``a`` through the ``matrix`` the
+    factor keeps (see ``CholeskyFactor``).
     """
     del overwrite_a, check_finite
     _, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "cho_factor")
-    f, info = _factor_program(place, geo, bool(donate), _core.get_timeout())(a)
-    out = CholeskyFactor(f, info[0], place, geo, bool(lower))
+    traced = isinstance(a, jax.core.Tracer)
+    # Tracers are never donated (donation happens at the jit boundary of concrete arrays),
+    # so under a transformation the matrix is always kept and stays differentiable.
+    keep = traced or not donate
+    a_in = jax.lax.stop_gradient(a) if traced else a
+    f, info = _cholesky.factor_program(place, geo, bool(donate), _core.get_timeout())(a_in)
+    out = CholeskyFactor(f, info[0], place, geo, bool(lower), a if keep else None)
     if check:
         _raise_if_failed(out.info, "cho_factor", _NOT_PD)
     return out
@@ -197,6 +163,12 @@ def _as_factor(c_and_lower, op: str) -> CholeskyFactor:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _cho_solve_program(place: _mesh.Placement, geo: Geometry, timeout: float):
+    del timeout  # part of the cache key: read at trace time
+    return jax.jit(lambda f, a, b: _rules.solve(place, geo, f, a, b))
+
+
 def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_status=False,
               check=False):
     """Solves A x = b given the factor of A from ``cho_factor`` (one factorization, any
@@ -212,13 +184,18 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_st
     Returns:
       x with the shape of ``b``, replicated (NaN when the factorization failed);
       ``(x, info)`` with ``return_status``.
+
+    Derivatives w.r.t. ``b`` and w.r.t. the factored matrix (kept by the factor), forward
+    and reverse: dx = A⁻¹ (db − dA x), b̄ = A⁻ᵀ x̄, Ā = −b̄ xᵀ, every solve with the same
+    factor (no new factorization).
     """
     del overwrite_b, check_finite
     fac = _as_factor(c_and_lower, "cho_solve")
     dtype = jnp.dtype(fac.factor.dtype)
     b2, vector = _core.check_rhs(b, fac.n, dtype, "cho_solve")
     _core.ensure_backends()
-    x = _solve_program(fac.placement, fac.geometry, _core.get_timeout())(fac.factor, b2)
+    x = _cho_solve_program(fac.placement, fac.geometry, _core.get_timeout())(
+        fac.factor, fac.matrix, b2)
     if vector:
         x = x[:, 0]
     if check:
@@ -297,15 +274,24 @@ def slogdet(a, *, T_A=None, mesh=None, in_specs=None, pad=True, return_status=Fa
     ``a`` may also be a ``CholeskyFactor`` from ``cho_factor`` (no new factorization).
     ``sign`` is 1 (in ``a``'s dtype). Only positive definite matrices: otherwise both
     outputs are NaN (info > 0), where ``jnp.linalg.slogdet`` would use an LU factorization.
+
+    Derivatives (forward and reverse, any order) w.r.t. ``a``, or w.r.t. the matrix a
+    ``CholeskyFactor`` keeps: d log det A = Re tr(A⁻¹ dA), with the row-sharded inverse
+    computed from the same factor (one factorization in all); ``sign`` is a constant.
     """
     if isinstance(a, CholeskyFactor):
         fac = a
         _core.ensure_backends()
     else:
         fac = cho_factor(a, T_A=T_A, mesh=mesh, in_specs=in_specs, pad=pad)
-    half = _logdet_program(fac.placement, fac.geometry)(fac.factor)
+    if fac.matrix is None:
+        value = _cholesky.logdet_program(fac.placement, fac.geometry)(
+            jax.lax.stop_gradient(fac.factor))
+    else:
+        value = _rules.logdet_from_factor(fac.placement, fac.geometry, _core.get_timeout())(
+            fac.matrix, fac.factor)
     ok = fac.info == 0
-    logabs = jnp.where(ok, 2 * half, jnp.nan).astype(half.dtype)
+    logabs = jnp.where(ok, value, jnp.nan).astype(value.dtype)
     sign = jnp.where(ok, 1, jnp.nan).astype(fac.factor.dtype)
     if check:
         _raise_if_failed(fac.info, "slogdet", _NOT_PD)
