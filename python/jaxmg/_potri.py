@@ -138,6 +138,7 @@ def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, 
     products, no matrix gathered) and batched by ``vmap``. See docs/ops/potri.md.
     """
     dtype, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "potri")
+    a = _mesh.place(a, jax.sharding.NamedSharding(place.mesh, place.spec))
     eng = _engine.choose(engine, "potri", place, geo.n, dtype)
     if eng == "mg" and place.platform != "cpu":
         eng = "solves"  # cuSOLVERMg's potri is not used: see potri_by_solves

@@ -162,6 +162,7 @@ def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, retur
     eigenvalues), by distributed ring products; batched by ``vmap``. See docs/ops/syevd.md.
     """
     dtype, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "syevd", max_tile=MAX_TILE)
+    a = _mesh.place(a, jax.sharding.NamedSharding(place.mesh, place.spec))
     vectors = bool(return_eigenvectors)
     eng = _engine.choose(engine, "syevd", place, geo.n, dtype)
     out = _differentiable(place, geo, vectors, bool(donate), _core.get_timeout(), eng)(a)

@@ -137,6 +137,7 @@ def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None
     """
     del overwrite_a, check_finite
     _, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "cho_factor")
+    a = _mesh.place(a, jax.sharding.NamedSharding(place.mesh, place.spec))
     traced = isinstance(a, jax.core.Tracer)
     # Tracers are never donated (donation happens at the jit boundary of concrete arrays),
     # so under a transformation the matrix is always kept and stays differentiable.

@@ -9,7 +9,8 @@
  *   syevd     a ids         a w info
  *   syevd_n   a ids         a w info        (a: scratch)
  *
- * Results named `a` alias the operand `a` (input_output_aliases in Python). Attributes:
+ * Results named `a` alias the operand `a` (input_output_aliases in Python); when XLA did not
+ * alias them, the operand is copied into the result before anything else. Attributes:
  * tile, nparts, site, timeout_ms (all integers). */
 #include "ffi/dispatch.h"
 
@@ -76,7 +77,7 @@ static int real_xla_dtype(jaxmg_dtype_t dt) {
 /* Decodes and validates the frame into the task and this participant's slot. */
 static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *t,
                              jaxmg_part_t *p, jaxmg_buf_t *ids, int64_t attrs[4],
-                             jaxmg_error_t *err) {
+                             const void **a_in, jaxmg_error_t *err) {
   const char *nm = op_name(op);
   op_shape_t sh = shape_of(op);
   jaxmg_buf_t a, b, r;
@@ -124,6 +125,7 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
   t->nrhs = 0;
   memset(p, 0, sizeof *p);
   p->a = a.data;
+  *a_in = a.data;
   if (sh.has_b) {
     if ((st = jaxmg__ffi_buffer(f, 0, ia++, &b, nm, "b", err))) return st;
     if ((st = expect_xla_dtype(&b, a.xla_dtype, nm, "b", err))) return st;
@@ -143,11 +145,9 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
     if ((st = jaxmg__ffi_buffer(f, 1, ir++, &r, nm, "a (result)", err))) return st;
     if ((st = expect_xla_dtype(&r, a.xla_dtype, nm, "a (result)", err))) return st;
     if ((st = expect_dims(&r, nm, "a (result)", 2, nloc, n, err))) return st;
-    if (r.data != a.data) {
-      return jaxmg__seterr(err, JAXMG_EINVAL,
-                           "jaxmg.%s: the result 'a' must alias the operand 'a' "
-                           "(input_output_aliases={0: 0})", nm);
-    }
+    /* XLA normally aliases them (input_output_aliases={0: 0}); where it does not (e.g. inside
+     * a batched loop on GPU), the platform copies the operand into the result first. */
+    p->a = r.data;
   }
   if (sh.has_x) {
     if ((st = jaxmg__ffi_buffer(f, 1, ir++, &r, nm, "x", err))) return st;
@@ -184,12 +184,17 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
   int64_t attrs[4], run_id = 0;
   int32_t gr[2] = {0, 0};
   int prepared = 0;
-  jaxmg_status_t st = decode(f, op, &t, &part, &ids, attrs, &err);
+  const void *a_in = NULL;
+  jaxmg_status_t st = decode(f, op, &t, &part, &ids, attrs, &a_in, &err);
   if (!st) st = jaxmg__ffi_run_id(f, &run_id, t.name, &err);
   if (!st) st = pf->read_ids(f, ids.data, gr, &err);
   if (!st && (gr[1] < 0 || gr[1] >= attrs[1])) {
     st = jaxmg__seterr(&err, JAXMG_EINVAL, "jaxmg.%s: mesh position %d outside [0, %lld)", t.name,
                        gr[1], (long long)attrs[1]);
+  }
+  if (!st && a_in != part.a) {
+    size_t bytes = (size_t)t.lay.nloc * (size_t)t.lay.n * jaxmg_dtype_size(t.dtype);
+    st = pf->copy(f, part.a, a_in, bytes, &err);
   }
   if (st) return jaxmg__ffi_error(f->api, &err);
   t.rank = gr[1];

@@ -13,6 +13,10 @@ typedef struct {
   /* Reads the int32[2] operand (replica group, position along the sharded axis). */
   jaxmg_status_t (*read_ids)(XLA_FFI_CallFrame *f, const void *ids, int32_t out[2],
                              jaxmg_error_t *err);
+  /* Copies `bytes` of this device's memory from src to dst, ordered before the op's work
+   * (the operand `a` into an unaliased result `a`). */
+  jaxmg_status_t (*copy)(XLA_FFI_CallFrame *f, void *dst, const void *src, size_t bytes,
+                         jaxmg_error_t *err);
   /* Before the rendezvous: fills device, stream and ready of this participant. */
   jaxmg_status_t (*prepare)(XLA_FFI_CallFrame *f, const jaxmg_task_t *t, jaxmg_part_t *p,
                             jaxmg_error_t *err);

@@ -1,4 +1,6 @@
 /* FFI entry points of the CPU platform. */
+#include <string.h>
+
 #include "cpu/cpu.h"
 #include "ffi/dispatch.h"
 
@@ -18,7 +20,14 @@ static jaxmg_status_t cpu_run(XLA_FFI_CallFrame *f, const jaxmg_task_t *t, jaxmg
   return st;
 }
 
-static const jaxmg_platform_t kCpu = {"cpu", cpu_read_ids, NULL, cpu_run, NULL};
+static jaxmg_status_t cpu_copy(XLA_FFI_CallFrame *f, void *dst, const void *src, size_t bytes,
+                               jaxmg_error_t *err) {
+  (void)f, (void)err;
+  memcpy(dst, src, bytes);
+  return JAXMG_OK;
+}
+
+static const jaxmg_platform_t kCpu = {"cpu", cpu_read_ids, cpu_copy, NULL, cpu_run, NULL};
 
 #define JAXMG_CPU_ENTRY(fn, op)                                 \
   JAXMG_EXPORT XLA_FFI_Error *fn(XLA_FFI_CallFrame *f);         \

@@ -195,8 +195,20 @@ static void cuda_release(XLA_FFI_CallFrame *f, jaxmg_part_t *p) {
   memset(g, 0, sizeof *g);
 }
 
-static const jaxmg_platform_t kCuda = {"CUDA", cuda_read_ids, cuda_prepare, cuda_run,
-                                       cuda_release};
+static jaxmg_status_t cuda_copy(XLA_FFI_CallFrame *f, void *dst, const void *src, size_t bytes,
+                                jaxmg_error_t *err) {
+  jaxmg_gpu_part_t *g = &tls_part;
+  (void)f;
+  jaxmg_status_t st = enter(g->device, err);
+  if (!st)
+    st = JAXMG_GPU(err, "jaxmg",
+                   cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g->stream));
+  leave();
+  return st;
+}
+
+static const jaxmg_platform_t kCuda = {"CUDA", cuda_read_ids, cuda_copy, cuda_prepare,
+                                       cuda_run, cuda_release};
 
 #define JAXMG_CUDA_ENTRY(fn, op)                        \
   JAXMG_EXPORT XLA_FFI_Error *fn(XLA_FFI_CallFrame *f); \

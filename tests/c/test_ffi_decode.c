@@ -333,8 +333,6 @@ typedef struct {
   const char *expect[3];             /* substrings of the message */
 } bad_case_t;
 
-static int32_t g_other_buf[64];
-
 /* One mutation of a valid frame (or of the buffers it points to). */
 #define MUTATOR(name, stmt)                           \
   static void name(frame_t *fr, bufs_t *u) {          \
@@ -365,7 +363,6 @@ MUTATOR(m_nparts_str, fr->attr_types[1] = XLA_FFI_AttrType_STRING)
 /* A narrower integer type is accepted; the value read is 3, which does not divide 4. */
 MUTATOR(m_tile_s32, fr->scalars[0].dtype = XLA_FFI_DataType_S32; fr->attr_val[0].i32 = 3)
 MUTATOR(m_timeout0, fr->attr_val[3].i64 = 0)
-MUTATOR(m_no_alias, fr->ret_buf[0].data = g_other_buf)
 MUTATOR(m_ra_dtype, fr->ret_buf[0].dtype = XLA_FFI_DataType_C128)
 MUTATOR(m_ids_s64, fr->arg_buf[2].dtype = XLA_FFI_DataType_S64)
 MUTATOR(m_ids_len, fr->arg_dims[2][0] = 3)
@@ -412,8 +409,6 @@ static const bad_case_t kBad[] = {
     {"potrs", "nparts string", m_nparts_str,
      {"jaxmg.potrs:", "attribute 'nparts' must be an integer scalar"}},
     {"potrs", "timeout 0", m_timeout0, {"jaxmg.potrs:", "timeout_ms must be positive, got 0"}},
-    {"potrs", "no alias", m_no_alias,
-     {"jaxmg.potrs:", "the result 'a' must alias the operand 'a'"}},
     {"potrs", "result a dtype", m_ra_dtype,
      {"jaxmg.potrs:", "'a (result)' must be float64, got complex128"}},
     {"potrs", "ids int64", m_ids_s64, {"jaxmg.potrs:", "'ids' must be int32, got int64"}},
@@ -432,7 +427,6 @@ static const bad_case_t kBad[] = {
     {"syevd", "w length", m_w_len, {"jaxmg.syevd:", "'w' must have shape (8,), got (7,)"}},
     {"syevd_n", "a rank", m_a_rank, {"jaxmg.syevd:", "'a' must be a matrix"}},
     {"potri", "info dtype", m_potri_info, {"jaxmg.potri:", "'info' must be int32, got int64"}},
-    {"potri", "no alias", m_no_alias, {"jaxmg.potri:", "must alias the operand 'a'"}},
     {"potrf", "ids int64", m_ids1_s64, {"jaxmg.cho_factor:", "'ids' must be int32"}},
     {"solve", "x rows", m_x0_rows, {"jaxmg.cho_solve:", "'x' must have shape (2, 8), got (3, 8)"}},
 };
@@ -517,8 +511,10 @@ static void run_calls(call_t *calls, int P) {
 /* A Cholesky solve through the potrs handler with P participants, checked against A x = b.
  * Returns 1 when all checks passed. `fault` = {point, rank} injects a failure and checks
  * the codes instead. */
-static int potrs_through_handler(jaxmg_dtype_t dt, int P, int64_t nloc, int64_t tile,
-                                 int64_t nrhs, int rounds, uint64_t seed) {
+/* alias = 0: the result 'a' is a buffer of its own (XLA did not alias it); the handler must
+ * copy the operand into it first and leave the operand untouched. */
+static int potrs_through_handler_ex(jaxmg_dtype_t dt, int P, int64_t nloc, int64_t tile,
+                                    int64_t nrhs, int rounds, uint64_t seed, int alias) {
   const int64_t n = nloc * P;
   const int cplx = jt_is_complex(dt);
   uint64_t rng = seed;
@@ -527,9 +523,13 @@ static int potrs_through_handler(jaxmg_dtype_t dt, int P, int64_t nloc, int64_t 
   jt_c *A = jt_random_hpd(n, cplx, &rng), *B = jt_random_mat(n, nrhs, cplx, &rng);
   jt_c *X = malloc((size_t)(n * nrhs) * sizeof *X);
   bufs_t u[8];
+  void *own[8] = {0};
   call_t *calls = calloc((size_t)P, sizeof *calls);
   int ok = JT_CHECK(A && B && X && calls), nb = 0;
-  for (; ok && nb < P; nb++) ok &= bufs_alloc(&u[nb], dt, n, nloc, nrhs);
+  for (; ok && nb < P; nb++) {
+    ok &= bufs_alloc(&u[nb], dt, n, nloc, nrhs);
+    if (!alias) ok &= JT_CHECK((own[nb] = calloc((size_t)(nloc * n), jaxmg_dtype_size(dt))) != NULL);
+  }
   if (!ok) goto done;
   jt_round(A, n * n, dt);
   jt_round(B, n * nrhs, dt);
@@ -541,6 +541,7 @@ static int potrs_through_handler(jaxmg_dtype_t dt, int P, int64_t nloc, int64_t 
       u[r].ids[0] = 0, u[r].ids[1] = r;
       u[r].info = -99;
       op_frame(&calls[r].fr, "potrs", &u[r], run, tile, P, site, 60000);
+      if (!alias) calls[r].fr.ret_buf[0].data = own[r];
       calls[r].fn = jaxmg_ffi_potrs_cpu;
     }
     run_calls(calls, P);
@@ -557,12 +558,20 @@ static int potrs_through_handler(jaxmg_dtype_t dt, int P, int64_t nloc, int64_t 
   }
   jt_context("%s", "");
 done:
-  for (int r = 0; r < nb; r++) bufs_free(&u[r]);
+  for (int r = 0; r < nb; r++) {
+    bufs_free(&u[r]);
+    free(own[r]);
+  }
   free(calls);
   free(X);
   free(B);
   free(A);
   return ok;
+}
+
+static int potrs_through_handler(jaxmg_dtype_t dt, int P, int64_t nloc, int64_t tile,
+                                 int64_t nrhs, int rounds, uint64_t seed) {
+  return potrs_through_handler_ex(dt, P, nloc, tile, nrhs, rounds, seed, 1);
 }
 
 void test_ffi_potrs_one(void) {
@@ -572,6 +581,7 @@ void test_ffi_potrs_one(void) {
   potrs_through_handler(JAXMG_F64, 1, 8, 4, 2, 1, 11);
   potrs_through_handler(JAXMG_C128, 1, 6, 3, 1, 1, 12);
   potrs_through_handler(JAXMG_F32, 1, 5, 5, 3, 1, 13);
+  potrs_through_handler_ex(JAXMG_F64, 1, 8, 4, 2, 1, 14, 0); /* result not aliased */
   JT_EQ(jaxmg_live_sessions(), live);
   JT_EQ(atomic_load(&g_live_errors), 0);
 }
@@ -583,6 +593,7 @@ void test_ffi_potrs_two(void) {
   potrs_through_handler(JAXMG_F64, 2, 4, 2, 2, 3, 21);
   potrs_through_handler(JAXMG_C64, 2, 6, 2, 3, 1, 22);
   potrs_through_handler(JAXMG_C128, 3, 4, 1, 1, 2, 23);
+  potrs_through_handler_ex(JAXMG_F64, 3, 4, 2, 2, 2, 24, 0); /* results not aliased */
   JT_EQ(jaxmg_live_sessions(), live);
   JT_EQ(atomic_load(&g_live_errors), 0);
 }

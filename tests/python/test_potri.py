@@ -182,3 +182,27 @@ def test_potri_unsharded_input_on_explicit_mesh():
     cols = jax.device_put(a, NamedSharding(mesh, P(None, "x")))  # sharded the wrong way
     x = potri(cols, T_A=3, mesh=mesh, in_specs=P("x", None))
     assert inv_ratio(a, x, np.float64) < THRESH
+
+
+def test_ops_move_an_array_from_another_device_onto_the_mesh():
+    """An array committed to a device outside the given mesh is moved there (as potrs does)."""
+    import jax
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    import jaxmg
+    from jaxmg import linalg
+
+    devs = jax.devices()
+    mesh = Mesh(np.array(devs[:2]), ("x",))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((16, 16))
+    a = x @ x.T + 16 * np.eye(16)
+    a_other = jax.device_put(a, devs[3])
+    spec = (P("x", None),)
+    inv = jaxmg.potri(a_other, mesh=mesh, in_specs=spec)
+    np.testing.assert_allclose(np.asarray(inv) @ a, np.eye(16), atol=1e-12)
+    w, v = jaxmg.syevd(a_other, mesh=mesh, in_specs=spec)
+    np.testing.assert_allclose(np.asarray(w), np.linalg.eigvalsh(a), rtol=1e-12)
+    f = linalg.cho_factor(a_other, mesh=mesh, in_specs=spec)
+    np.testing.assert_allclose(np.asarray(linalg.cho_solve(f, np.ones(16))),
+                               np.linalg.solve(a, np.ones(16)), rtol=1e-10)
