@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-"$PY" -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "jax>=0.6.2" scipy numpy pytest hypothesis
+"$PY" -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "jax>=0.10" scipy numpy pytest hypothesis
 "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation .
 
 JAXLIB_INCLUDE=$("$PY" -c 'import jaxlib, os; print(os.path.join(os.path.dirname(jaxlib.__file__), "include"))')
