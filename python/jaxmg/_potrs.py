@@ -180,19 +180,7 @@ def potrs_shardmap_ctx(a, b, T_A=None, pad=True, *, axis_name=None):
     one device. Returns ``(x, status)`` with x replicated and status an int32 array of shape
     (1,) holding LAPACK's info. Use ``check_vma=False`` on the enclosing shard_map.
     """
-    rows, groups, ndev = _core.context_axes(axis_name, "potrs")
-    shape = getattr(a, "shape", None)
-    if shape is None or len(shape) != 2:
-        raise ValueError(f"jaxmg.potrs_shardmap_ctx: 'a' must be a matrix shard, got {shape}")
-    n = shape[1]
-    if shape[0] * ndev != n:
-        raise ValueError(
-            f"jaxmg.potrs_shardmap_ctx: the shard of 'a' must have N / {ndev} = {n // ndev} "
-            f"rows for N = {n}, got {shape[0]}"
-        )
-    dtype = _core.check_matrix(jnp.zeros((0, 0), a.dtype), "potrs_shardmap_ctx")
-    b2, vector = _core.check_rhs(b, n, dtype, "potrs_shardmap_ctx")
-    tile = _core.choose_tile(T_A, n // ndev, "gpu", pad, "potrs_shardmap_ctx")
-    _core.ensure_backends()
-    x, info = potrs_local(a, b2, Geometry(n, ndev, tile), rows, groups)
+    rows, groups, geo = _core.context_plan(a, T_A, pad, axis_name, "potrs")
+    b2, vector = _core.check_rhs(b, geo.n, jnp.dtype(a.dtype), "potrs_shardmap_ctx")
+    x, info = potrs_local(a, b2, geo, rows, groups)
     return (x[:, 0] if vector else x), info
