@@ -24,6 +24,8 @@ count).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -37,7 +39,9 @@ POTRS_MG_MIN_N = 24576
 SINGLE_COPIES = 4
 
 
+@functools.lru_cache(maxsize=64)
 def _device_bytes(device) -> int:
+    """The device's memory limit (queried once per device: it does not change)."""
     try:
         stats = device.memory_stats() or {}
         return int(stats.get("bytes_limit", 0)) or 64 << 30

@@ -155,6 +155,22 @@ jaxmg_status_t jaxmg__ffi_run_id(const XLA_FFI_CallFrame *f, int64_t *out, const
   return JAXMG_OK;
 }
 
+jaxmg_status_t jaxmg__ffi_device_ordinal(const XLA_FFI_CallFrame *f, int *out) {
+  const XLA_FFI_Api *api = f->api;
+  if (!API_HAS(api, XLA_FFI_DeviceOrdinal_Get)) return JAXMG_EUNAVAIL;
+  XLA_FFI_DeviceOrdinal_Get_Args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = XLA_FFI_DeviceOrdinal_Get_Args_STRUCT_SIZE;
+  a.ctx = f->ctx;
+  XLA_FFI_Error *e = api->XLA_FFI_DeviceOrdinal_Get(&a);
+  if (e) {
+    drop_error(api, e);
+    return JAXMG_EUNAVAIL;
+  }
+  *out = (int)a.device_ordinal;
+  return JAXMG_OK;
+}
+
 jaxmg_status_t jaxmg__ffi_stream(const XLA_FFI_CallFrame *f, void **out, const char *op,
                                  jaxmg_error_t *err) {
   XLA_FFI_Stream_Get_Args a;

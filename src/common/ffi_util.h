@@ -42,6 +42,10 @@ jaxmg_status_t jaxmg__ffi_attr_i64(const XLA_FFI_CallFrame *f, const char *name,
 jaxmg_status_t jaxmg__ffi_run_id(const XLA_FFI_CallFrame *f, int64_t *out, const char *op,
                                  jaxmg_error_t *err);
 
+/* XLA's device ordinal of this call; JAXMG_EUNAVAIL where the runtime has none (guarded by
+ * the API struct size like the run id). */
+jaxmg_status_t jaxmg__ffi_device_ordinal(const XLA_FFI_CallFrame *f, int *out);
+
 /* Platform stream (cudaStream_t on CUDA). */
 jaxmg_status_t jaxmg__ffi_stream(const XLA_FFI_CallFrame *f, void **out, const char *op,
                                  jaxmg_error_t *err);

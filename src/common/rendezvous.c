@@ -217,8 +217,6 @@ const void *jaxmg__rv_slot(const jaxmg_session_t *s, int rank) {
 }
 
 void *jaxmg__rv_shared(jaxmg_session_t *s) { return s->shared; }
-void jaxmg__rv_lock(jaxmg_session_t *s) { (void)s; pthread_mutex_lock(&g_mu); }
-void jaxmg__rv_unlock(jaxmg_session_t *s) { (void)s; pthread_mutex_unlock(&g_mu); }
 
 jaxmg_status_t jaxmg__rv_barrier(jaxmg_session_t *s, int rank, int64_t timeout_ms,
                                  jaxmg_error_t *err) {

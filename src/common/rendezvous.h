@@ -42,11 +42,9 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
 const void *jaxmg__rv_slot(const jaxmg_session_t *s, int rank);
 
 /* 256 bytes of zero-initialised scratch shared by the participants. Writes must be ordered
- * with barriers (or jaxmg__rv_lock), and a value read after a barrier may already belong to
+ * with barriers, and a value read after a barrier may already belong to
  * the next step: use jaxmg__rv_allmax for decisions. */
 void *jaxmg__rv_shared(jaxmg_session_t *s);
-void jaxmg__rv_lock(jaxmg_session_t *s);
-void jaxmg__rv_unlock(jaxmg_session_t *s);
 
 /* Waits until all participants reached this barrier. timeout_ms < 0: the join deadline's
  * length; 0: wait without deadline (only for waits on a peer that is computing, never on

@@ -12,10 +12,6 @@
 #include "ffi/dispatch.h"
 #include "gpu/gpu.h"
 
-/* True when the runtime's API struct is large enough to hold `field`. */
-#define API_HAS(api, field) \
-  ((api)->struct_size >= offsetof(XLA_FFI_Api, field) + sizeof((api)->field) && (api)->field)
-
 static _Thread_local jaxmg_gpu_part_t tls_part;
 static _Thread_local int tls_saved_device;
 
@@ -107,23 +103,7 @@ static jaxmg_status_t device_of(XLA_FFI_CallFrame *f, cudaStream_t s, int *dev,
 #else
   (void)s;
 #endif
-  const XLA_FFI_Api *api = f->api;
-  if (API_HAS(api, XLA_FFI_DeviceOrdinal_Get)) {
-    XLA_FFI_DeviceOrdinal_Get_Args a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = XLA_FFI_DeviceOrdinal_Get_Args_STRUCT_SIZE;
-    a.ctx = f->ctx;
-    XLA_FFI_Error *xe = api->XLA_FFI_DeviceOrdinal_Get(&a);
-    if (!xe) {
-      *dev = (int)a.device_ordinal;
-      return JAXMG_OK;
-    }
-    XLA_FFI_Error_Destroy_Args d;
-    memset(&d, 0, sizeof d);
-    d.struct_size = XLA_FFI_Error_Destroy_Args_STRUCT_SIZE;
-    d.error = xe;
-    api->XLA_FFI_Error_Destroy(&d);
-  }
+  if (!jaxmg__ffi_device_ordinal(f, dev)) return JAXMG_OK;
   return jaxmg__seterr(err, JAXMG_EUNAVAIL,
                        "jaxmg: cannot tell the CUDA device of this call (neither the stream nor "
                        "XLA's FFI reports it)");
