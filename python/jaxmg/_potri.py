@@ -170,8 +170,9 @@ def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, 
     eng = _engine.choose(engine, "potri", place, geo.n, dtype)
     if eng == "mg" and place.platform != "cpu":
         eng = "solves"  # cuSOLVERMg's potri is not used: see potri_by_solves
-    out, info = _differentiable(place, geo, bool(donate), _core.get_timeout(), eng)(a)
-    return (out, info[0]) if return_status else out
+    fn = _differentiable(place, geo, bool(donate), _core.get_timeout(), eng)
+    out, info = _core.run_entry(fn, bool(donate), (a,), platform=place.platform)
+    return (out, info) if return_status else out
 
 
 def potri_shardmap_ctx(a, T_A=None, pad=True, *, axis_name=None):

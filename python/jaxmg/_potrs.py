@@ -165,10 +165,10 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     a = _mesh.place(a, jax.sharding.NamedSharding(place.mesh, place.spec))
     b2 = _mesh.place(b2, jax.sharding.NamedSharding(place.mesh, jax.sharding.PartitionSpec()))
     eng = _engine.choose(engine, "potrs", place, n, dtype)
-    x, info = _differentiable(place, geo, bool(donate), _core.get_timeout(), eng)(a, b2)
-    if vector:
-        x = x[:, 0]
-    return (x, info[0]) if return_status else x
+    fn = _differentiable(place, geo, bool(donate), _core.get_timeout(), eng)
+    x, info = _core.run_entry(fn, bool(donate), (a, b2), squeeze=vector,
+                               platform=place.platform)
+    return (x, info) if return_status else x
 
 
 def potrs_shardmap_ctx(a, b, T_A=None, pad=True, *, axis_name=None):

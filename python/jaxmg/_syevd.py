@@ -165,9 +165,9 @@ def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, retur
     a = _mesh.place(a, jax.sharding.NamedSharding(place.mesh, place.spec))
     vectors = bool(return_eigenvectors)
     eng = _engine.choose(engine, "syevd", place, geo.n, dtype)
-    out = _differentiable(place, geo, vectors, bool(donate), _core.get_timeout(), eng)(a)
-    info = out[-1][0]
-    out = out[:-1]
+    fn = _differentiable(place, geo, vectors, bool(donate), _core.get_timeout(), eng)
+    *out, info = _core.run_entry(fn, bool(donate), (a,), platform=place.platform)
+    out = tuple(out)
     if return_status:
         return (*out, info)
     return out if vectors else out[0]
