@@ -101,6 +101,19 @@ JAXMG_EXPORT int64_t jaxmg_unpad_index(int64_t p, int64_t nloc, int64_t nloc_pad
  * (K = N / tile); returns the number of moves (0 for the identity). */
 JAXMG_EXPORT int64_t jaxmg_layout_moves(const jaxmg_layout_t *lay, int inverse, int64_t *moves);
 
+/* The forward move list of jaxmg_layout_moves(lay, 0, moves), for a solver that reads only the
+ * lower triangle of M (potrf, potrs and syevd with uplo = lower): ncols[m] is the number of
+ * leading local columns of device `rank` (0 <= rank < ndev) that move m must copy (0: skip
+ * it). Local column panel c is solver block column J = c*ndev + rank, and only its row
+ * blocks I >= J are read, so a move into row block I copies
+ * min(nloc, (floor((I - rank) / ndev) + 1) * tile) columns (none when I < rank) and a move
+ * into the staging block the count of the move that reads it back. After applying the cut
+ * moves every entry (row block I, column of panel c) with I >= J equals the fully permuted
+ * one; the other entries hold unspecified values. `moves` must hold 4 * K and `ncols` 2 * K
+ * int64 values; returns the number of moves. */
+JAXMG_EXPORT int64_t jaxmg_layout_moves_lower(const jaxmg_layout_t *lay, int64_t rank,
+                                              int64_t *moves, int64_t *ncols);
+
 /* Applies a move list to `ncols` local columns of length N stored with leading dimension
  * `ld` (elements of `esz` bytes) on the host; `stage` holds tile * ncols * esz bytes. */
 JAXMG_EXPORT void jaxmg_layout_apply_moves_host(const jaxmg_layout_t *lay, const int64_t *moves,

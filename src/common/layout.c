@@ -86,6 +86,44 @@ int64_t jaxmg_layout_moves(const jaxmg_layout_t *lay, int inverse, int64_t *move
   return nm;
 }
 
+/* Local columns of device `rank` whose row block `blk` (solver order) a lower-triangle solver
+ * reads. Local column panel c (tile columns [c*T, (c+1)*T)) is solver block column
+ * J = c*ndev + rank; row block I of it lies on or below the diagonal iff I >= J, i.e. for
+ * c <= (I - rank) / ndev. Those panels are a prefix of the local columns. */
+static int64_t lower_cols(const jaxmg_layout_t *lay, int64_t rank, int64_t blk) {
+  if (blk < rank) return 0;
+  const int64_t cols = ((blk - rank) / lay->ndev + 1) * lay->tile;
+  return cols < lay->nloc ? cols : lay->nloc;
+}
+
+/* The forward list of jaxmg_layout_moves, each move cut to the column prefix that is read
+ * later: a move into row block `to` copies lower_cols(to) columns, a move into the staging
+ * block the count of the move that empties it (the cycle's last move, found by walking the
+ * list backwards).
+ *
+ * In place this stays correct because, within a cycle t0 -> s(t0) -> ..., every block is the
+ * source of exactly one move and the destination of exactly one, and its read comes first:
+ * "stage <- t0" precedes "t0 <- s(t0)", and "t <- s" precedes "s <- s(s)". Cutting moves to
+ * fewer columns only writes less, so no read ever sees a block already overwritten; the
+ * staging block is read for exactly the columns that were written into it in the same cycle.
+ * Columns a move skips keep whatever the block held (rows of the strict upper triangle of M
+ * in solver order: stale entries of A), which no lower-triangle reader looks at. */
+int64_t jaxmg_layout_moves_lower(const jaxmg_layout_t *lay, int64_t rank, int64_t *moves,
+                                 int64_t *ncols) {
+  const int64_t nm = jaxmg_layout_moves(lay, 0, moves);
+  int64_t staged = 0; /* columns the current cycle's last move reads from staging */
+  for (int64_t m = nm - 1; m >= 0; m--) {
+    const int64_t to = moves[2 * m], from = moves[2 * m + 1];
+    if (to < 0) {
+      ncols[m] = staged;
+    } else {
+      ncols[m] = lower_cols(lay, rank, to);
+      if (from < 0) staged = ncols[m];
+    }
+  }
+  return nm;
+}
+
 void jaxmg_layout_apply_moves_host(const jaxmg_layout_t *lay, const int64_t *moves,
                                    int64_t nmoves, void *a, int64_t ld, int64_t ncols, size_t esz,
                                    void *stage) {

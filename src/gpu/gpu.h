@@ -4,7 +4,8 @@
  *
  *   every participant  permutes its own shard's rows into the solver order on its own XLA
  *                      stream (pitched block copies, one staging block; no byte crosses to
- *                      another GPU) and records its `ready` event;
+ *                      another GPU; for the lower-triangle routines only the row blocks on
+ *                      or below the diagonal of M) and records its `ready` event;
  *   rank 0 (driver)    looks up the plan (cuSOLVERMg handle, grid, descriptors, workspace
  *                      size) for (device list in mesh order, N, T, dtype, op, nrhs);
  *   barrier            everyone learns the per-device workspace size, allocates its own
@@ -134,6 +135,14 @@ void jaxmg__gpu_release(jaxmg_gpu_part_t *g);
 jaxmg_status_t jaxmg__gpu_permute(const jaxmg_layout_t *lay, int inverse, void *a, size_t esz,
                                   void *stage, cudaStream_t s, const char *op,
                                   jaxmg_error_t *err);
+/* Forward permutation for a solver that reads only the lower triangle of M (potrf, potrs,
+ * syevd with uplo = lower): moves only the row blocks of each local column panel that lie on
+ * or below the diagonal in solver order (jaxmg_layout_moves_lower for participant `rank`),
+ * about half the bytes of jaxmg__gpu_permute(lay, 0, ...). The strict upper triangle of M is
+ * left holding unspecified values. */
+jaxmg_status_t jaxmg__gpu_permute_lower(const jaxmg_layout_t *lay, int64_t rank, void *a,
+                                        size_t esz, void *stage, cudaStream_t s, const char *op,
+                                        jaxmg_error_t *err);
 /* Fills `bytes` bytes with 0xFF: a quiet NaN in every float type, both parts for complex. */
 jaxmg_status_t jaxmg__gpu_fill_nan(void *p, size_t bytes, cudaStream_t s, const char *op,
                                    jaxmg_error_t *err);

@@ -68,31 +68,57 @@ const jaxmg_gpu_dtype_t *jaxmg__gpu_dtype(jaxmg_dtype_t dt) {
   return NULL;
 }
 
-jaxmg_status_t jaxmg__gpu_permute(const jaxmg_layout_t *lay, int inverse, void *a, size_t esz,
-                                  void *stage, cudaStream_t s, const char *op,
-                                  jaxmg_error_t *err) {
-  if (jaxmg_layout_is_identity(lay)) return JAXMG_OK;
-  const int64_t K = lay->n / lay->tile;
-  int64_t *moves = malloc(4 * (size_t)K * sizeof *moves);
-  if (!moves) {
-    return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory for the layout plan",
-                         op);
-  }
-  const int64_t nm = jaxmg_layout_moves(lay, inverse, moves);
+/* Runs a block move list on `s`. Move m copies one block of `tile` rows of the first
+ * ncols[m] local columns (all nloc when ncols is NULL): a pitched copy of that many rows
+ * (columns, in column-major terms) of `tile` elements; a move of no columns is skipped. */
+static jaxmg_status_t run_moves(const jaxmg_layout_t *lay, const int64_t *moves,
+                                const int64_t *ncols, int64_t nm, void *a, size_t esz,
+                                void *stage, cudaStream_t s, const char *op, jaxmg_error_t *err) {
   const size_t tb = (size_t)lay->tile * esz, colb = (size_t)lay->n * esz;
   jaxmg_status_t st = JAXMG_OK;
-  /* Each move copies one block of `tile` rows of every local column: a pitched copy of
-   * nloc rows (columns, in column-major terms) of `tile` elements. */
   for (int64_t m = 0; m < nm && !st; m++) {
     const int64_t to = moves[2 * m], from = moves[2 * m + 1];
+    const size_t cols = (size_t)(ncols ? ncols[m] : lay->nloc);
+    if (!cols) continue;
     char *dst = to < 0 ? (char *)stage : (char *)a + (size_t)to * tb;
     const char *src = from < 0 ? (const char *)stage : (const char *)a + (size_t)from * tb;
     st = JAXMG_GPU(err, op,
                    cudaMemcpy2DAsync(dst, to < 0 ? tb : colb, src, from < 0 ? tb : colb, tb,
-                                     (size_t)lay->nloc, cudaMemcpyDeviceToDevice, s));
+                                     cols, cudaMemcpyDeviceToDevice, s));
   }
+  return st;
+}
+
+static jaxmg_status_t permute(const jaxmg_layout_t *lay, int inverse, int64_t lower_rank,
+                              void *a, size_t esz, void *stage, cudaStream_t s, const char *op,
+                              jaxmg_error_t *err) {
+  if (jaxmg_layout_is_identity(lay)) return JAXMG_OK;
+  const int64_t K = lay->n / lay->tile;
+  const int lower = lower_rank >= 0;
+  /* moves (4K values), then the column counts (2K) of the lower variant */
+  int64_t *moves = malloc((lower ? 6 : 4) * (size_t)K * sizeof *moves);
+  if (!moves) {
+    return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory for the layout plan",
+                         op);
+  }
+  int64_t *ncols = lower ? moves + 4 * K : NULL;
+  const int64_t nm = lower ? jaxmg_layout_moves_lower(lay, lower_rank, moves, ncols)
+                           : jaxmg_layout_moves(lay, inverse, moves);
+  jaxmg_status_t st = run_moves(lay, moves, ncols, nm, a, esz, stage, s, op, err);
   free(moves);
   return st;
+}
+
+jaxmg_status_t jaxmg__gpu_permute(const jaxmg_layout_t *lay, int inverse, void *a, size_t esz,
+                                  void *stage, cudaStream_t s, const char *op,
+                                  jaxmg_error_t *err) {
+  return permute(lay, inverse, -1, a, esz, stage, s, op, err);
+}
+
+jaxmg_status_t jaxmg__gpu_permute_lower(const jaxmg_layout_t *lay, int64_t rank, void *a,
+                                        size_t esz, void *stage, cudaStream_t s, const char *op,
+                                        jaxmg_error_t *err) {
+  return permute(lay, 0, rank, a, esz, stage, s, op, err);
 }
 
 jaxmg_status_t jaxmg__gpu_fill_nan(void *p, size_t bytes, cudaStream_t s, const char *op,

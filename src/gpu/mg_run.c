@@ -120,7 +120,9 @@ static jaxmg_status_t sync_all(const jaxmg_mg_ctx_t *c, const char *op, jaxmg_er
 }
 
 /* First solver index whose diagonal entry of the factor is not > 0 (NaN included), or -1:
- * LAPACK's own test for "not positive definite". Runs after sync_all. */
+ * LAPACK's own test for "not positive definite". Runs after sync_all. It reads the diagonal
+ * tiles only (row block = block column), which potrf wrote: the input permutation may have
+ * left the strict upper triangle of M stale, never these. */
 static jaxmg_status_t scan_diag(const jaxmg_task_t *t, int64_t *gbad, jaxmg_error_t *err) {
   const jaxmg_layout_t *lay = &t->lay;
   const jaxmg_dtype_info_t *di = jaxmg__dtype_info(t->dtype);
@@ -410,8 +412,15 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
     return st;
   const double t_enter = now_s();
   if (g->t0 && (st = JAXMG_GPU(err, nm, cudaEventRecord(g->t0, g->stream)))) return st;
-  if (permute && (st = jaxmg__gpu_permute(lay, 0, me->a, esz, g->stage, g->stream, nm, err)))
-    return st;
+  /* potrf, potrs and syevd (uplo = lower) read only the lower triangle of M: move only the
+   * row blocks they read. potri keeps the full permutation: its output is put back with the
+   * full inverse permutation and completed from peers' rows. */
+  if (permute) {
+    st = t->op == JAXMG_OP_POTRI
+             ? jaxmg__gpu_permute(lay, 0, me->a, esz, g->stage, g->stream, nm, err)
+             : jaxmg__gpu_permute_lower(lay, rank, me->a, esz, g->stage, g->stream, nm, err);
+    if (st) return st;
+  }
   if (rank == 0 && has_rhs(t->op) && xbytes &&
       (st = JAXMG_GPU(err, nm,
                       cudaMemcpyAsync(me->x, me->b, xbytes, cudaMemcpyDeviceToDevice, g->stream))))

@@ -22,7 +22,8 @@
 /* ---- the test list: X(name) runs void test_<name>(void) --------------------------------- */
 #define JT_TESTS(X)                                                                        \
   /* test_layout.c */                                                                      \
-  X(layout_init) X(layout_maps) X(layout_blocks) X(layout_moves) X(layout_identity_moves)  \
+  X(layout_init) X(layout_maps) X(layout_blocks) X(layout_moves) X(layout_moves_lower)      \
+  X(layout_identity_moves)                                                                 \
   X(layout_padding)                                                                        \
   /* test_rendezvous.c */                                                                  \
   X(rv_bad_args) X(rv_meet) X(rv_allmax) X(rv_loop) X(rv_groups) X(rv_timeout)              \

@@ -173,6 +173,111 @@ static int check_moves(int64_t nloc, int64_t ndev, int64_t tile) {
 
 void test_layout_moves(void) { sweep(check_moves); }
 
+/* Applies a move list cut to column prefixes (ncols[m] columns of move m; a move of none is
+ * skipped), as jaxmg__gpu_permute_lower does with pitched copies. With `poison`, a block's
+ * content is destroyed right after a move read it (the staging block's too): any later read
+ * of it before it was rewritten then shows up in the result. */
+static void apply_cut(const jaxmg_layout_t *lay, const int64_t *moves, const int64_t *ncols,
+                      int64_t nm, int64_t *a, int64_t ld, int64_t *stage, int poison) {
+  const int64_t T = lay->tile;
+  for (int64_t m = 0; m < nm; m++) {
+    const int64_t to = moves[2 * m], from = moves[2 * m + 1];
+    for (int64_t c = 0; c < ncols[m]; c++)
+      for (int64_t r = 0; r < T; r++) {
+        int64_t *dst = to < 0 ? &stage[c * T + r] : &a[c * ld + to * T + r];
+        *dst = from < 0 ? stage[c * T + r] : a[c * ld + from * T + r];
+      }
+    for (int64_t c = 0; poison && c < lay->nloc; c++)
+      for (int64_t r = 0; r < T; r++)
+        *(from < 0 ? &stage[c * T + r] : &a[c * ld + from * T + r]) = -99;
+  }
+}
+
+/* The lower-triangle move list of every participant: the same moves as the full forward list;
+ * each count is exactly the number of local columns whose destination block lies on or below
+ * the diagonal (a prefix), or for a move into staging the count of the move that reads it
+ * back; applied in place (with and without poisoning what was read) it yields the fully
+ * permuted value at every entry (row block I, local panel c) with I >= J = c*ndev + rank, and
+ * it never copies more than the full list. */
+static int check_moves_lower(int64_t nloc, int64_t ndev, int64_t tile) {
+  jaxmg_layout_t lay;
+  if (!JT_EQ(jaxmg_layout_init(&lay, nloc, ndev, tile), JAXMG_OK)) return 0;
+  const int64_t n = lay.n, K = n / tile, ld = n + 2;
+  /* Exactly the documented capacities: ASan sees any write past them. */
+  int64_t *full = malloc(4 * (size_t)K * sizeof *full);
+  int64_t *moves = malloc(4 * (size_t)K * sizeof *moves);
+  int64_t *ncols = malloc(2 * (size_t)K * sizeof *ncols);
+  int64_t *a = malloc((size_t)(ld * nloc) * sizeof *a);
+  int64_t *stage = malloc((size_t)(tile * nloc) * sizeof *stage);
+  int ok = JT_CHECK(full && moves && ncols && a && stage);
+  const int64_t nf = ok ? jaxmg_layout_moves(&lay, 0, full) : 0;
+  for (int64_t rank = 0; ok && rank < ndev; rank++) {
+    const int64_t nm = jaxmg_layout_moves_lower(&lay, rank, moves, ncols);
+    int64_t cut = 0;
+    ok &= JT_EQ(nm, nf);
+    for (int64_t m = 0; ok && m < 2 * nm; m++) ok &= JT_EQ(moves[m], full[m]);
+    for (int64_t m = 0; ok && m < nm; m++) {
+      const int64_t to = moves[2 * m];
+      int64_t want = 0;
+      if (to >= 0) {
+        /* Needed columns, counted one by one; they must form a prefix. */
+        for (int64_t c = 0; c < nloc; c++) want += to >= (c / tile) * ndev + rank;
+        for (int64_t c = 0; ok && c < nloc; c++)
+          ok &= JT_EQ(to >= (c / tile) * ndev + rank, c < want);
+      } else {
+        int64_t k = m + 1; /* the move that empties the staging block */
+        while (k < nm && moves[2 * k + 1] >= 0) k++;
+        ok &= JT_LT(k, nm);
+        if (ok) want = ncols[k];
+      }
+      ok &= JT_EQ(ncols[m], want) && JT_LE(ncols[m], nloc);
+      cut += ncols[m];
+    }
+    ok &= JT_LE(cut, nm * nloc);
+    for (int poison = 0; ok && poison < 2; poison++) {
+      for (int64_t c = 0; c < nloc; c++)
+        for (int64_t r = 0; r < ld; r++) a[c * ld + r] = r < n ? cell(c, r, 0) : -7;
+      for (int64_t i = 0; i < tile * nloc; i++) stage[i] = -5;
+      apply_cut(&lay, moves, ncols, nm, a, ld, stage, poison);
+      for (int64_t c = 0; ok && c < nloc; c++)
+        for (int64_t r = 0; ok && r < ld; r++) {
+          if (r >= n) {
+            ok &= JT_EQ(a[c * ld + r], -7);
+          } else if (r / tile >= (c / tile) * ndev + rank) {
+            ok &= JT_EQ(a[c * ld + r], cell(c, jaxmg_layout_src(&lay, r), 0));
+          }
+        }
+    }
+    if (!ok) jt_context("nloc %lld, ndev %lld, tile %lld, rank %lld", (long long)nloc,
+                        (long long)ndev, (long long)tile, (long long)rank);
+  }
+  free(stage);
+  free(a);
+  free(ncols);
+  free(moves);
+  free(full);
+  return ok;
+}
+
+void test_layout_moves_lower(void) {
+  sweep(check_moves_lower);
+  /* The counts of a small case by hand: 2 devices, 2 tiles of 1 row each. Blocks 1 and 2
+   * swap through staging: (stage <- 1), (1 <- 2), (2 <- stage). */
+  jaxmg_layout_t lay;
+  int64_t moves[16], ncols[8];
+  JT_EQ(jaxmg_layout_init(&lay, 2, 2, 1), JAXMG_OK);
+  JT_EQ(jaxmg_layout_moves_lower(&lay, 0, moves, ncols), 3);
+  /* rank 0: panels J = 0, 2; block 2 needs both columns, block 1 only column 0. */
+  JT_EQ(ncols[0], 2);
+  JT_EQ(ncols[1], 1);
+  JT_EQ(ncols[2], 2);
+  JT_EQ(jaxmg_layout_moves_lower(&lay, 1, moves, ncols), 3);
+  /* rank 1: panels J = 1, 3; blocks 1 and 2 need column 0 only. */
+  JT_EQ(ncols[0], 1);
+  JT_EQ(ncols[1], 1);
+  JT_EQ(ncols[2], 1);
+}
+
 /* Identity layouts (one device, or one tile per device) need no move and write nothing
  * that matters; applying an empty list leaves the data alone. */
 void test_layout_identity_moves(void) {

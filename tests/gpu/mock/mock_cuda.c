@@ -7,12 +7,14 @@
  * gather the 1D block-cyclic matrix from the pointer arrays exactly as the descriptors say,
  * call reference LAPACK and scatter the result back the way cuSOLVERMg documents it: potrf
  * and potri touch the lower triangle only (potri writes garbage above it here, so the
- * completion must not read it), syevd returns W in host memory.
+ * completion must not read it), syevd returns W in host memory. potrf and syevd read the
+ * lower triangle only and find NaN above it (see poison_upper).
  *
  * MOCK_POTRF_STATUS=7 in the environment makes a failed potrf report
  * CUSOLVER_STATUS_INTERNAL_ERROR with h_info = 0 (the ambiguous case the backend resolves by
  * scanning the factor's diagonal). */
 #include <complex.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -83,9 +85,18 @@ static cudaError_t copy2d(void *dst, size_t dp, const void *src, size_t sp, size
   for (size_t r = 0; r < h; r++) memmove((char *)dst + r * dp, (const char *)src + r * sp, w);
   return cudaSuccess;
 }
+/* Bytes moved by cudaMemcpy2DAsync within one device (the layout permutation's copies; the
+ * potri completion's too): lets the tests check how much the permutation moves. */
+static pthread_mutex_t bytes_mu = PTHREAD_MUTEX_INITIALIZER;
+int64_t mock_d2d_2d_bytes = 0;
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dp, const void *src, size_t sp, size_t w,
                               size_t h, enum cudaMemcpyKind k, cudaStream_t s) {
-  (void)k, (void)s;
+  (void)s;
+  if (k == cudaMemcpyDeviceToDevice) {
+    pthread_mutex_lock(&bytes_mu);
+    mock_d2d_2d_bytes += (int64_t)(w * h);
+    pthread_mutex_unlock(&bytes_mu);
+  }
   return copy2d(dst, dp, src, sp, w, h);
 }
 cudaError_t cudaMemcpy2D(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h,
@@ -302,6 +313,19 @@ static void scatter(const desc_t *d, void **arr, const void *full, int lower_onl
   }
 }
 
+/* The routines called with uplo = lower (potrf, syevd) read only the lower triangle of M, and
+ * the layout permutation only moves that part. To prove nothing else depends on the strict
+ * upper triangle, it is overwritten with NaN in the gathered matrix and in the distributed
+ * one before the solver runs: a reader of it (the solver, the diagonal scan, a later solve,
+ * the outputs) would turn results into NaN. */
+static void poison_upper(const desc_t *d, void **arr, void *full) {
+  mtype t = of_cuda(d->t);
+  for (int64_t j = 0; j < d->n; j++)
+    for (int64_t i = 0; i < j && i < d->m; i++)
+      st_(t, full, (size_t)i + (size_t)j * (size_t)d->m, NAN);
+  scatter(d, arr, full, 0);
+}
+
 /* Reference LAPACK, Fortran symbols. */
 #define LP(x) x##_
 void spotrf_(const char *, const int *, void *, const int *, int *);
@@ -373,6 +397,7 @@ cusolverStatus_t cusolverMgPotrf(cusolverMgHandle_t h, cublasFillMode_t u, int n
   mtype t = of_cuda(ct);
   void *full = malloc((size_t)n * (size_t)n * msize(t));
   gather(d, A, full);
+  poison_upper(d, A, full);
   int lda = n, linfo = 0;
   switch (t) {
     case T_S: spotrf_("L", &n, full, &lda, &linfo); break;
@@ -457,6 +482,7 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
   if (wt != ((t == T_S || t == T_C) ? CUDA_R_32F : CUDA_R_64F)) return CUSOLVER_STATUS_INVALID_VALUE;
   void *full = malloc((size_t)n * (size_t)n * msize(t));
   gather(d, A, full);
+  poison_upper(d, A, full);
   const char *jz = jobz == CUSOLVER_EIG_MODE_VECTOR ? "V" : "N";
   int lda = n, linfo = 0, lw = -1, lrw = -1, liw = -1, iwq = 0;
   double wq[2] = {0, 0}, rwq = 0;

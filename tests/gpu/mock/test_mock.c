@@ -380,6 +380,56 @@ static void test_not_pd(jaxmg_op_t op, jaxmg_dtype_t dt, int64_t n, int64_t tile
   free_all(x, P);
 }
 
+extern int64_t mock_d2d_2d_bytes;
+
+/* Bytes the planner says participant `rank` moves: the lower-triangle input permutation, plus
+ * the full inverse permutation when the output is put back (syevd). */
+static int64_t planned_bytes(const jaxmg_layout_t *lay, int64_t rank, int back, size_t es) {
+  const int64_t K = lay->n / lay->tile;
+  int64_t *moves = malloc(4 * (size_t)K * sizeof *moves);
+  int64_t *ncols = malloc(2 * (size_t)K * sizeof *ncols);
+  int64_t cols = 0, nm = jaxmg_layout_moves_lower(lay, rank, moves, ncols);
+  for (int64_t m = 0; m < nm; m++) cols += ncols[m];
+  if (back) cols += jaxmg_layout_moves(lay, 1, moves) * lay->nloc;
+  free(ncols);
+  free(moves);
+  return cols * lay->tile * (int64_t)es;
+}
+
+/* potrs and syevd move exactly what jaxmg_layout_moves_lower plans (and syevd the full way
+ * back), which is less than the full permutation when several tiles sit on a device. */
+static void test_bytes_moved(jaxmg_op_t op, int64_t n, int64_t tile, int P) {
+  jaxmg_layout_t lay;
+  jaxmg_layout_init(&lay, n / P, P, tile);
+  int64_t want = 0, full = 0;
+  const int back = op == JAXMG_OP_SYEVD;
+  for (int r = 0; r < P; r++) want += planned_bytes(&lay, r, back, esz(JAXMG_F64));
+  if (!jaxmg_layout_is_identity(&lay)) {
+    int64_t *moves = malloc(4 * (size_t)(n / tile) * sizeof *moves);
+    full = P * (1 + back) * jaxmg_layout_moves(&lay, 0, moves) * lay.nloc * tile * 8;
+    free(moves);
+  }
+  zd *A = random_hpd(n, 0, 3);
+  void **a = make_shards(A, n, P, JAXMG_F64);
+  void **b = alloc_all(P, (size_t)n * 8), **x = alloc_all(P, (size_t)n * 8);
+  void **w = alloc_all(P, (size_t)n * 8);
+  job_t jobs[16];
+  const int64_t before = mock_d2d_2d_bytes;
+  run_op(op, JAXMG_F64, n, tile, op == JAXMG_OP_POTRS ? 1 : 0, P, 0, a, b, x, w, jobs);
+  expect_ok(jobs, P, "bytes moved");
+  const int64_t got = mock_d2d_2d_bytes - before;
+  CHECK(got == want, "op %d n=%lld T=%lld P=%d: %lld bytes moved, planned %lld", op,
+        (long long)n, (long long)tile, P, (long long)got, (long long)want);
+  CHECK(full ? got < full : got == 0,
+        "op %d n=%lld T=%lld P=%d: %lld bytes, full permutation %lld", op, (long long)n,
+        (long long)tile, P, (long long)got, (long long)full);
+  free(A);
+  free_all(a, P);
+  free_all(b, P);
+  free_all(x, P);
+  free_all(w, P);
+}
+
 static void test_fault(int point, int P, int rank) {
   int64_t n = 8 * P, tile = 4;
   zd *A = random_hpd(n, 0, 5);
@@ -429,6 +479,11 @@ int main(void) {
       test_fault(point, P, 0);
       test_fault(point, P, P - 1);
     }
+  }
+  for (int P = 1; P <= 4; P++) {
+    test_bytes_moved(JAXMG_OP_POTRS, 24 * P, 4, P);
+    test_bytes_moved(JAXMG_OP_POTRS, 24 * P, 24, P); /* one tile per device: nothing moves */
+    test_bytes_moved(JAXMG_OP_SYEVD, 24 * P, 4, P);
   }
   /* Plans are reused: the same shapes again create none. */
   int64_t before = jaxmg_cuda_plan_count();
