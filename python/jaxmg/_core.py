@@ -320,7 +320,7 @@ def entry(fn, squeeze: bool = False):
 
 
 # Eager calls on CPU devices that may still be running (see run_entry).
-_CPU_INFLIGHT_MAX = 8
+_CPU_INFLIGHT_MAX = 1
 _cpu_inflight: collections.deque = collections.deque()
 _cpu_inflight_lock = threading.Lock()
 
@@ -329,7 +329,7 @@ def run_entry(fn, donate: bool, args, squeeze: bool = False, platform: str = "")
     """``entry(fn)(*args)``, or ``fn`` itself when donating (see ``entry``); the same outputs
     either way: ``(*values, info)`` with ``info`` a scalar.
 
-    On CPU devices at most ``_CPU_INFLIGHT_MAX`` eager calls are left in flight: XLA's CPU
+    On CPU devices at most ``_CPU_INFLIGHT_MAX`` earlier eager call is left in flight: XLA's CPU
     client runs the per-device parts of queued multi-device programs on a small thread pool
     and bounds each device's queue with a semaphore that it acquires on those same threads;
     with a few dozen calls queued, a device's part of an older call can find no thread while
@@ -348,5 +348,8 @@ def run_entry(fn, donate: bool, args, squeeze: bool = False, platform: str = "")
             _cpu_inflight.append(out[-1])
             old = _cpu_inflight.popleft() if len(_cpu_inflight) > _CPU_INFLIGHT_MAX else None
         if old is not None:
-            old.block_until_ready()
+            try:
+                old.block_until_ready()
+            except Exception:  # that call's error is raised to whoever reads its results
+                pass
     return out

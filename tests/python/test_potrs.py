@@ -337,7 +337,8 @@ def test_repeated_calls_do_not_retrace_or_recompile(mesh_of, num, monkeypatch):
     info1 = jaxmg._potrs._program.cache_info()
     assert len(traces) == 1, "potrs traced again for a repeated call"
     assert len(_COMPILES) == compiles0, "a repeated call compiled again"
-    assert info1.misses == info0.misses and info1.hits == info0.hits + 3
+    # The program is not even looked up again: the call's jitted entry (_core.entry) runs.
+    assert info1.misses == info0.misses
 
     # The counters can fail: another number of right-hand sides traces and compiles again.
     b3 = num.rhs((n, 3), np.float64)
