@@ -188,7 +188,8 @@ static jaxmg_status_t cuda_copy(XLA_FFI_CallFrame *f, void *dst, const void *src
 }
 
 static const jaxmg_platform_t kCuda = {"CUDA", cuda_read_ids, cuda_copy, cuda_prepare,
-                                       cuda_run, cuda_release};
+                                       cuda_run, cuda_release, NULL, NULL, NULL, NULL, NULL,
+                                       NULL, NULL};
 
 #define JAXMG_CUDA_ENTRY(fn, op)                        \
   JAXMG_EXPORT XLA_FFI_Error *fn(XLA_FFI_CallFrame *f); \
