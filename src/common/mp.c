@@ -180,7 +180,18 @@ static int proc_alive(int p, int64_t *pid_out) {
   pthread_mutex_unlock(&g_mu);
   *pid_out = pid;
   if (pid <= 0) return 1;
-  return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+  if (kill((pid_t)pid, 0) != 0 && errno != EPERM) return 0;
+  /* A process that was killed but not yet reaped by its parent still answers kill(): its
+   * state in /proc (after the parenthesised command name) is Z. */
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+  FILE *fp = fopen(path, "r");
+  if (!fp) return 1;
+  size_t n = fread(buf, 1, sizeof buf - 1, fp);
+  fclose(fp);
+  buf[n] = '\0';
+  const char *rp = strrchr(buf, ')');
+  return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
 }
 
 /* ---- the segment --------------------------------------------------------------------------- */
@@ -293,7 +304,8 @@ static jaxmg_status_t attach_existing(jaxmg_mp_call_t *c, int fd, const jaxmg_mp
   while (atomic_load_explicit(&c->seg->magic, memory_order_acquire) != MAGIC) {
     if (jaxmg__now_ms() >= deadline) {
       return jaxmg__seterr(err, JAXMG_ETIMEDOUT,
-                           "jaxmg.%s: the process that created segment %s never initialised it",
+                           "jaxmg.%s: timed out: the process that created segment %s never "
+                           "initialised it",
                            c->op, c->name);
     }
     sleep_ns(100000);
@@ -314,7 +326,8 @@ static jaxmg_status_t attach_existing(jaxmg_mp_call_t *c, int fd, const jaxmg_mp
 }
 
 static jaxmg_status_t attach(jaxmg_mp_call_t *c, const jaxmg_mp_join_t *j, jaxmg_error_t *err) {
-  const int64_t deadline = c->t0_ms + j->timeout_ms;
+  /* The creator is between two system calls: a grace period beyond a short deadline. */
+  const int64_t deadline = c->t0_ms + j->timeout_ms + 5000;
   for (;;) {
     int fd = shm_open(c->name, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd >= 0) {
@@ -445,7 +458,7 @@ static void missing(const jaxmg_mp_call_t *c, char *buf, size_t len, char *pbuf,
 jaxmg_status_t jaxmg__mp_wait_arrival(jaxmg_mp_call_t *c, jaxmg_error_t *err) {
   jaxmg_status_t st = poll_until(c, WAIT_ARRIVAL, c->t0_ms + c->timeout_ms, err);
   if (st != JAXMG_ETIMEDOUT || failed(c)) return st;
-  char miss[160], procs[160], msg[MSG_LEN];
+  char miss[96], procs[96], msg[1024];
   missing(c, miss, sizeof miss, procs, sizeof procs);
   snprintf(msg, sizeof msg,
            "jaxmg.%s: timed out after %.1f s waiting for the devices at mesh positions [%s] of "
