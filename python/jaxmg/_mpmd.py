@@ -234,3 +234,13 @@ def call_attrs(target: str, geo, operands, axes, op: str, timeout_s: float):
     check_one_node(table, nparts, op, timeout_s)
     configure(platform, timeout_s)
     return {"mp_procs": table}, site_id(target, geo, table, operands)
+
+
+def cleanup() -> int:
+    """Unlinks the shared-memory segments this process still holds (failed calls); the
+    native libraries also do it when the process exits normally."""
+    n = 0
+    for key in list(_CONFIGURED):
+        lib = _ffi.core() if key == "cpu" else _ffi.cuda()
+        n += int(lib.jaxmg_mp_cleanup())
+    return n
