@@ -34,6 +34,7 @@ def parse():
     p.add_argument("--dtypes", default="float32,float64,complex64,complex128")
     p.add_argument("--orders", default="natural,reversed")
     p.add_argument("--linalg", type=int, default=1)
+    p.add_argument("--engine", default="auto", choices=("auto", "mg", "single"))
     return p.parse_args()
 
 
@@ -128,7 +129,7 @@ def ratio(resid, n, *norms, dtype):
 def tiles(nloc: int):
     """(dividing, not dividing) tile sizes for a shard of nloc rows."""
     div = max(t for t in range(1, min(nloc, 64) + 1) if nloc % t == 0 and t < nloc) if nloc > 1 else 1
-    nondiv = next((t for t in range(2, nloc) if nloc % t), None)
+    nondiv = next((t for t in range(min(nloc - 1, 48), 1, -1) if nloc % t), None)
     return [t for t in (div, nondiv) if t]
 
 
@@ -144,21 +145,24 @@ def run_ops(mesh, label, dtypes, n):
             tag = f"{label} {np.dtype(dtype).name} N={n} T={T}"
             try:
                 x, info = jaxmg.potrs(shard(mesh, A), replicate(mesh, B), T_A=T, mesh=mesh,
-                                      in_specs=(P("x", None), P(None, None)), return_status=True)
+                                      in_specs=(P("x", None), P(None, None)), return_status=True,
+                                      engine=ARGS.engine)
                 xh = host(x).astype(A64.dtype)
                 r = ratio(np.linalg.norm(B - A64 @ xh, np.inf), n, nA,
                           np.linalg.norm(xh, np.inf), dtype=dtype)
                 report(r < THRESH and int(host(info)) == 0, f"potrs {tag}", f"ratio={r:.2f}")
 
                 inv, info = jaxmg.potri(shard(mesh, A), T_A=T, mesh=mesh,
-                                        in_specs=(P("x", None),), return_status=True)
+                                        in_specs=(P("x", None),), return_status=True,
+                                        engine=ARGS.engine)
                 X = host(inv).astype(A64.dtype)
                 r = ratio(np.linalg.norm(np.eye(n) - A64 @ X, np.inf), n, nA,
                           np.linalg.norm(X, np.inf), dtype=dtype)
                 report(r < THRESH and int(host(info)) == 0, f"potri {tag}", f"ratio={r:.2f}")
 
                 w, v, info = jaxmg.syevd(shard(mesh, A), T_A=T, mesh=mesh,
-                                         in_specs=(P("x", None),), return_status=True)
+                                         in_specs=(P("x", None),), return_status=True,
+                                         engine=ARGS.engine)
                 W, V = host(w).astype(np.float64), host(v).astype(A64.dtype)
                 r = ratio(np.linalg.norm(A64 @ V - V * W, np.inf), n, nA, dtype=dtype)
                 o = ratio(np.linalg.norm(V.conj().T @ V - np.eye(n), np.inf), n, dtype=dtype)
@@ -206,12 +210,12 @@ def run_notpd(mesh, label, n):
         try:
             x, info = jaxmg.potrs(shard(mesh, A), replicate(mesh, np.ones((n, 1), dtype)),
                                   mesh=mesh, in_specs=(P("x", None), P(None, None)),
-                                  return_status=True)
+                                  return_status=True, engine=ARGS.engine)
             i, xh = int(host(info)), host(x)
             report(i == k + 1 and np.isnan(xh).all(), f"potrs not-PD {tag}",
                    f"info={i} expected={k + 1}")
             inv, info = jaxmg.potri(shard(mesh, A), mesh=mesh, in_specs=(P("x", None),),
-                                    return_status=True)
+                                    return_status=True, engine=ARGS.engine)
             i = int(host(info))
             report(i == k + 1 and np.isnan(host(inv)).all(), f"potri not-PD {tag}", f"info={i}")
         except Exception as e:
@@ -226,7 +230,7 @@ def run_failure(mesh, n, kill: bool):
     # The operands are placed first: placing host data is itself a collective, which would
     # fail (in gloo) before jaxmg is reached.
     a, b = shard(mesh, hpd(n, np.float64)), replicate(mesh, np.ones((n, 1)))
-    solve = lambda: jaxmg.potrs(a, b, mesh=mesh,  # noqa: E731
+    solve = lambda: jaxmg.potrs(a, b, mesh=mesh, engine="mg",  # noqa: E731
                                 in_specs=(P("x", None), P(None, None)))
     host(solve())
     multihost_utils.sync_global_devices("jaxmg-mpmd-warm")
