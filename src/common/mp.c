@@ -229,43 +229,51 @@ static int failed(const jaxmg_mp_call_t *c) {
   return atomic_load_explicit(&c->seg->fail_state, memory_order_acquire) != 0;
 }
 
-/* Posts a failure naming the first process of the call that is gone; 1 if there was one. */
-static int check_liveness(jaxmg_mp_call_t *c) {
+/* The first position of the call whose process is gone, or -1 (*pid: its pid). */
+static int dead_position(const jaxmg_mp_call_t *c, int64_t *pid) {
   for (int r = 0; r < c->nparts; r++) {
     int p = c->procs[r];
-    int64_t pid;
     int seen = 0;
     for (int q = 0; q < r; q++) seen |= c->procs[q] == p;
-    if (seen || p == c->me_proc || proc_alive(p, &pid)) continue;
-    char msg[MSG_LEN];
-    snprintf(msg, sizeof msg,
-             "jaxmg.%s: process %d (pid %lld), which holds mesh position %d of group %lld, "
-             "exited during the call (call site %lld)",
-             c->op, p, (long long)pid, r, (long long)c->group, (long long)c->site);
-    post_fail(c->seg, JAXMG_EPEER, msg);
-    return 1;
+    if (!seen && p != c->me_proc && !proc_alive(p, pid)) return r;
   }
-  return 0;
+  return -1;
+}
+
+static void post_dead(jaxmg_mp_call_t *c, int r, int64_t pid) {
+  char msg[MSG_LEN];
+  snprintf(msg, sizeof msg,
+           "jaxmg.%s: process %d (pid %lld), which holds mesh position %d of group %lld, "
+           "exited during the call (call site %lld)",
+           c->op, c->procs[r], (long long)pid, r, (long long)c->group, (long long)c->site);
+  post_fail(c->seg, JAXMG_EPEER, msg);
 }
 
 enum { WAIT_ARRIVAL = 0, WAIT_DONE = 1 };
 
 /* Polls until the condition holds (OK), a failure is posted or a process is gone (EPEER or
- * ETIMEDOUT with *err set), or the deadline passes (ETIMEDOUT, *err untouched). */
+ * ETIMEDOUT with *err set), or the deadline passes (ETIMEDOUT, *err untouched). Liveness is
+ * looked at before the condition: a peer that did its part and then exited normally (the
+ * leader after "done") must not count as a failure. */
 static jaxmg_status_t poll_until(jaxmg_mp_call_t *c, int what, int64_t deadline_ms,
                                  jaxmg_error_t *err) {
   long ns = 20000;
   int64_t next_live = 0;
   for (;;) {
     if (failed(c)) return peer_error(c, err);
+    int64_t now = jaxmg__now_ms(), pid = 0;
+    int dead = -1;
+    if (now >= next_live) {
+      dead = dead_position(c, &pid);
+      next_live = now + LIVENESS_MS;
+    }
     int ok = what == WAIT_ARRIVAL
                  ? atomic_load_explicit(&c->seg->narrived, memory_order_acquire) >= c->nshm
                  : atomic_load_explicit(&c->seg->done, memory_order_acquire) != 0;
     if (ok) return JAXMG_OK;
-    int64_t now = jaxmg__now_ms();
-    if (now >= next_live) {
-      if (check_liveness(c)) return peer_error(c, err);
-      next_live = now + LIVENESS_MS;
+    if (dead >= 0) {
+      post_dead(c, dead, pid);
+      return peer_error(c, err);
     }
     if (deadline_ms >= 0 && now >= deadline_ms) return JAXMG_ETIMEDOUT;
     sleep_ns(ns);
@@ -476,7 +484,10 @@ jaxmg_status_t jaxmg__mp_wait_done(jaxmg_mp_call_t *c, jaxmg_error_t *err) {
 }
 
 jaxmg_status_t jaxmg__mp_check(jaxmg_mp_call_t *c, jaxmg_error_t *err) {
-  if (failed(c) || check_liveness(c)) return peer_error(c, err);
+  int64_t pid = 0;
+  int dead = failed(c) ? -1 : dead_position(c, &pid);
+  if (dead >= 0) post_dead(c, dead, pid);
+  if (failed(c)) return peer_error(c, err);
   return JAXMG_OK;
 }
 

@@ -192,7 +192,9 @@ static shared_t *shared_page(void) {
 
 /* A token new to every run of the tests. */
 static void make_token(char *buf, size_t len, const char *tag) {
-  snprintf(buf, len, "t%s%ldx%lld", tag, (long)getpid(), (long long)jaxmg__now_ms() % 100000);
+  static int counter = 0;
+  snprintf(buf, len, "t%s%ldx%lldn%d", tag, (long)getpid(), (long long)jaxmg__now_ms() % 100000,
+           ++counter);
 }
 
 void test_mp_configure(void) {
@@ -215,7 +217,7 @@ void test_mp_meet(void) {
       job_t job = {tok, n, 7, 20000, {ROLE_OK}, with_data};
       run_job(&job, sh, -1, 0);
       for (int r = 0; r < n; r++) {
-        JT_EQ(sh->status[r], JAXMG_OK);
+        if (!JT_EQ(sh->status[r], JAXMG_OK)) printf("    position %d: %s\n", r, sh->msg[r]);
         JT_EQ(sh->payload_ok[r], 1);
       }
       JT_EQ(leftovers(tok), 0);
