@@ -233,8 +233,6 @@ void test_mp_timeout(void) {
   make_token(tok, sizeof tok, "t");
   /* Position 2 is alive but never arrives: the others fail at the deadline, naming it. */
   job_t job = {tok, 3, 9, 300, {ROLE_OK, ROLE_OK, ROLE_ABSENT}, 1};
-  pid_t absent_kill = -1;
-  (void)absent_kill;
   run_job(&job, sh, 2, 2000); /* killed well after the deadline of the others */
   for (int r = 0; r < 2; r++) {
     jt_context("position %d", r);
