@@ -26,6 +26,7 @@ def potrf_local(a_loc, geo: Geometry, row_axes, group_axes):
         (a_p, ids),
         geo,
         aliases={0: 0},
+        axes=(row_axes, group_axes),
     )
     return f, unpad_info(info, geo)
 
@@ -44,6 +45,7 @@ def solve_local(f_loc, b, geo: Geometry, row_axes, group_axes):
         ),
         (f_loc, c.T, ids),
         geo,
+        axes=(row_axes, group_axes),
     )
     y = xt.T
     if jnp.iscomplexobj(y):

@@ -170,14 +170,25 @@ def mesh_ids(row_axes: tuple, group_axes: tuple) -> jax.Array:
     return jnp.stack([group, rank]).astype(jnp.int32)
 
 
-def call(target: str, results, operands, geo: Geometry, aliases=None):
+def call(target: str, results, operands, geo: Geometry, aliases=None, axes=None):
     """One jaxmg FFI call, with a call-site id unique to this trace.
 
     Under ``vmap`` the call runs once per batch element in a loop (``sequential``): every
     device executes the same loop, and the k-th execution of a call site meets the k-th
-    executions of the other devices (docs/design.md, "Rendezvous")."""
-    with _SITE_LOCK:
-        site = next(_SITES)
+    executions of the other devices (docs/design.md, "Rendezvous").
+
+    ``axes`` = (row_axes, group_axes) of the call: when the mesh holds devices of several
+    processes, the call also carries the process of each position (``_mpmd``) and a site id
+    that every process computes alike."""
+    from . import _mpmd
+
+    timeout = get_timeout()
+    extra, site = {}, None
+    if axes is not None:
+        extra, site = _mpmd.call_attrs(target, geo, operands, axes, target, timeout)
+    if site is None:
+        with _SITE_LOCK:
+            site = next(_SITES)
     return jax.ffi.ffi_call(
         target, results, input_output_aliases=aliases, vmap_method="sequential"
     )(
@@ -185,7 +196,8 @@ def call(target: str, results, operands, geo: Geometry, aliases=None):
         tile=np.int64(geo.tile),
         nparts=np.int64(geo.ndev),
         site=np.int64(site),
-        timeout_ms=np.int64(max(1, int(get_timeout() * 1000))),
+        timeout_ms=np.int64(max(1, int(timeout * 1000))),
+        **extra,
     )
 
 
@@ -223,7 +235,13 @@ def conform(x, mesh, spec):
 def shard_map(fn, mesh, in_specs, out_specs):
     """jax.shard_map without the varying-axes check (FFI calls), its inputs first conformed
     to ``in_specs`` (see ``conform``)."""
-    inner = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    from . import _mpmd
+
+    def traced(*args):
+        with _mpmd.mesh_context(mesh):
+            return fn(*args)
+
+    inner = jax.shard_map(traced, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
     specs = in_specs if isinstance(in_specs, tuple) else (in_specs,)
 
     def run(*args):

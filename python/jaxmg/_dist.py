@@ -148,9 +148,13 @@ def shard_map(fn, place, in_specs, out_specs):
     transposes of the collectives), its inputs conformed to ``in_specs`` on Explicit
     meshes like the ops' own programs. Jitted, so that eager derivatives (``jax.grad``
     outside ``jit``) run compiled rings instead of op-by-op dispatch."""
-    from . import _core
+    from . import _core, _mpmd
 
-    inner = jax.shard_map(fn, mesh=place.mesh, in_specs=in_specs, out_specs=out_specs)
+    def traced(*args):
+        with _mpmd.mesh_context(place.mesh):
+            return fn(*args)
+
+    inner = jax.shard_map(traced, mesh=place.mesh, in_specs=in_specs, out_specs=out_specs)
 
     def run(*args):
         return inner(*(_core.conform(x, place.mesh, s) for x, s in zip(args, in_specs)))

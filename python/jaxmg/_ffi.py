@@ -150,6 +150,12 @@ def _load_cuda() -> ctypes.CDLL:
     return lib
 
 
+def cuda() -> ctypes.CDLL:
+    """The CUDA library."""
+    with _LOCK:
+        return _load_cuda()
+
+
 def ensure_registered(platform: str) -> None:
     """Registers jaxmg's FFI targets for ``platform`` ("cpu" or "gpu"/"cuda")."""
     key = "cpu" if platform == "cpu" else "cuda"

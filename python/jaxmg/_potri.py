@@ -26,6 +26,7 @@ def potri_local(a_loc, geo: Geometry, row_axes, group_axes):
         (a_p, ids),
         geo,
         aliases={0: 0},
+        axes=(row_axes, group_axes),
     )
     return unpad_shard(inv, geo), unpad_info(info, geo)
 

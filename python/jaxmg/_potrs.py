@@ -35,6 +35,7 @@ def potrs_local(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False
         (a_p, c.T, ids),
         geo,
         aliases={0: 0},
+        axes=(row_axes, group_axes),
     )
     y = xt.T
     if jnp.iscomplexobj(y):

@@ -66,6 +66,7 @@ def syevd_local(a_loc, geo: Geometry, row_axes, group_axes, vectors: bool):
         (a_p, ids),
         geo,
         aliases={0: 0},
+        axes=(row_axes, group_axes),
     )
     w = w[: geo.n]
     v = eigvec_rows(s, geo, row_axes) if vectors else None

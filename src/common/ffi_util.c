@@ -133,6 +133,27 @@ jaxmg_status_t jaxmg__ffi_attr_i64(const XLA_FFI_CallFrame *f, const char *name,
   return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: missing attribute '%s'", op, name);
 }
 
+jaxmg_status_t jaxmg__ffi_attr_i32_array(const XLA_FFI_CallFrame *f, const char *name,
+                                         const int32_t **data, int64_t *len, const char *op,
+                                         jaxmg_error_t *err) {
+  size_t nlen = strlen(name);
+  *data = NULL;
+  *len = 0;
+  for (int64_t i = 0; i < f->attrs.size; i++) {
+    const XLA_FFI_ByteSpan *nm = f->attrs.names[i];
+    if (nm->len != nlen || memcmp(nm->ptr, name, nlen) != 0) continue;
+    const XLA_FFI_Array *a = f->attrs.attrs[i];
+    if (f->attrs.types[i] != XLA_FFI_AttrType_ARRAY || a->dtype != XLA_FFI_DataType_S32) {
+      return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: attribute '%s' must be an int32 array",
+                           op, name);
+    }
+    *data = a->data;
+    *len = (int64_t)a->size;
+    return JAXMG_OK;
+  }
+  return JAXMG_OK;
+}
+
 jaxmg_status_t jaxmg__ffi_run_id(const XLA_FFI_CallFrame *f, int64_t *out, const char *op,
                                  jaxmg_error_t *err) {
   const XLA_FFI_Api *api = f->api;

@@ -38,6 +38,11 @@ jaxmg_status_t jaxmg__ffi_buffer(const XLA_FFI_CallFrame *f, int is_ret, int64_t
 jaxmg_status_t jaxmg__ffi_attr_i64(const XLA_FFI_CallFrame *f, const char *name, int64_t *out,
                                    const char *op, jaxmg_error_t *err);
 
+/* Optional int32 array attribute `name`: *data = NULL and *len = 0 when absent. */
+jaxmg_status_t jaxmg__ffi_attr_i32_array(const XLA_FFI_CallFrame *f, const char *name,
+                                         const int32_t **data, int64_t *len, const char *op,
+                                         jaxmg_error_t *err);
+
 /* XLA run id of this execution; guarded by the runtime's API struct size. */
 jaxmg_status_t jaxmg__ffi_run_id(const XLA_FFI_CallFrame *f, int64_t *out, const char *op,
                                  jaxmg_error_t *err);

@@ -212,6 +212,35 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
   return JAXMG_OK;
 }
 
+void jaxmg__rv_join_failed(const jaxmg_join_t *j, const jaxmg_error_t *e) {
+  if (j->nparts < 1 || j->rank < 0 || j->rank >= j->nparts || j->slot_size > SLOT_MAX) return;
+  char msg[448];
+  snprintf(msg, sizeof msg, "jaxmg.%s failed on the device at mesh position %d: %.360s",
+           j->op ? j->op : "op", j->rank, e ? e->msg : "unknown error");
+  pthread_mutex_lock(&g_mu);
+  int64_t now = jaxmg__now_ms();
+  collect_tombstones(now);
+  jaxmg_session_t *s = g_head;
+  for (; s; s = s->next) {
+    if (s->run_id == j->run_id && s->site == j->site && s->group == j->group &&
+        s->nparts == j->nparts && !s->joined[j->rank])
+      break;
+  }
+  if (s && s->slot_size != j->slot_size) s = NULL;
+  if (!s) s = session_new(j, now);
+  if (s) {
+    s->joined[j->rank] = 1;
+    s->njoined++;
+    fail_locked(s, e ? e->code : JAXMG_EINTERNAL, msg);
+    s->nleft++;
+    if (s->nleft == s->nparts) {
+      unlink_session(s);
+      session_free(s);
+    }
+  }
+  pthread_mutex_unlock(&g_mu);
+}
+
 const void *jaxmg__rv_slot(const jaxmg_session_t *s, int rank) {
   return s->slots + (size_t)rank * s->slot_stride;
 }

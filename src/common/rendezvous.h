@@ -33,6 +33,11 @@ typedef struct {
   size_t slot_size;    /* same for every participant of the session, <= 256 */
 } jaxmg_join_t;
 
+/* Joins and fails at once with *e: the participants already waiting (and later arrivals)
+ * fail with its message instead of waiting for this rank until the deadline. For a
+ * participant that cannot take part (a proxy whose remote memory could not be mapped). */
+void jaxmg__rv_join_failed(const jaxmg_join_t *j, const jaxmg_error_t *e);
+
 /* Waits until all participants arrived. On success *out is the session; on failure (timeout,
  * a peer's error, bad arguments) *out is NULL, the caller has already left, and *err names
  * the cause. */

@@ -11,10 +11,13 @@
  *
  * Results named `a` alias the operand `a` (input_output_aliases in Python); when XLA did not
  * alias them, the operand is copied into the result before anything else. Attributes:
- * tile, nparts, site, timeout_ms (all integers). */
+ * tile, nparts, site, timeout_ms (all integers), and when the mesh spans several processes
+ * mp_procs (int32[groups * nparts]: the process index of each (group, position)). */
 #include "ffi/dispatch.h"
 
 #include <limits.h>
+
+#include "common/mp.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -192,6 +195,29 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
     st = jaxmg__seterr(&err, JAXMG_EINVAL, "jaxmg.%s: mesh position %d outside [0, %lld)", t.name,
                        gr[1], (long long)attrs[1]);
   }
+  const int32_t *procs = NULL;
+  int64_t nprocs_attr = 0;
+  if (!st) st = jaxmg__ffi_attr_i32_array(f, "mp_procs", &procs, &nprocs_attr, t.name, &err);
+  if (!st && procs) {
+    if (nprocs_attr % attrs[1] != 0 || gr[0] < 0 || gr[0] >= nprocs_attr / attrs[1]) {
+      st = jaxmg__seterr(&err, JAXMG_EINVAL,
+                         "jaxmg.%s: attribute 'mp_procs' has %lld entries, not one per position "
+                         "of group %d",
+                         t.name, (long long)nprocs_attr, gr[0]);
+    } else {
+      procs += (int64_t)gr[0] * attrs[1];
+      int spans = 0;
+      for (int64_t r = 1; r < attrs[1]; r++) spans |= procs[r] != procs[0];
+      if (!spans) {
+        procs = NULL; /* the whole group is in this process */
+      } else if (procs[gr[1]] != jaxmg__mp_process()) {
+        st = jaxmg__seterr(&err, JAXMG_EINVAL,
+                           "jaxmg.%s: mesh position %d of group %d belongs to process %d, but this "
+                           "is process %d",
+                           t.name, gr[1], gr[0], procs[gr[1]], jaxmg__mp_process());
+      }
+    }
+  }
   if (!st && a_in != part.a) {
     size_t bytes = (size_t)t.lay.nloc * (size_t)t.lay.n * jaxmg_dtype_size(t.dtype);
     st = pf->copy(f, part.a, a_in, bytes, &err);
@@ -204,6 +230,10 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
                   t.name, t.rank);
     return jaxmg__ffi_error(f->api, &err);
   }
+  /* One process per device: position 0 of the leader's process and every position of
+   * another process go through src/ffi/mpmd.c; the leader's other positions join as usual. */
+  if (procs && (t.rank == 0 || procs[t.rank] != procs[0]))
+    return jaxmg__ffi_mpmd(f, &t, &part, attrs, run_id, gr[0], procs, pf);
   if (pf->prepare) {
     if ((st = pf->prepare(f, &t, &part, &err))) return jaxmg__ffi_error(f->api, &err);
     prepared = 1;

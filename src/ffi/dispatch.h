@@ -24,7 +24,48 @@ typedef struct {
   jaxmg_status_t (*run)(XLA_FFI_CallFrame *f, const jaxmg_task_t *t, jaxmg_error_t *err);
   /* Releases what prepare acquired (may be NULL). */
   void (*release)(XLA_FFI_CallFrame *f, jaxmg_part_t *p);
+
+  /* ---- one process per device (src/ffi/mpmd.c); NULL: not supported on this platform ----
+   * A participant outside the leader's process: copies its operands (a, b) into memory the
+   * leader can map, laid out as jaxmg__mp_exchange says, and describes it in `payload`
+   * (<= JAXMG_MP_PAYLOAD bytes); `name` is unique to this participant of this call. */
+  jaxmg_status_t (*mp_export)(XLA_FFI_CallFrame *f, const jaxmg_task_t *t, const jaxmg_part_t *p,
+                              const char *name, void *payload, jaxmg_error_t *err);
+  /* After the leader's "done": copies the results back into this participant's buffers. */
+  jaxmg_status_t (*mp_collect)(XLA_FFI_CallFrame *f, const jaxmg_task_t *t,
+                               const jaxmg_part_t *p, jaxmg_error_t *err);
+  /* Releases what mp_export acquired (ok: the call succeeded). */
+  void (*mp_unexport)(XLA_FFI_CallFrame *f, const jaxmg_task_t *t, const char *name, int ok);
+  /* The leader, for a remote position (t->rank): maps its memory and fills the pointers of
+   * *p; *state is the platform's record of the mapping. */
+  jaxmg_status_t (*mp_import)(const jaxmg_task_t *t, const void *payload, const char *name,
+                              jaxmg_part_t *p, void **state, jaxmg_error_t *err);
+  /* In the proxy thread of that position, before joining: the thread's platform state
+   * (device, stream) and what `prepare` does. */
+  jaxmg_status_t (*mp_enter)(const jaxmg_task_t *t, void *state, jaxmg_part_t *p,
+                             jaxmg_error_t *err);
+  /* In the proxy thread, after leaving: waits for the device work of the position and
+   * releases what mp_enter acquired. */
+  jaxmg_status_t (*mp_exit)(const jaxmg_task_t *t, void *state, jaxmg_part_t *p,
+                            jaxmg_error_t *err);
+  /* The leader, after every proxy finished: undoes mp_import. */
+  void (*mp_unimport)(const jaxmg_task_t *t, void *state, jaxmg_part_t *p);
 } jaxmg_platform_t;
+
+/* Where each operand of a remote participant sits in its exchange memory (byte offsets;
+ * `total` is the size; absent operands have offset 0 and are not used). */
+typedef struct {
+  size_t a, b, x, w, info, total;
+  size_t a_bytes, b_bytes, x_bytes, w_bytes;
+} jaxmg_mp_exchange_t;
+
+void jaxmg__mp_exchange(const jaxmg_task_t *t, jaxmg_mp_exchange_t *ex);
+
+/* One process per device: runs the call of a participant whose group spans several
+ * processes (procs[r]: the process of position r). Called by jaxmg__ffi_dispatch. */
+XLA_FFI_Error *jaxmg__ffi_mpmd(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *part,
+                               const int64_t attrs[4], int64_t run_id, int32_t group,
+                               const int32_t *procs, const jaxmg_platform_t *pf);
 
 XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
                                    const jaxmg_platform_t *pf);

@@ -1,6 +1,7 @@
 /* FFI entry points of the CPU platform. */
 #include <string.h>
 
+#include "common/mp.h"
 #include "cpu/cpu.h"
 #include "ffi/dispatch.h"
 
@@ -27,7 +28,88 @@ static jaxmg_status_t cpu_copy(XLA_FFI_CallFrame *f, void *dst, const void *src,
   return JAXMG_OK;
 }
 
-static const jaxmg_platform_t kCpu = {"cpu", cpu_read_ids, cpu_copy, NULL, cpu_run, NULL};
+/* ---- one process per device: operands travel through a shared-memory segment per call,
+ * created by their owner, mapped by the leader; the proxies compute in it in place. ------- */
+static _Thread_local void *tls_map;
+static _Thread_local size_t tls_map_bytes;
+
+static void part_in(const jaxmg_task_t *t, char *base, jaxmg_part_t *p) {
+  jaxmg_mp_exchange_t ex;
+  jaxmg__mp_exchange(t, &ex);
+  memset(p, 0, sizeof *p);
+  p->a = base;
+  if (ex.b_bytes) p->b = base + ex.b;
+  if (ex.x_bytes) p->x = base + ex.x;
+  if (ex.w_bytes) p->w = base + ex.w;
+  p->info = (int32_t *)(void *)(base + ex.info);
+}
+
+static jaxmg_status_t cpu_mp_export(XLA_FFI_CallFrame *f, const jaxmg_task_t *t,
+                                    const jaxmg_part_t *p, const char *name, void *payload,
+                                    jaxmg_error_t *err) {
+  jaxmg_mp_exchange_t ex;
+  jaxmg_part_t sh;
+  (void)f, (void)payload;
+  jaxmg__mp_exchange(t, &ex);
+  tls_map = NULL;
+  tls_map_bytes = ex.total;
+  jaxmg_status_t st = jaxmg__mp_shm_create(name, ex.total, &tls_map, err);
+  if (st) return st;
+  part_in(t, tls_map, &sh);
+  memcpy(sh.a, p->a, ex.a_bytes);
+  if (ex.b_bytes) memcpy((void *)sh.b, p->b, ex.b_bytes);
+  return JAXMG_OK;
+}
+
+static jaxmg_status_t cpu_mp_collect(XLA_FFI_CallFrame *f, const jaxmg_task_t *t,
+                                     const jaxmg_part_t *p, jaxmg_error_t *err) {
+  jaxmg_mp_exchange_t ex;
+  jaxmg_part_t sh;
+  (void)f, (void)err;
+  jaxmg__mp_exchange(t, &ex);
+  part_in(t, tls_map, &sh);
+  if (t->op != JAXMG_OP_SOLVE) memcpy(p->a, sh.a, ex.a_bytes);
+  if (ex.x_bytes) memcpy(p->x, sh.x, ex.x_bytes);
+  if (ex.w_bytes) memcpy(p->w, sh.w, ex.w_bytes);
+  *p->info = *sh.info;
+  return JAXMG_OK;
+}
+
+static void cpu_mp_unexport(XLA_FFI_CallFrame *f, const jaxmg_task_t *t, const char *name,
+                            int ok) {
+  (void)f, (void)t, (void)ok;
+  jaxmg__mp_shm_destroy(name, tls_map, tls_map_bytes);
+  tls_map = NULL;
+}
+
+static jaxmg_status_t cpu_mp_import(const jaxmg_task_t *t, const void *payload, const char *name,
+                                    jaxmg_part_t *p, void **state, jaxmg_error_t *err) {
+  jaxmg_mp_exchange_t ex;
+  (void)payload;
+  jaxmg__mp_exchange(t, &ex);
+  jaxmg_status_t st = jaxmg__mp_shm_map(name, ex.total, state, err);
+  if (!st) part_in(t, *state, p);
+  return st;
+}
+
+static jaxmg_status_t cpu_mp_nothing(const jaxmg_task_t *t, void *state, jaxmg_part_t *p,
+                                     jaxmg_error_t *err) {
+  (void)t, (void)state, (void)p, (void)err;
+  return JAXMG_OK;
+}
+
+static void cpu_mp_unimport(const jaxmg_task_t *t, void *state, jaxmg_part_t *p) {
+  jaxmg_mp_exchange_t ex;
+  (void)p;
+  jaxmg__mp_exchange(t, &ex);
+  jaxmg__mp_shm_unmap(state, ex.total);
+}
+
+static const jaxmg_platform_t kCpu = {"cpu",           cpu_read_ids,    cpu_copy,
+                                      NULL,            cpu_run,         NULL,
+                                      cpu_mp_export,   cpu_mp_collect,  cpu_mp_unexport,
+                                      cpu_mp_import,   cpu_mp_nothing,  cpu_mp_nothing,
+                                      cpu_mp_unimport};
 
 #define JAXMG_CPU_ENTRY(fn, op)                                 \
   JAXMG_EXPORT XLA_FFI_Error *fn(XLA_FFI_CallFrame *f);         \

@@ -33,7 +33,9 @@
   X(ffi_potrs_two) X(ffi_syevd_two) X(ffi_faults)                                          \
   /* test_cpu.c */                                                                         \
   X(cpu_lapack_names) X(cpu_potrs) X(cpu_potrf_solve) X(cpu_potri) X(cpu_syevd)             \
-  X(cpu_not_pd)
+  X(cpu_not_pd)                                                                            \
+  /* test_mp.c */                                                                          \
+  X(mp_configure) X(mp_meet) X(mp_timeout) X(mp_peer_dies) X(mp_two_jobs) X(mp_signature)
 
 #define JT_DECLARE(name) void test_##name(void);
 JT_TESTS(JT_DECLARE)
