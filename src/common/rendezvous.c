@@ -148,6 +148,17 @@ static jaxmg_status_t peer_error(const jaxmg_session_t *s, int rank, jaxmg_error
                        "%.440s (seen by mesh position %d)", s->fail_msg, rank);
 }
 
+/* The oldest session of (run id, site, group) that this rank has not joined yet; g_mu held. */
+static jaxmg_session_t *find_locked(const jaxmg_join_t *j) {
+  jaxmg_session_t *s = g_head;
+  for (; s; s = s->next) {
+    if (s->run_id == j->run_id && s->site == j->site && s->group == j->group &&
+        s->nparts == j->nparts && !s->joined[j->rank])
+      break;
+  }
+  return s;
+}
+
 jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxmg_error_t *err) {
   *out = NULL;
   if (j->nparts < 1 || j->rank < 0 || j->rank >= j->nparts || j->timeout_ms <= 0 ||
@@ -159,12 +170,7 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
   pthread_mutex_lock(&g_mu);
   int64_t now = jaxmg__now_ms();
   collect_tombstones(now);
-  jaxmg_session_t *s = g_head;
-  for (; s; s = s->next) {
-    if (s->run_id == j->run_id && s->site == j->site && s->group == j->group &&
-        s->nparts == j->nparts && !s->joined[j->rank])
-      break;
-  }
+  jaxmg_session_t *s = find_locked(j);
   if (s && s->slot_size != j->slot_size) {
     pthread_mutex_unlock(&g_mu);
     return jaxmg__seterr(err, JAXMG_EINTERNAL, "jaxmg.%s: rendezvous slot size mismatch", j->op);
@@ -220,12 +226,7 @@ void jaxmg__rv_join_failed(const jaxmg_join_t *j, const jaxmg_error_t *e) {
   pthread_mutex_lock(&g_mu);
   int64_t now = jaxmg__now_ms();
   collect_tombstones(now);
-  jaxmg_session_t *s = g_head;
-  for (; s; s = s->next) {
-    if (s->run_id == j->run_id && s->site == j->site && s->group == j->group &&
-        s->nparts == j->nparts && !s->joined[j->rank])
-      break;
-  }
+  jaxmg_session_t *s = find_locked(j);
   if (s && s->slot_size != j->slot_size) s = NULL;
   if (!s) s = session_new(j, now);
   if (s) {
