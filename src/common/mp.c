@@ -465,7 +465,10 @@ static void missing(const jaxmg_mp_call_t *c, char *buf, size_t len, char *pbuf,
 
 jaxmg_status_t jaxmg__mp_wait_arrival(jaxmg_mp_call_t *c, jaxmg_error_t *err) {
   jaxmg_status_t st = poll_until(c, WAIT_ARRIVAL, c->t0_ms + c->timeout_ms, err);
-  if (st != JAXMG_ETIMEDOUT || failed(c)) return st;
+  if (st != JAXMG_ETIMEDOUT) return st;
+  /* The deadline passed (err untouched). Another position may have timed out and posted
+   * its message in the meantime: report that one. */
+  if (failed(c)) return peer_error(c, err);
   char miss[96], procs[96], msg[1024];
   missing(c, miss, sizeof miss, procs, sizeof procs);
   snprintf(msg, sizeof msg,
