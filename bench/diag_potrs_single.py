@@ -11,9 +11,13 @@ its own jitted shard_map program over the same 2 GPUs, best of several warm runs
   body        gather + Cholesky + 2 triangular solves (no pmax, no failure handling)
   body+pmax   body + the pmax on failure + NaN select
   jaxmg       jaxmg.potrs(engine="single"), end to end
+  split       jaxmg.potrs(engine="split"), end to end: the two-device Cholesky with no gather
+              (python/jaxmg/_split.py; 4 chunks of U, 4 block rows of S)
+  split/cC    the split engine's program with C chunks (2, 4, 8), 4 block rows
 
     python3 bench/diag_potrs_single.py [N,...]    # one JSON line per (N, variant)
 """
+import functools
 import json
 import os
 import sys
@@ -28,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_ops  # noqa: E402
 import jaxmg  # noqa: E402
-from jaxmg import _core, _engine  # noqa: E402
+from jaxmg import _core, _engine, _split  # noqa: E402
 
 tri = jax.lax.linalg.triangular_solve
 
@@ -68,6 +72,15 @@ def main():
             return jnp.where(failed, jnp.full_like(x, jnp.nan), x)
 
         body_pmax = sm(with_pmax, (P("x", None), P()))
+        _, place, geo = _core.plan(a, None, None, None, True, "potrs")
+
+        def split_program(chunks):
+            body = functools.partial(_split.potrs_split, geo=geo, row_axes=place.row_axes,
+                                     group_axes=place.group_axes, chunks=chunks)
+            return jax.jit(_core.shard_map(body, mesh, in_specs=(P("x", None), P()),
+                                           out_specs=(P(), P())))
+
+        split_c = {c: split_program(c) for c in (2, 4, 8)}
         cases = {
             "native": lambda: native(a1, b1),
             "replicated": lambda: replicated(ar, b),
@@ -75,12 +88,18 @@ def main():
             "body": lambda: body(a, b),
             "body+pmax": lambda: body_pmax(a, b),
             "jaxmg": lambda: jaxmg.potrs(a, b, engine="single"),
+            "split": lambda: jaxmg.potrs(a, b, engine="split"),
+            **{f"split/c{c}": (lambda f=f: f(a, b)) for c, f in split_c.items()},
         }
         for name, fn in cases.items():
             try:
-                t, _ = bench_ops.best_time(fn, reps)
-                print(json.dumps({"diag": "potrs_single", "n": n, "variant": name,
-                                  "seconds": t, "device": devs[0].device_kind}), flush=True)
+                t, out = bench_ops.best_time(fn, reps)
+                rec = {"diag": "potrs_single", "n": n, "variant": name, "seconds": t,
+                       "device": devs[0].device_kind}
+                if name.startswith("split"):  # a new engine: check its answer too
+                    x = out[0] if isinstance(out, tuple) else out
+                    rec["residual"] = float(jnp.max(jnp.abs(a @ x - b)) / jnp.max(jnp.abs(b)))
+                print(json.dumps(rec), flush=True)
             except Exception as e:  # report and go on: this is a diagnostic
                 print(json.dumps({"diag": "potrs_single", "n": n, "variant": name,
                                   "error": str(e)[:200]}), flush=True)

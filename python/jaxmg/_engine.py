@@ -11,6 +11,10 @@ and its potrs only wins for large N (docs/benchmarks.md). So every op takes
   the output it keeps (its rows of the inverse or of V). The devices compute redundantly
   instead of one computing and broadcasting: the same wall time, no broadcast. Memory per
   device O(N^2);
+- ``"split"`` (potrs on exactly 2 devices only): a two-device Cholesky with no gather
+  (``_split.py``): device 0 factors its diagonal block and streams the off-diagonal block of
+  the factor to device 1 chunk by chunk, which forms and factors the Schur complement. Never
+  chosen by ``"auto"`` (not yet measured on GPUs);
 - ``"auto"``: the distributed backend on CPU devices (it is what they are for, and what CI
   exercises); on GPUs the single engine when the matrix fits comfortably in one device and
   the measured crossover says it is faster, else cuSOLVERMg.
@@ -29,7 +33,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-ENGINES = ("auto", "mg", "single")
+ENGINES = ("auto", "mg", "single", "split")
 
 # Measured crossover (docs/benchmarks.md): below this N, potrs on 2+ GPUs is faster through
 # the single engine (gather + cuSOLVER) than through cuSOLVERMg.
@@ -54,6 +58,17 @@ def choose(engine, op: str, place, n: int, dtype) -> str:
         engine = "auto"
     if engine not in ENGINES:
         raise ValueError(f"jaxmg.{op}: engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "split":
+        if op != "potrs":
+            raise ValueError(
+                f"jaxmg.{op}: engine='split' is only implemented for potrs; use 'auto', 'mg' "
+                "or 'single'"
+            )
+        if place.ndev != 2:
+            raise ValueError(
+                f"jaxmg.{op}: engine='split' needs the rows of 'a' sharded over exactly 2 "
+                f"devices, got {place.ndev}"
+            )
     if engine != "auto":
         return engine
     if place.platform == "cpu":

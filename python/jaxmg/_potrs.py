@@ -8,7 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _cholesky, _core, _engine, _ffi, _mesh, _rules
+from . import _cholesky, _core, _engine, _ffi, _mesh, _rules, _split
 from ._geometry import (
     Geometry, from_solver_rows, pad_shard, to_solver_rows, unpad_info, unpad_shard,
 )
@@ -78,8 +78,9 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
     del timeout  # part of the cache key: read by _core.call at trace time
     # A donated input is only reused when an output can alias it: with donate, the factor
     # comes out too (and is dropped), so the solver works in the caller's buffer.
+    local = {"single": potrs_single, "split": _split.potrs_split}.get(engine, potrs_local)
     body = functools.partial(
-        potrs_single if engine == "single" else potrs_local, geo=geo,
+        local, geo=geo,
         row_axes=place.row_axes, group_axes=place.group_axes, keep_factor=donate,
     )
     replicated = jax.sharding.PartitionSpec()

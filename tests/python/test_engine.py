@@ -2,6 +2,7 @@
 ("single") give the same results and the same LAPACK info, including on failure."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -93,3 +94,142 @@ def test_potri_by_solves_matches(mesh_of, dtype, tile):
     a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
     inv, info = _potri._program(place, geo, False, _core.get_timeout(), "solves")(a_s)
     assert int(info[0]) == 31 and np.isnan(np.asarray(inv)).all()
+
+
+# ---- the split engine: two-device Cholesky, no gather (python/jaxmg/_split.py) -----------
+
+ALL_DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
+
+
+def _rows(a, mesh, spec=P("x", None)):
+    return jax.device_put(a, NamedSharding(mesh, spec))
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("n", [48, 46, 2])  # h = 24 (4 chunks divide it), 23 (they do not), 1
+@pytest.mark.parametrize("k", [None, 3])  # a vector, and 3 right-hand sides
+def test_split_engine_solves(mesh_of, num, dtype, n, k):
+    mesh = mesh_of([3, 1])  # scrambled order, a partial mesh of the 4 devices
+    a = num.hpd(n, dtype, seed=n)
+    b = num.rhs((n,) if k is None else (n, k), dtype, seed=n + 1)
+    a_s = _rows(a, mesh)
+    x, info = jaxmg.potrs(a_s, b, return_status=True, engine="split")
+    assert int(info) == 0
+    num.assert_solves(a, x, b, dtype)
+    num.assert_on_every_device(x, list(mesh.devices.flat))
+    x_mg = np.asarray(jaxmg.potrs(a_s, b, engine="mg"), np.complex128)
+    x_ref = np.linalg.solve(a.astype(np.complex128), b.astype(np.complex128))
+    scale = np.abs(x_ref).max()
+    assert np.abs(np.asarray(x, np.complex128) - x_ref).max() < _tol(dtype) * scale
+    assert np.abs(np.asarray(x, np.complex128) - x_mg).max() < _tol(dtype) * scale
+
+
+@pytest.mark.parametrize("chunks,blocks", [(1, 1), (3, 2), (8, 3), (100, 100)])
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_split_engine_chunk_counts(mesh_of, num, chunks, blocks, dtype):
+    """Any number of chunks of U and block rows of S (more than the 11 rows clamp to 11)."""
+    import functools
+
+    from jaxmg import _core, _split
+
+    mesh = mesh_of([0, 1])
+    n = 22
+    a, b = num.hpd(n, dtype, seed=3), num.rhs((n, 2), dtype, seed=4)
+    a_s = _rows(a, mesh)
+    _, place, geo = _core.plan(a_s, None, None, None, True, "potrs")
+    body = functools.partial(_split.potrs_split, geo=geo, row_axes=place.row_axes,
+                             group_axes=place.group_axes, chunks=chunks, blocks=blocks)
+    fn = jax.jit(_core.shard_map(body, mesh, in_specs=(place.spec, P()), out_specs=(P(), P())))
+    x, info = fn(a_s, jax.device_put(b, NamedSharding(mesh, P())))
+    assert int(info[0]) == 0
+    num.assert_solves(a, x, b, dtype)
+
+
+def test_split_engine_reads_only_the_upper_triangle(mesh_of, num):
+    """A21 and the strict lower triangles of A11 and A22 are never read (NaN there is fine)."""
+    mesh = mesh_of([0, 1])
+    n, h = 40, 20
+    a = num.hpd(n, np.complex128, seed=8)
+    b = num.rhs((n, 2), np.complex128, seed=9)
+    junk = a.copy()
+    junk[np.tril_indices(n, -1)] = np.nan
+    x = jaxmg.potrs(_rows(junk, mesh), b, engine="split")
+    num.assert_solves(a, x, b, np.complex128)
+    assert h == n // 2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64])
+@pytest.mark.parametrize("bad_row", [3, 17, 20, 38])  # pivots in the first and second halves
+def test_split_engine_failure_reports_exact_info(mesh_of, num, dtype, bad_row):
+    mesh = mesh_of([0, 1])
+    a = num.hpd(40, dtype, seed=2)
+    a[bad_row, bad_row] = -50.0
+    a_s = _rows(a, mesh)
+    want = num.lapack_info(a)
+    assert want > 0
+    for eng in ("mg", "split"):
+        x, info = jaxmg.potrs(a_s, np.ones(40, dtype), T_A=4, return_status=True, engine=eng)
+        assert int(info) == want, eng
+        assert np.isnan(np.asarray(x)).all(), eng
+
+
+def test_split_engine_under_jit_vmap_and_donate(mesh_of, num):
+    mesh = mesh_of([2, 0])
+    n = 30
+    a = num.hpd(n, np.float64, seed=11)
+    a_s = _rows(a, mesh)
+    bs = num.rhs((4, n), np.float64, seed=12)
+    specs = (P("x", None), P(None, None))
+    got = jax.jit(lambda m, r: jaxmg.potrs(m, r, mesh=mesh, in_specs=specs, engine="split"))(
+        a_s, bs[0])
+    num.assert_solves(a, got, bs[0], np.float64)
+    batched = jax.vmap(lambda r: jaxmg.potrs(a_s, r, engine="split"))(bs)
+    want = np.linalg.solve(a, bs.T).T
+    np.testing.assert_allclose(np.asarray(batched), want, rtol=1e-10, atol=1e-12)
+    donated = _rows(a, mesh)
+    x = jaxmg.potrs(donated, bs[1], engine="split", donate=True)
+    num.assert_solves(a, x, bs[1], np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_split_engine_grad_matches_mg(mesh_of, num, dtype):
+    mesh = mesh_of([0, 1])
+    n = 24
+    a, b = num.hpd(n, dtype, seed=13), num.rhs((n, 2), dtype, seed=14)
+    w = num.rhs((n, 2), dtype, seed=15)
+
+    def loss(eng):
+        return lambda m, r: jnp.sum(jnp.abs(jaxmg.potrs(m, r, engine=eng) * w) ** 2)
+
+    a_s = _rows(a, mesh)
+    got = jax.grad(loss("split"), argnums=(0, 1))(a_s, b)
+    want = jax.grad(loss("mg"), argnums=(0, 1))(a_s, b)
+    for g, m in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(m), rtol=1e-9, atol=1e-11)
+    dense = jax.grad(lambda m, r: jnp.sum(jnp.abs(jnp.linalg.solve(m, r) * w) ** 2),
+                     argnums=1)(jnp.asarray(a), jnp.asarray(b))
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(dense), rtol=1e-9, atol=1e-11)
+
+
+def test_split_engine_with_replica_groups(mesh_of, num):
+    """Rows over one axis of a 2 x 2 mesh: each replica group solves on its own 2 devices."""
+    mesh = mesh_of([0, 1, 2, 3], names=("S", "T"), shape=(2, 2))
+    n = 20
+    a, b = num.hpd(n, np.complex128, seed=16), num.rhs((n, 2), np.complex128, seed=17)
+    x, info = jaxmg.potrs(_rows(a, mesh, P("T", None)), b, return_status=True, engine="split")
+    assert int(info) == 0
+    num.assert_solves(a, x, b, np.complex128)
+
+
+def test_split_engine_rejections(mesh_of, num):
+    a = num.hpd(24, np.float64)
+    two = _rows(a, mesh_of([0, 1]))
+    with pytest.raises(ValueError, match="only implemented for potrs"):
+        jaxmg.potri(two, engine="split")
+    with pytest.raises(ValueError, match="only implemented for potrs"):
+        jaxmg.syevd(two, engine="split")
+    for ids in ([0, 1, 2, 3], [0, 1, 2], [1]):
+        with pytest.raises(ValueError, match="exactly 2 devices"):
+            jaxmg.potrs(_rows(a, mesh_of(ids)), np.ones(24), engine="split")
+    place = jaxmg._mesh.resolve(two, None, None, "potrs")
+    assert _engine.choose("auto", "potrs", place, 24, np.float64) != "split"
