@@ -158,6 +158,11 @@ def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, 
         the Cholesky factorization broke down at the pivot of original row k (1-based).
       pad: pad shards that ``T_A`` does not divide (identity padding), else raise.
       donate: let the call reuse the buffer of ``a`` (``a`` is deleted).
+      engine: ``"auto"`` (default), ``"mg"`` (distributed: on GPUs cuSOLVERMg's potrf plus
+        distributed solves, O(N^2 / ndev) memory per device) or ``"single"`` (gather the
+        matrix; every device factors it and solves for its own rows of the inverse; O(N^2)
+        per device). ``"auto"``: ``"mg"`` on CPU devices; on GPUs ``"single"`` when the
+        matrix fits one device comfortably, else ``"mg"``.
 
     Returns:
       inv(A), N x N, sharded by rows like ``a``; ``(inv(A), info)`` with ``return_status``.

@@ -152,6 +152,11 @@ def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, retur
       pad: pad shards that ``T_A`` does not divide, else raise. The padding holds
         2 ||A||_inf on its diagonal, above A's spectrum; its eigenpairs are dropped.
       donate: let the call reuse the buffer of ``a`` (``a`` is deleted).
+      engine: ``"auto"`` (default), ``"mg"`` (cuSOLVERMg on GPUs, the distributed backend on
+        CPU devices; O(N^2 / ndev) memory per device) or ``"single"`` (gather the matrix and
+        run XLA's eigensolver on every device, each keeping its rows of V; O(N^2) per
+        device). ``"auto"``: ``"mg"`` on CPU devices; on GPUs ``"single"`` when the matrix
+        fits one device comfortably, else ``"mg"``.
 
     Returns:
       ``w``, ``(w, V)``, ``(w, info)`` or ``(w, V, info)`` as in the seeds: ``w`` (N reals,
