@@ -353,8 +353,16 @@ def run_entry(fn, donate: bool, args, squeeze: bool = False, platform: str = "")
     with a few dozen calls queued, a device's part of an older call can find no thread while
     the other devices' parts wait for it in a rendezvous (ours or XLA's own collectives), and
     only the rendezvous timeout ends it. Waiting for the oldest call keeps the queue short
-    (docs/errors.md)."""
-    if not donate:
+    (docs/errors.md).
+
+    Under a trace (the user's jit, grad, vmap) ``fn`` is called directly, as before ``entry``
+    existed: a cached ``jax.jit`` would hand the same traced program, hence the same call-site
+    id, to two calls of one op inside one outer program, and the rendezvous matches the k-th
+    execution of a site on every device: on CPU, where XLA may run independent parts of a
+    program in different orders on different devices, two instances sharing a site can then
+    meet crossed (or wait for each other forever)."""
+    traced = any(isinstance(x, jax.core.Tracer) for x in args)
+    if not donate and not traced:
         out = entry(fn, squeeze)(*args)
     else:
         *vals, info = fn(*args)
@@ -371,3 +379,4 @@ def run_entry(fn, donate: bool, args, squeeze: bool = False, platform: str = "")
             except Exception:  # that call's error is raised to whoever reads its results
                 pass
     return out
+
