@@ -328,13 +328,16 @@ def entry(fn, squeeze: bool = False):
     calls take JAX's C++ dispatch path. Not used with ``donate``: the outer program would
     have no output to alias the donated buffer to, so XLA would copy it instead."""
 
-    def run(*args):
-        *vals, info = fn(*args)
-        if squeeze:
-            vals[0] = vals[0][:, 0]
-        return (*vals, info[0])
+    return jax.jit(lambda *args: _outputs(fn(*args), squeeze))
 
-    return jax.jit(run)
+
+def _outputs(out, squeeze: bool):
+    """``(*values, info[1])`` -> ``(*values, info)``, the first value's column taken out for
+    a vector right-hand side."""
+    *vals, info = out
+    if squeeze:
+        vals[0] = vals[0][:, 0]
+    return (*vals, info[0])
 
 
 # Eager calls on CPU devices that may still be running (see run_entry).
@@ -365,11 +368,8 @@ def run_entry(fn, donate: bool, args, squeeze: bool = False, platform: str = "")
     if not donate and not traced:
         out = entry(fn, squeeze)(*args)
     else:
-        *vals, info = fn(*args)
-        if squeeze:
-            vals[0] = vals[0][:, 0]
-        out = (*vals, info[0])
-    if platform == "cpu" and not any(isinstance(x, jax.core.Tracer) for x in out):
+        out = _outputs(fn(*args), squeeze)
+    if platform == "cpu" and not traced:
         with _cpu_inflight_lock:
             _cpu_inflight.append(out[-1])
             old = _cpu_inflight.popleft() if len(_cpu_inflight) > _CPU_INFLIGHT_MAX else None
