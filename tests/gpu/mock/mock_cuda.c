@@ -25,7 +25,7 @@
 #include <cuda_runtime_api.h>
 #include <cusolverMg.h>
 
-typedef double complex zd;
+#include "mock_elem.h"
 
 static _Thread_local int cur_dev = 0;
 
@@ -128,32 +128,12 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
   return cudaSuccess;
 }
 
-/* ---- element access by dtype ------------------------------------------------------------ */
-typedef enum { T_S, T_D, T_C, T_Z } mtype;
-static size_t msize(mtype t) { return t == T_S ? 4 : t == T_Z ? 16 : 8; }
-static zd ld_(mtype t, const void *p, size_t i) {
-  switch (t) {
-    case T_S: return ((const float *)p)[i];
-    case T_D: return ((const double *)p)[i];
-    case T_C: return ((const float *)p)[2 * i] + I * ((const float *)p)[2 * i + 1];
-    default: return ((const double *)p)[2 * i] + I * ((const double *)p)[2 * i + 1];
-  }
-}
-static void st_(mtype t, void *p, size_t i, zd v) {
-  switch (t) {
-    case T_S: ((float *)p)[i] = (float)creal(v); break;
-    case T_D: ((double *)p)[i] = creal(v); break;
-    case T_C:
-      ((float *)p)[2 * i] = (float)creal(v);
-      ((float *)p)[2 * i + 1] = (float)cimag(v);
-      break;
-    default:
-      ((double *)p)[2 * i] = creal(v);
-      ((double *)p)[2 * i + 1] = cimag(v);
-  }
-}
-static mtype of_cuda(cudaDataType d) {
-  return d == CUDA_R_32F ? T_S : d == CUDA_R_64F ? T_D : d == CUDA_C_32F ? T_C : T_Z;
+/* ---- dtype of a CUDA data type (element access: mock_elem.h) -------------------------- */
+static jaxmg_dtype_t of_cuda(cudaDataType d) {
+  return d == CUDA_R_32F   ? JAXMG_F32
+         : d == CUDA_R_64F ? JAXMG_F64
+         : d == CUDA_C_32F ? JAXMG_C64
+                           : JAXMG_C128;
 }
 
 /* ---- cuBLAS ----------------------------------------------------------------------------- */
@@ -175,12 +155,12 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
 }
 const char *cublasGetStatusName(cublasStatus_t s) { return s ? "CUBLAS_MOCK_ERROR" : "OK"; }
 
-static zd opv(mtype t, cublasOperation_t op, const void *A, int lda, int i, int j) {
-  if (op == CUBLAS_OP_N) return ld_(t, A, (size_t)i + (size_t)j * (size_t)lda);
-  zd v = ld_(t, A, (size_t)j + (size_t)i * (size_t)lda);
+static zd opv(jaxmg_dtype_t t, cublasOperation_t op, const void *A, int lda, int i, int j) {
+  if (op == CUBLAS_OP_N) return mock_load(t, A, (size_t)i + (size_t)j * (size_t)lda);
+  zd v = mock_load(t, A, (size_t)j + (size_t)i * (size_t)lda);
   return op == CUBLAS_OP_C ? conj(v) : v;
 }
-static cublasStatus_t geam(mtype t, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+static cublasStatus_t geam(jaxmg_dtype_t t, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
                            int m, int n, zd al, const void *A, int lda, zd be, const void *B,
                            int ldb, void *C, int ldc) {
   if (h->dev != cur_dev) return CUBLAS_STATUS_INVALID_VALUE;
@@ -189,7 +169,7 @@ static cublasStatus_t geam(mtype t, cublasHandle_t h, cublasOperation_t ta, cubl
     for (int i = 0; i < m; i++) {
       zd v = al * opv(t, ta, A, lda, i, j);
       if (be != 0) v += be * opv(t, tb, B, ldb, i, j); /* beta = 0: B not read (BLAS rule) */
-      st_(t, C, (size_t)i + (size_t)j * (size_t)ldc, v);
+      mock_store(t, C, (size_t)i + (size_t)j * (size_t)ldc, v);
     }
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -197,14 +177,14 @@ static cublasStatus_t geam(mtype t, cublasHandle_t h, cublasOperation_t ta, cubl
   cublasStatus_t name(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,  \
                       int n, const TY *al, const TY *A, int lda, const TY *be, const TY *B, \
                       int ldb, TY *C, int ldc) {                                            \
-    return geam(mt, h, ta, tb, m, n, ld_(mt, al, 0), A, lda, ld_(mt, be, 0), B, ldb, C, ldc); \
+    return geam(mt, h, ta, tb, m, n, mock_load(mt, al, 0), A, lda, mock_load(mt, be, 0), B, ldb, C, ldc); \
   }
-GEAM(cublasSgeam, S, T_S, float)
-GEAM(cublasDgeam, D, T_D, double)
-GEAM(cublasCgeam, C, T_C, cuComplex)
-GEAM(cublasZgeam, Z, T_Z, cuDoubleComplex)
+GEAM(cublasSgeam, S, JAXMG_F32, float)
+GEAM(cublasDgeam, D, JAXMG_F64, double)
+GEAM(cublasCgeam, C, JAXMG_C64, cuComplex)
+GEAM(cublasZgeam, Z, JAXMG_C128, cuDoubleComplex)
 
-static cublasStatus_t hemm(mtype t, int herm, cublasHandle_t h, cublasSideMode_t side,
+static cublasStatus_t hemm(jaxmg_dtype_t t, int herm, cublasHandle_t h, cublasSideMode_t side,
                            cublasFillMode_t uplo, int m, int n, zd al, const void *A, int lda,
                            const void *B, int ldb, zd be, void *C, int ldc) {
   if (h->dev != cur_dev || side != CUBLAS_SIDE_LEFT || uplo != CUBLAS_FILL_MODE_LOWER)
@@ -213,14 +193,14 @@ static cublasStatus_t hemm(mtype t, int herm, cublasHandle_t h, cublasSideMode_t
     for (int i = 0; i < m; i++) {
       zd s = 0;
       for (int k = 0; k < m; k++) {
-        zd a = i >= k ? ld_(t, A, (size_t)i + (size_t)k * lda) : ld_(t, A, (size_t)k + (size_t)i * lda);
+        zd a = i >= k ? mock_load(t, A, (size_t)i + (size_t)k * lda) : mock_load(t, A, (size_t)k + (size_t)i * lda);
         if (herm && i < k) a = conj(a);
         if (herm && i == k) a = creal(a);
-        s += a * ld_(t, B, (size_t)k + (size_t)j * ldb);
+        s += a * mock_load(t, B, (size_t)k + (size_t)j * ldb);
       }
       zd v = al * s;
-      if (be != 0) v += be * ld_(t, C, (size_t)i + (size_t)j * ldc);
-      st_(t, C, (size_t)i + (size_t)j * ldc, v);
+      if (be != 0) v += be * mock_load(t, C, (size_t)i + (size_t)j * ldc);
+      mock_store(t, C, (size_t)i + (size_t)j * ldc, v);
     }
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -228,13 +208,13 @@ static cublasStatus_t hemm(mtype t, int herm, cublasHandle_t h, cublasSideMode_t
   cublasStatus_t name(cublasHandle_t h, cublasSideMode_t sd, cublasFillMode_t ul, int m, int n, \
                       const TY *al, const TY *A, int lda, const TY *B, int ldb, const TY *be,  \
                       TY *C, int ldc) {                                                        \
-    return hemm(mt, herm, h, sd, ul, m, n, ld_(mt, al, 0), A, lda, B, ldb, ld_(mt, be, 0), C,  \
+    return hemm(mt, herm, h, sd, ul, m, n, mock_load(mt, al, 0), A, lda, B, ldb, mock_load(mt, be, 0), C,  \
                 ldc);                                                                          \
   }
-HEMM(cublasSsymm_v2, 0, T_S, float)
-HEMM(cublasDsymm_v2, 0, T_D, double)
-HEMM(cublasChemm_v2, 1, T_C, cuComplex)
-HEMM(cublasZhemm_v2, 1, T_Z, cuDoubleComplex)
+HEMM(cublasSsymm_v2, 0, JAXMG_F32, float)
+HEMM(cublasDsymm_v2, 0, JAXMG_F64, double)
+HEMM(cublasChemm_v2, 1, JAXMG_C64, cuComplex)
+HEMM(cublasZhemm_v2, 1, JAXMG_C128, cuDoubleComplex)
 
 /* ---- cuSOLVERMg -------------------------------------------------------------------------- */
 struct cusolverMgContext {
@@ -292,16 +272,16 @@ cusolverStatus_t cusolverMgDestroyMatrixDesc(cudaLibMgMatrixDesc_t d) {
 /* Global column j of a block-cyclic matrix: device position, local column. */
 static char *col_ptr(const desc_t *d, void **arr, int64_t j) {
   int64_t t = j / d->nb, p = t % d->g->ndev, lc = (t / d->g->ndev) * d->nb + j % d->nb;
-  return (char *)arr[p] + (size_t)lc * (size_t)d->m * msize(of_cuda(d->t));
+  return (char *)arr[p] + (size_t)lc * (size_t)d->m * jaxmg_dtype_size(of_cuda(d->t));
 }
 static void gather(const desc_t *d, void **arr, void *full) {
-  size_t cb = (size_t)d->m * msize(of_cuda(d->t));
+  size_t cb = (size_t)d->m * jaxmg_dtype_size(of_cuda(d->t));
   for (int64_t j = 0; j < d->n; j++) memcpy((char *)full + (size_t)j * cb, col_ptr(d, arr, j), cb);
 }
 /* which: 0 all, 1 lower (incl. diagonal) only and garbage above. */
 static void scatter(const desc_t *d, void **arr, const void *full, int lower_only) {
-  mtype t = of_cuda(d->t);
-  size_t es = msize(t), cb = (size_t)d->m * es;
+  jaxmg_dtype_t t = of_cuda(d->t);
+  size_t es = jaxmg_dtype_size(t), cb = (size_t)d->m * es;
   for (int64_t j = 0; j < d->n; j++) {
     char *dst = col_ptr(d, arr, j);
     if (!lower_only) {
@@ -309,7 +289,7 @@ static void scatter(const desc_t *d, void **arr, const void *full, int lower_onl
       continue;
     }
     for (int64_t i = 0; i < d->m; i++)
-      st_(t, dst, (size_t)i, i >= j ? ld_(t, full, (size_t)i + (size_t)j * d->m) : 1e30 + 0 * I);
+      mock_store(t, dst, (size_t)i, i >= j ? mock_load(t, full, (size_t)i + (size_t)j * d->m) : 1e30 + 0 * I);
   }
 }
 
@@ -319,10 +299,10 @@ static void scatter(const desc_t *d, void **arr, const void *full, int lower_onl
  * one before the solver runs: a reader of it (the solver, the diagonal scan, a later solve,
  * the outputs) would turn results into NaN. */
 static void poison_upper(const desc_t *d, void **arr, void *full) {
-  mtype t = of_cuda(d->t);
+  jaxmg_dtype_t t = of_cuda(d->t);
   for (int64_t j = 0; j < d->n; j++)
     for (int64_t i = 0; i < j && i < d->m; i++)
-      st_(t, full, (size_t)i + (size_t)j * (size_t)d->m, NAN);
+      mock_store(t, full, (size_t)i + (size_t)j * (size_t)d->m, NAN);
   scatter(d, arr, full, 0);
 }
 
@@ -394,16 +374,16 @@ cusolverStatus_t cusolverMgPotrf(cusolverMgHandle_t h, cublasFillMode_t u, int n
   if (u != CUBLAS_FILL_MODE_LOWER || ia != 1 || ja != 1 || n != d->n || ct != d->t ||
       !check_arrays(h, d, A) || !work_ok(work, lwork, h->ndev))
     return CUSOLVER_STATUS_INVALID_VALUE;
-  mtype t = of_cuda(ct);
-  void *full = malloc((size_t)n * (size_t)n * msize(t));
+  jaxmg_dtype_t t = of_cuda(ct);
+  void *full = malloc((size_t)n * (size_t)n * jaxmg_dtype_size(t));
   gather(d, A, full);
   poison_upper(d, A, full);
   int lda = n, linfo = 0;
   switch (t) {
-    case T_S: spotrf_("L", &n, full, &lda, &linfo); break;
-    case T_D: dpotrf_("L", &n, full, &lda, &linfo); break;
-    case T_C: cpotrf_("L", &n, full, &lda, &linfo); break;
-    case T_Z: zpotrf_("L", &n, full, &lda, &linfo); break;
+    case JAXMG_F32: spotrf_("L", &n, full, &lda, &linfo); break;
+    case JAXMG_F64: dpotrf_("L", &n, full, &lda, &linfo); break;
+    case JAXMG_C64: cpotrf_("L", &n, full, &lda, &linfo); break;
+    case JAXMG_C128: zpotrf_("L", &n, full, &lda, &linfo); break;
   }
   scatter(d, A, full, 0);
   free(full);
@@ -426,15 +406,15 @@ cusolverStatus_t cusolverMgPotri(cusolverMgHandle_t h, cublasFillMode_t u, int n
   if (u != CUBLAS_FILL_MODE_LOWER || ia != 1 || ja != 1 || n != d->n || ct != d->t ||
       !check_arrays(h, d, A) || !work_ok(work, lwork, h->ndev))
     return CUSOLVER_STATUS_INVALID_VALUE;
-  mtype t = of_cuda(ct);
-  void *full = malloc((size_t)n * (size_t)n * msize(t));
+  jaxmg_dtype_t t = of_cuda(ct);
+  void *full = malloc((size_t)n * (size_t)n * jaxmg_dtype_size(t));
   gather(d, A, full);
   int lda = n, linfo = 0;
   switch (t) {
-    case T_S: spotri_("L", &n, full, &lda, &linfo); break;
-    case T_D: dpotri_("L", &n, full, &lda, &linfo); break;
-    case T_C: cpotri_("L", &n, full, &lda, &linfo); break;
-    case T_Z: zpotri_("L", &n, full, &lda, &linfo); break;
+    case JAXMG_F32: spotri_("L", &n, full, &lda, &linfo); break;
+    case JAXMG_F64: dpotri_("L", &n, full, &lda, &linfo); break;
+    case JAXMG_C64: cpotri_("L", &n, full, &lda, &linfo); break;
+    case JAXMG_C128: zpotri_("L", &n, full, &lda, &linfo); break;
   }
   scatter(d, A, full, 1); /* lower triangle; garbage above it */
   free(full);
@@ -451,17 +431,17 @@ cusolverStatus_t cusolverMgPotrs(cusolverMgHandle_t h, cublasFillMode_t u, int n
       e->m != n || e->n != nrhs || e->g != d->g || ct != d->t || !check_arrays(h, d, A) ||
       !check_arrays(h, e, B) || !work_ok(work, lwork, h->ndev))
     return CUSOLVER_STATUS_INVALID_VALUE;
-  mtype t = of_cuda(ct);
-  void *fa = malloc((size_t)n * (size_t)n * msize(t));
-  void *fb = malloc((size_t)n * (size_t)nrhs * msize(t));
+  jaxmg_dtype_t t = of_cuda(ct);
+  void *fa = malloc((size_t)n * (size_t)n * jaxmg_dtype_size(t));
+  void *fb = malloc((size_t)n * (size_t)nrhs * jaxmg_dtype_size(t));
   gather(d, A, fa);
   gather(e, B, fb);
   int lda = n, linfo = 0;
   switch (t) {
-    case T_S: spotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
-    case T_D: dpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
-    case T_C: cpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
-    case T_Z: zpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
+    case JAXMG_F32: spotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
+    case JAXMG_F64: dpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
+    case JAXMG_C64: cpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
+    case JAXMG_C128: zpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
   }
   scatter(e, B, fb, 0);
   free(fa);
@@ -478,32 +458,32 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
   if (u != CUBLAS_FILL_MODE_LOWER || ia != 1 || ja != 1 || n != d->n || ct != d->t || !W ||
       !check_arrays(h, d, A) || !work_ok(work, lwork, h->ndev) || d->nb > 1024)
     return CUSOLVER_STATUS_INVALID_VALUE;
-  mtype t = of_cuda(ct);
-  if (wt != ((t == T_S || t == T_C) ? CUDA_R_32F : CUDA_R_64F)) return CUSOLVER_STATUS_INVALID_VALUE;
-  void *full = malloc((size_t)n * (size_t)n * msize(t));
+  jaxmg_dtype_t t = of_cuda(ct);
+  if (wt != ((t == JAXMG_F32 || t == JAXMG_C64) ? CUDA_R_32F : CUDA_R_64F)) return CUSOLVER_STATUS_INVALID_VALUE;
+  void *full = malloc((size_t)n * (size_t)n * jaxmg_dtype_size(t));
   gather(d, A, full);
   poison_upper(d, A, full);
   const char *jz = jobz == CUSOLVER_EIG_MODE_VECTOR ? "V" : "N";
   int lda = n, linfo = 0, lw = -1, lrw = -1, liw = -1, iwq = 0;
   double wq[2] = {0, 0}, rwq = 0;
   switch (t) {
-    case T_S: ssyevd_(jz, "L", &n, full, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
-    case T_D: dsyevd_(jz, "L", &n, full, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
-    case T_C: cheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo); break;
-    case T_Z: zheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo); break;
+    case JAXMG_F32: ssyevd_(jz, "L", &n, full, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
+    case JAXMG_F64: dsyevd_(jz, "L", &n, full, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
+    case JAXMG_C64: cheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo); break;
+    case JAXMG_C128: zheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo); break;
   }
-  double lwd = (t == T_S || t == T_C) ? (double)((float *)wq)[0] : wq[0];
-  double lrwd = (t == T_S || t == T_C) ? (double)((float *)&rwq)[0] : rwq;
+  double lwd = (t == JAXMG_F32 || t == JAXMG_C64) ? (double)((float *)wq)[0] : wq[0];
+  double lrwd = (t == JAXMG_F32 || t == JAXMG_C64) ? (double)((float *)&rwq)[0] : rwq;
   lw = (int)lwd + 1;
   lrw = (int)lrwd + 1;
   liw = iwq + 1;
-  void *wk = malloc((size_t)lw * msize(t)), *rw = malloc((size_t)lrw * 8);
+  void *wk = malloc((size_t)lw * jaxmg_dtype_size(t)), *rw = malloc((size_t)lrw * 8);
   int *iw = malloc((size_t)liw * sizeof(int));
   switch (t) {
-    case T_S: ssyevd_(jz, "L", &n, full, &lda, W, wk, &lw, iw, &liw, &linfo); break;
-    case T_D: dsyevd_(jz, "L", &n, full, &lda, W, wk, &lw, iw, &liw, &linfo); break;
-    case T_C: cheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
-    case T_Z: zheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
+    case JAXMG_F32: ssyevd_(jz, "L", &n, full, &lda, W, wk, &lw, iw, &liw, &linfo); break;
+    case JAXMG_F64: dsyevd_(jz, "L", &n, full, &lda, W, wk, &lw, iw, &liw, &linfo); break;
+    case JAXMG_C64: cheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
+    case JAXMG_C128: zheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
   }
   if (jobz == CUSOLVER_EIG_MODE_VECTOR) scatter(d, A, full, 0);
   free(wk);

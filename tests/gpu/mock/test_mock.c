@@ -15,8 +15,8 @@
 
 #include "common/rendezvous.h"
 #include "gpu/gpu.h"
+#include "mock_elem.h"
 
-typedef double complex zd;
 
 static int failures = 0, checks = 0;
 #define CHECK(cond, ...)                                 \
@@ -35,27 +35,6 @@ int64_t jaxmg_cuda_plan_count(void);
 /* ---- element access ---------------------------------------------------------------------- */
 static size_t esz(jaxmg_dtype_t dt) { return jaxmg_dtype_size(dt); }
 static int cplx(jaxmg_dtype_t dt) { return dt == JAXMG_C64 || dt == JAXMG_C128; }
-static zd get(jaxmg_dtype_t dt, const void *p, size_t i) {
-  switch (dt) {
-    case JAXMG_F32: return ((const float *)p)[i];
-    case JAXMG_F64: return ((const double *)p)[i];
-    case JAXMG_C64: return ((const float *)p)[2 * i] + I * ((const float *)p)[2 * i + 1];
-    default: return ((const double *)p)[2 * i] + I * ((const double *)p)[2 * i + 1];
-  }
-}
-static void put(jaxmg_dtype_t dt, void *p, size_t i, zd v) {
-  switch (dt) {
-    case JAXMG_F32: ((float *)p)[i] = (float)creal(v); break;
-    case JAXMG_F64: ((double *)p)[i] = creal(v); break;
-    case JAXMG_C64:
-      ((float *)p)[2 * i] = (float)creal(v);
-      ((float *)p)[2 * i + 1] = (float)cimag(v);
-      break;
-    default:
-      ((double *)p)[2 * i] = creal(v);
-      ((double *)p)[2 * i + 1] = cimag(v);
-  }
-}
 static double eps(jaxmg_dtype_t dt) {
   return (dt == JAXMG_F32 || dt == JAXMG_C64) ? 1.1920929e-07 : 2.220446049250313e-16;
 }
@@ -166,8 +145,8 @@ static void **make_shards(zd *A, int64_t n, int P, jaxmg_dtype_t dt) {
     s[r] = malloc((size_t)(nloc * n) * esz(dt));
     for (int64_t c = 0; c < nloc; c++)
       for (int64_t j = 0; j < n; j++) {
-        put(dt, s[r], (size_t)(c * n + j), A[(r * nloc + c) * n + j]);
-        A[(r * nloc + c) * n + j] = get(dt, s[r], (size_t)(c * n + j));
+        mock_store(dt, s[r], (size_t)(c * n + j), A[(r * nloc + c) * n + j]);
+        A[(r * nloc + c) * n + j] = mock_load(dt, s[r], (size_t)(c * n + j));
       }
   }
   return s;
@@ -222,8 +201,8 @@ static void test_potrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, 
   for (int r = 0; r < P; r++)
     for (int64_t k = 0; k < nrhs; k++)
       for (int64_t g = 0; g < n; g++) {
-        put(dt, b[r], (size_t)(g + k * n), conj(B[jaxmg_layout_src(&lay, g) * nrhs + k]));
-        if (r == 0) B[jaxmg_layout_src(&lay, g) * nrhs + k] = conj(get(dt, b[0], (size_t)(g + k * n)));
+        mock_store(dt, b[r], (size_t)(g + k * n), conj(B[jaxmg_layout_src(&lay, g) * nrhs + k]));
+        if (r == 0) B[jaxmg_layout_src(&lay, g) * nrhs + k] = conj(mock_load(dt, b[0], (size_t)(g + k * n)));
       }
   void **x = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
   job_t jobs[16];
@@ -239,7 +218,7 @@ static void test_potrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, 
   zd *X = malloc(sizeof(zd) * (size_t)(n * nrhs)), *R = malloc(sizeof(zd) * (size_t)(n * nrhs));
   for (int64_t i = 0; i < n; i++)
     for (int64_t k = 0; k < nrhs; k++)
-      X[i * nrhs + k] = conj(get(dt, x[0], (size_t)(jaxmg_layout_dst(&lay, i) + k * n)));
+      X[i * nrhs + k] = conj(mock_load(dt, x[0], (size_t)(jaxmg_layout_dst(&lay, i) + k * n)));
   for (int64_t i = 0; i < n; i++)
     for (int64_t k = 0; k < nrhs; k++) {
       zd s = B[i * nrhs + k];
@@ -273,7 +252,7 @@ static void test_potri(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
   zd *X = malloc(sizeof(zd) * (size_t)(n * n)), *R = malloc(sizeof(zd) * (size_t)(n * n));
   for (int r = 0; r < P; r++)
     for (int64_t c = 0; c < nloc; c++)
-      for (int64_t j = 0; j < n; j++) X[(r * nloc + c) * n + j] = get(dt, a[r], (size_t)(c * n + j));
+      for (int64_t j = 0; j < n; j++) X[(r * nloc + c) * n + j] = mock_load(dt, a[r], (size_t)(c * n + j));
   double herm = 0, xmax = 0;
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j < n; j++) {
@@ -316,8 +295,8 @@ static void test_syevd(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
   double trace = 0, wsum = 0, anorm = norm_inf(A, n, n);
   for (int64_t i = 0; i < n; i++) {
     trace += creal(A[i * n + i]);
-    wsum += creal(get(rt, w[0], (size_t)i));
-    if (i) CHECK(creal(get(rt, w[0], (size_t)i)) >= creal(get(rt, w[0], (size_t)i - 1)),
+    wsum += creal(mock_load(rt, w[0], (size_t)i));
+    if (i) CHECK(creal(mock_load(rt, w[0], (size_t)i)) >= creal(mock_load(rt, w[0], (size_t)i - 1)),
                  "%s: w not ascending at %lld", what, (long long)i);
   }
   CHECK(fabs(trace - wsum) < 30 * n * anorm * eps(dt), "%s: sum(w) %.6g != trace %.6g", what,
@@ -328,11 +307,11 @@ static void test_syevd(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
     for (int r = 0; r < P; r++)
       for (int64_t c = 0; c < nloc; c++) {
         int64_t e = jaxmg_layout_dst(&lay, r * nloc + c);
-        double we = creal(get(rt, w[0], (size_t)e)), res = 0, nv = 0;
+        double we = creal(mock_load(rt, w[0], (size_t)e)), res = 0, nv = 0;
         for (int64_t i = 0; i < n; i++) {
           zd s = 0;
-          for (int64_t j = 0; j < n; j++) s += A[i * n + j] * conj(get(dt, a[r], (size_t)(c * n + j)));
-          zd vi = conj(get(dt, a[r], (size_t)(c * n + i)));
+          for (int64_t j = 0; j < n; j++) s += A[i * n + j] * conj(mock_load(dt, a[r], (size_t)(c * n + j)));
+          zd vi = conj(mock_load(dt, a[r], (size_t)(c * n + i)));
           res += cabs(s - we * vi) * cabs(s - we * vi);
           nv += cabs(vi) * cabs(vi);
         }
