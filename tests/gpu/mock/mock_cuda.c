@@ -160,9 +160,9 @@ static zd opv(jaxmg_dtype_t t, cublasOperation_t op, const void *A, int lda, int
   zd v = mock_load(t, A, (size_t)j + (size_t)i * (size_t)lda);
   return op == CUBLAS_OP_C ? conj(v) : v;
 }
-static cublasStatus_t geam(jaxmg_dtype_t t, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
-                           int m, int n, zd al, const void *A, int lda, zd be, const void *B,
-                           int ldb, void *C, int ldc) {
+static cublasStatus_t geam(jaxmg_dtype_t t, cublasHandle_t h, cublasOperation_t ta,
+                           cublasOperation_t tb, int m, int n, zd al, const void *A, int lda, zd be,
+                           const void *B, int ldb, void *C, int ldc) {
   if (h->dev != cur_dev) return CUBLAS_STATUS_INVALID_VALUE;
   if (C == B && (tb != CUBLAS_OP_N || ldb != ldc)) return CUBLAS_STATUS_INVALID_VALUE;
   for (int j = 0; j < n; j++)
@@ -173,11 +173,12 @@ static cublasStatus_t geam(jaxmg_dtype_t t, cublasHandle_t h, cublasOperation_t 
     }
   return CUBLAS_STATUS_SUCCESS;
 }
-#define GEAM(name, T, mt, TY)                                                                \
-  cublasStatus_t name(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,  \
-                      int n, const TY *al, const TY *A, int lda, const TY *be, const TY *B, \
-                      int ldb, TY *C, int ldc) {                                            \
-    return geam(mt, h, ta, tb, m, n, mock_load(mt, al, 0), A, lda, mock_load(mt, be, 0), B, ldb, C, ldc); \
+#define GEAM(name, T, mt, TY)                                                                     \
+  cublasStatus_t name(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, \
+                      const TY *al, const TY *A, int lda, const TY *be, const TY *B, int ldb,     \
+                      TY *C, int ldc) {                                                           \
+    return geam(mt, h, ta, tb, m, n, mock_load(mt, al, 0), A, lda, mock_load(mt, be, 0), B, ldb,  \
+                C, ldc);                                                                          \
   }
 GEAM(cublasSgeam, S, JAXMG_F32, float)
 GEAM(cublasDgeam, D, JAXMG_F64, double)
@@ -193,7 +194,8 @@ static cublasStatus_t hemm(jaxmg_dtype_t t, int herm, cublasHandle_t h, cublasSi
     for (int i = 0; i < m; i++) {
       zd s = 0;
       for (int k = 0; k < m; k++) {
-        zd a = i >= k ? mock_load(t, A, (size_t)i + (size_t)k * lda) : mock_load(t, A, (size_t)k + (size_t)i * lda);
+        zd a = i >= k ? mock_load(t, A, (size_t)i + (size_t)k * lda)
+                      : mock_load(t, A, (size_t)k + (size_t)i * lda);
         if (herm && i < k) a = conj(a);
         if (herm && i == k) a = creal(a);
         s += a * mock_load(t, B, (size_t)k + (size_t)j * ldb);
@@ -204,12 +206,12 @@ static cublasStatus_t hemm(jaxmg_dtype_t t, int herm, cublasHandle_t h, cublasSi
     }
   return CUBLAS_STATUS_SUCCESS;
 }
-#define HEMM(name, herm, mt, TY)                                                              \
+#define HEMM(name, herm, mt, TY)                                                                \
   cublasStatus_t name(cublasHandle_t h, cublasSideMode_t sd, cublasFillMode_t ul, int m, int n, \
-                      const TY *al, const TY *A, int lda, const TY *B, int ldb, const TY *be,  \
-                      TY *C, int ldc) {                                                        \
-    return hemm(mt, herm, h, sd, ul, m, n, mock_load(mt, al, 0), A, lda, B, ldb, mock_load(mt, be, 0), C,  \
-                ldc);                                                                          \
+                      const TY *al, const TY *A, int lda, const TY *B, int ldb, const TY *be,   \
+                      TY *C, int ldc) {                                                         \
+    return hemm(mt, herm, h, sd, ul, m, n, mock_load(mt, al, 0), A, lda, B, ldb,                \
+                mock_load(mt, be, 0), C, ldc);                                                  \
   }
 HEMM(cublasSsymm_v2, 0, JAXMG_F32, float)
 HEMM(cublasDsymm_v2, 0, JAXMG_F64, double)
@@ -289,7 +291,8 @@ static void scatter(const desc_t *d, void **arr, const void *full, int lower_onl
       continue;
     }
     for (int64_t i = 0; i < d->m; i++)
-      mock_store(t, dst, (size_t)i, i >= j ? mock_load(t, full, (size_t)i + (size_t)j * d->m) : 1e30 + 0 * I);
+      mock_store(t, dst, (size_t)i,
+                 i >= j ? mock_load(t, full, (size_t)i + (size_t)j * d->m) : 1e30 + 0 * I);
   }
 }
 
@@ -459,7 +462,8 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
       !check_arrays(h, d, A) || !work_ok(work, lwork, h->ndev) || d->nb > 1024)
     return CUSOLVER_STATUS_INVALID_VALUE;
   jaxmg_dtype_t t = of_cuda(ct);
-  if (wt != ((t == JAXMG_F32 || t == JAXMG_C64) ? CUDA_R_32F : CUDA_R_64F)) return CUSOLVER_STATUS_INVALID_VALUE;
+  if (wt != ((t == JAXMG_F32 || t == JAXMG_C64) ? CUDA_R_32F : CUDA_R_64F))
+    return CUSOLVER_STATUS_INVALID_VALUE;
   void *full = malloc((size_t)n * (size_t)n * jaxmg_dtype_size(t));
   gather(d, A, full);
   poison_upper(d, A, full);
@@ -469,8 +473,12 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
   switch (t) {
     case JAXMG_F32: ssyevd_(jz, "L", &n, full, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
     case JAXMG_F64: dsyevd_(jz, "L", &n, full, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
-    case JAXMG_C64: cheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo); break;
-    case JAXMG_C128: zheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo); break;
+    case JAXMG_C64:
+      cheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo);
+      break;
+    case JAXMG_C128:
+      zheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo);
+      break;
   }
   double lwd = (t == JAXMG_F32 || t == JAXMG_C64) ? (double)((float *)wq)[0] : wq[0];
   double lrwd = (t == JAXMG_F32 || t == JAXMG_C64) ? (double)((float *)&rwq)[0] : rwq;
@@ -483,7 +491,9 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
     case JAXMG_F32: ssyevd_(jz, "L", &n, full, &lda, W, wk, &lw, iw, &liw, &linfo); break;
     case JAXMG_F64: dsyevd_(jz, "L", &n, full, &lda, W, wk, &lw, iw, &liw, &linfo); break;
     case JAXMG_C64: cheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
-    case JAXMG_C128: zheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
+    case JAXMG_C128:
+      zheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo);
+      break;
   }
   if (jobz == CUSOLVER_EIG_MODE_VECTOR) scatter(d, A, full, 0);
   free(wk);

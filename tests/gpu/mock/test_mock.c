@@ -17,7 +17,6 @@
 #include "gpu/gpu.h"
 #include "mock_elem.h"
 
-
 static int failures = 0, checks = 0;
 #define CHECK(cond, ...)                                 \
   do {                                                   \
@@ -202,7 +201,8 @@ static void test_potrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, 
     for (int64_t k = 0; k < nrhs; k++)
       for (int64_t g = 0; g < n; g++) {
         mock_store(dt, b[r], (size_t)(g + k * n), conj(B[jaxmg_layout_src(&lay, g) * nrhs + k]));
-        if (r == 0) B[jaxmg_layout_src(&lay, g) * nrhs + k] = conj(mock_load(dt, b[0], (size_t)(g + k * n)));
+        if (r == 0)
+          B[jaxmg_layout_src(&lay, g) * nrhs + k] = conj(mock_load(dt, b[0], (size_t)(g + k * n)));
       }
   void **x = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
   job_t jobs[16];
@@ -252,7 +252,8 @@ static void test_potri(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
   zd *X = malloc(sizeof(zd) * (size_t)(n * n)), *R = malloc(sizeof(zd) * (size_t)(n * n));
   for (int r = 0; r < P; r++)
     for (int64_t c = 0; c < nloc; c++)
-      for (int64_t j = 0; j < n; j++) X[(r * nloc + c) * n + j] = mock_load(dt, a[r], (size_t)(c * n + j));
+      for (int64_t j = 0; j < n; j++)
+        X[(r * nloc + c) * n + j] = mock_load(dt, a[r], (size_t)(c * n + j));
   double herm = 0, xmax = 0;
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j < n; j++) {
@@ -296,8 +297,9 @@ static void test_syevd(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
   for (int64_t i = 0; i < n; i++) {
     trace += creal(A[i * n + i]);
     wsum += creal(mock_load(rt, w[0], (size_t)i));
-    if (i) CHECK(creal(mock_load(rt, w[0], (size_t)i)) >= creal(mock_load(rt, w[0], (size_t)i - 1)),
-                 "%s: w not ascending at %lld", what, (long long)i);
+    if (i)
+      CHECK(creal(mock_load(rt, w[0], (size_t)i)) >= creal(mock_load(rt, w[0], (size_t)i - 1)),
+            "%s: w not ascending at %lld", what, (long long)i);
   }
   CHECK(fabs(trace - wsum) < 30 * n * anorm * eps(dt), "%s: sum(w) %.6g != trace %.6g", what,
         wsum, trace);
@@ -310,7 +312,8 @@ static void test_syevd(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
         double we = creal(mock_load(rt, w[0], (size_t)e)), res = 0, nv = 0;
         for (int64_t i = 0; i < n; i++) {
           zd s = 0;
-          for (int64_t j = 0; j < n; j++) s += A[i * n + j] * conj(mock_load(dt, a[r], (size_t)(c * n + j)));
+          for (int64_t j = 0; j < n; j++)
+            s += A[i * n + j] * conj(mock_load(dt, a[r], (size_t)(c * n + j)));
           zd vi = conj(mock_load(dt, a[r], (size_t)(c * n + i)));
           res += cabs(s - we * vi) * cabs(s - we * vi);
           nv += cabs(vi) * cabs(vi);
