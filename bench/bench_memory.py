@@ -1,4 +1,5 @@
-"""Memory targets: the largest potrs float64 that fits, the input donated.
+"""Memory targets: the largest potrs (float64, or float32 with --dtype) that fits, the input
+donated. The time includes compilation (one call per case).
 
     XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 \
         python bench/bench_memory.py --cases 1:114688,2:163840 --out mem.jsonl
@@ -32,9 +33,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default="1:114688,2:163840")
     ap.add_argument("--tile", type=int, default=2048)
+    ap.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     gpus = jax.devices()
+    dt = jnp.dtype(args.dtype)
     for case in args.cases.split(","):
         ndev, n = (int(v) for v in case.split(":"))
         if ndev > len(gpus):
@@ -43,11 +46,11 @@ def main():
         mesh = Mesh(np.array(devs), ("x",))
         rec = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "device": devs[0].device_kind, "jax": jax.__version__, "op": "potrs",
-               "dtype": "float64", "impl": "jaxmg[mg] donated", "n": n, "ndev": ndev,
-               "tile": args.tile, "matrix_gb_per_device": n * n * 8 / ndev / 1e9}
+               "dtype": str(dt), "impl": "jaxmg[mg] donated", "n": n, "ndev": ndev,
+               "tile": args.tile, "matrix_gb_per_device": n * n * dt.itemsize / ndev / 1e9}
         try:
-            a = make_spd(n, jnp.float64, NamedSharding(mesh, P("x", None)))
-            b = jax.device_put(jnp.ones((n, 1), jnp.float64), NamedSharding(mesh, P(None, None)))
+            a = make_spd(n, dt, NamedSharding(mesh, P("x", None)))
+            b = jax.device_put(jnp.ones((n, 1), dt), NamedSharding(mesh, P(None, None)))
             jax.block_until_ready((a, b))
             t0 = time.perf_counter()
             x, info = jaxmg.potrs(a, b, T_A=args.tile, return_status=True, donate=True,
@@ -58,12 +61,12 @@ def main():
             rec["a_deleted"] = bool(a.is_deleted())
             del a
             rows = np.array([0, 1, n // 3, n // 2, n - 2, n - 1])
-            ar = np.asarray(jax.jit(lambda: spd_rows(rows, n, jnp.float64))())
+            ar = np.asarray(jax.jit(lambda: spd_rows(rows, n, dt))())
             xs = np.asarray(x)[:, 0]
             r = ar @ xs - 1.0
             rec["sampled_scaled_residual"] = float(
                 np.abs(r).max() / (n * np.abs(ar).sum(axis=1).max() * np.abs(xs).max()
-                                   * np.finfo(np.float64).eps))
+                                   * np.finfo(dt).eps))
             rec["peak_bytes"] = peak_bytes(devs)
         except Exception as e:
             rec["error"] = str(e).splitlines()[0][:400]
