@@ -1,5 +1,8 @@
 """The engine choice: the distributed backend ("mg") and the gather-and-solve engine
-("single") give the same results and the same LAPACK info, including on failure."""
+("single") give the same results and the same LAPACK info, including on failure. On two
+devices the single engine's potrs is the pipelined pair factorization (``_potrs.potrs_pair``),
+which the 2-device cases cover; ``test_pair_matches_gather`` compares it with the gather body
+directly for every dtype and several block counts."""
 
 import jax
 import jax.numpy as jnp
@@ -51,8 +54,9 @@ def test_single_engine_matches_mg(mesh_of, dtype, idx):
 
 
 @pytest.mark.parametrize("bad_row", [5, 45])
-def test_single_engine_failure_reports_exact_info(mesh_of, bad_row):
-    mesh = mesh_of([0, 1, 2, 3])
+@pytest.mark.parametrize("idx", [[0, 1, 2, 3], [1, 0]])  # 2 devices: the pair pipeline
+def test_single_engine_failure_reports_exact_info(mesh_of, bad_row, idx):
+    mesh = mesh_of(idx)
     a = _hpd(48, np.float64)
     a[bad_row, bad_row] = -10.0
     a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
@@ -233,3 +237,35 @@ def test_split_engine_rejections(mesh_of, num):
             jaxmg.potrs(_rows(a, mesh_of(ids)), np.ones(24), engine="split")
     place = jaxmg._mesh.resolve(two, None, None, "potrs")
     assert _engine.choose("auto", "potrs", place, 24, np.float64) != "split"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("n", [10, 96])
+def test_pair_matches_gather(mesh_of, dtype, blocks, n):
+    """potrs_pair (own rows first, only the other diagonal block moves) against NumPy, with
+    a scaled residual, and against the gather body of the single engine."""
+    import functools
+
+    from jaxmg import _core, _potrs
+    from jaxmg._geometry import Geometry
+
+    mesh = mesh_of([1, 0])
+    a = _hpd(n, dtype, seed=n + blocks)
+    rng = np.random.default_rng(blocks)
+    b = rng.standard_normal((n, 3)).astype(dtype)
+    geo = Geometry(n, 2, n // 2)
+    outs = []
+    for body in (_potrs.potrs_pair, _potrs.potrs_single):
+        kw = {"blocks": blocks} if body is _potrs.potrs_pair else {}
+        fn = functools.partial(body, geo=geo, row_axes=("x",), group_axes=(), **kw)
+        prog = jax.jit(_core.shard_map(fn, mesh, in_specs=(P("x", None), P()),
+                                       out_specs=(P(), P())))
+        x, info = prog(jax.device_put(a, NamedSharding(mesh, P("x", None))), b)
+        assert int(info[0]) == 0
+        outs.append(np.asarray(x))
+    x = outs[0]
+    eps = np.finfo(dtype).eps
+    res = np.abs(a @ x - b).max() / (n * eps * np.abs(a).sum(1).max() * np.abs(x).max())
+    assert res < 30, res
+    assert np.abs(x - outs[1]).max() <= _tol(dtype) * np.abs(outs[1]).max()
