@@ -4,9 +4,10 @@ gather-then-factor single engine and native JAX on one GPU, in one process on 2 
 Variants, best of ``reps`` warm runs each:
   native        cho_factor + cho_solve on one GPU (the baseline of the target)
   gather        jaxmg.potrs(engine="single") with the all-gather body (potrs_single)
-  pair/bB       jaxmg.potrs(engine="single") with potrs_pair, B block rows of S
-  pair-nocomm   potrs_pair's arithmetic with the transfer replaced by the local block (wrong
-                answer, only a time: the compute part alone)
+  pair/kK/bB    jaxmg.potrs(engine="single") with potrs_pair, leading block of K rows
+                (K = h: the whole own diagonal block), B block rows of S
+  pair-nocomm   potrs_pair's arithmetic (K = h, B = 4) with the transfer replaced by the
+                local block (wrong answer, only a time: the compute part alone)
 Every jaxmg variant's answer is checked (relative residual).
 
     python3 bench/diag_potrs_pair.py [N,...] [dtype]   # one JSON line per (N, variant)
@@ -27,6 +28,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_ops  # noqa: E402
 import jaxmg  # noqa: E402
 from jaxmg import _core, _potrs  # noqa: E402
+
+
+# (first, blocks) of the pair variants; first None = the whole own diagonal block
+PAIR_CASES = [(None, 4), (512, 2), (1024, 2), (1024, 4), (2048, 2), (2048, 4)]
 
 
 def fresh():
@@ -52,13 +57,13 @@ def main():
         native = jax.jit(lambda a, b: jax.scipy.linalg.cho_solve(
             jax.scipy.linalg.cho_factor(a, lower=True), b))
 
-        def with_engine(use_pair, blocks=_potrs.PAIR_BLOCKS):
+        def with_engine(use_pair, blocks=None, first=None):
             def fn():
                 return jaxmg.potrs(a, b, engine="single", return_status=True)
             def setup():
                 _potrs.USE_PAIR = use_pair
-                _potrs.PAIR_BLOCKS = blocks
-                _potrs.potrs_pair.__defaults__ = (False, blocks)
+                _potrs.PAIR_BLOCKS = blocks or 2
+                _potrs.PAIR_FIRST = first
                 fresh()
             return setup, fn
 
@@ -68,7 +73,8 @@ def main():
             real = jax.lax.ppermute
             try:
                 jax.lax.ppermute = lambda x, axis, perm: x
-                return _potrs.potrs_pair(a_loc, bb, geo, place.row_axes, place.group_axes)
+                return _potrs.potrs_pair(a_loc, bb, geo, place.row_axes, place.group_axes,
+                                         blocks=4)
             finally:
                 jax.lax.ppermute = real
 
@@ -76,8 +82,8 @@ def main():
                                          out_specs=(P(), P())))
         cases = [("native", None, lambda: native(a1, b1)),
                  ("gather",) + with_engine(False)]
-        for bl in (1, 2, 4):
-            cases.append((f"pair/b{bl}",) + with_engine(True, bl))
+        for first, bl in PAIR_CASES:
+            cases.append((f"pair/k{first or n // 2}/b{bl}",) + with_engine(True, bl, first))
         cases.append(("pair-nocomm", None, lambda: nocomm(a, b)))
         for name, setup, fn in cases:
             try:
@@ -94,7 +100,7 @@ def main():
             except Exception as e:  # report and go on: this is a diagnostic
                 print(json.dumps({"diag": "potrs_pair", "n": n, "variant": name,
                                   "error": str(e)[:300]}), flush=True)
-        _potrs.USE_PAIR = True
+        _potrs.USE_PAIR, _potrs.PAIR_FIRST, _potrs.PAIR_BLOCKS = True, None, 2
         del a, a1
 
 

@@ -76,29 +76,36 @@ def potrs_single(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=Fals
 # gather + Cholesky when this is True.
 USE_PAIR = True
 PAIR_BLOCKS = 2  # block rows of the Schur complement formed (only its lower block triangle)
+PAIR_FIRST = None  # rows factored before the transfer is needed (None: all of the own block)
 
 
 def potrs_pair(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False,
-               blocks=PAIR_BLOCKS):
+               blocks=None, first=None):
     """The single engine's ``potrs`` on exactly two devices, with half the transfer and the
-    transfer overlapping the first half of the factorization.
+    transfer overlapping the first part of the factorization.
 
     Device r holds rows [r h, (r + 1) h) of A (h = N / 2): its diagonal block A_rr and the
     off-diagonal block A_ro. Each device factors A with its own rows first, i.e. the
-    symmetric permutation [A_rr A_ro; A_or A_oo] (no data moves for that): L1 = chol(A_rr),
-    W = L1^-1 A_ro, S = A_oo - W^H W, L2 = chol(S). Only A_oo, the other device's diagonal
-    block (N^2 / 4 elements, half of what an all-gather moves), crosses between the devices,
-    and nothing needs it before S: it travels (one ``ppermute``) while L1 and W are computed.
-    The solve follows the same order; each device keeps the half of x that belongs to its
-    own rows (x_r = L1^-H (L1^-1 b_r - W x_o)) and one all-gather of N x k elements makes x,
-    identical on both devices. Both devices do the whole factorization (as the single engine
-    does): the same wall time as one doing it and broadcasting, and no broadcast.
+    symmetric permutation M = [A_rr A_ro; A_or A_oo] (no data moves for that). With the
+    first k = ``first`` rows of M as the leading block: L1 = chol(M[:k, :k]),
+    W = L1^-1 M[:k, k:], S = M[k:, k:] - W^H W, L2 = chol(S). Only A_oo, the other device's
+    diagonal block (N^2 / 4 elements, half of what an all-gather moves), crosses between the
+    devices, and nothing needs it before S is formed: it travels (one ``ppermute``) while
+    L1, W and W^H W are computed. M[k:, k:] is read from the own rows (A_or = A_ro^H) and
+    A_oo. The solve follows the same order; each device keeps the half of x that belongs to
+    its own rows and one all-gather of N x k elements makes x, identical on both devices.
+    Both devices do the whole factorization (as the single engine does): the same wall time
+    as one doing it and broadcasting, and no broadcast. Only the lower block triangle of
+    W^H W is formed (``blocks`` block rows).
 
     Reads the lower triangles of A_rr and A_oo and all of A_ro; ``info`` as the single
     engine (agreed failure, exact pivot recomputed by the distributed factorization)."""
     if geo.ndev != 2 or 2 * geo.nloc != geo.n:
         raise ValueError(f"potrs_pair needs exactly 2 devices, got {geo.ndev}")
-    h = geo.nloc
+    blocks = max(1, int(PAIR_BLOCKS if blocks is None else blocks))
+    h, n = geo.nloc, geo.n
+    k = h if first is None else max(1, min(int(first), h))
+    m = n - k
     axis = _engine._axis(row_axes)
     r = jax.lax.axis_index(axis)
     o = 1 - r
@@ -107,25 +114,32 @@ def potrs_pair(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False,
     other = jax.lax.ppermute(own, axis, [(0, 1), (1, 0)])
     tri = jax.lax.linalg.triangular_solve
     conj = jnp.conj if jnp.iscomplexobj(a_loc) else (lambda x: x)
+    hi = jax.lax.Precision.HIGHEST
 
     def hdot(x, y):  # x^H y, contracting the rows of both (no transpose materialized)
-        return jax.lax.dot_general(conj(x), y, (((0,), (0,)), ((), ())))
+        return jax.lax.dot_general(conj(x), y, (((0,), (0,)), ((), ())), precision=hi)
 
-    L1 = _engine.cholesky(own)
-    W = tri(L1, off, left_side=True, lower=True)
-    bounds = [(i * h) // max(1, blocks) for i in range(max(1, blocks) + 1)]
+    L1 = _engine.cholesky(own[:k, :k])
+    W = tri(L1, jnp.concatenate([own[:k, k:], off[:k]], axis=1), left_side=True, lower=True)
+    # M[k:, k:], lower block triangle: [A_rr[k:, k:] 0; A_or[:, k:] A_oo] with A_or = A_ro^H
+    top = jnp.pad(own[k:, k:], ((0, 0), (0, h)))
+    bottom = jnp.concatenate([conj(off[k:]).T, other], axis=1)
+    T = jnp.concatenate([top, bottom], axis=0) if k < h else other
+    bounds = [(i * m) // blocks for i in range(blocks + 1)]
     rows = []
     for r0, r1 in zip(bounds[:-1], bounds[1:]):
-        s = other[r0:r1, :r1] - hdot(W[:, r0:r1], W[:, :r1])
-        rows.append(jnp.pad(s, ((0, 0), (0, h - r1))))
+        s = T[r0:r1, :r1] - hdot(W[:, r0:r1], W[:, :r1])
+        rows.append(jnp.pad(s, ((0, 0), (0, m - r1))))
     L2 = _engine.cholesky(jnp.concatenate(rows, axis=0))
     b_r = jax.lax.dynamic_slice_in_dim(b, r * h, h, axis=0)
     b_o = jax.lax.dynamic_slice_in_dim(b, o * h, h, axis=0)
-    y1 = tri(L1, b_r, left_side=True, lower=True)
-    y2 = tri(L2, b_o - hdot(W, y1), left_side=True, lower=True)
-    x_o = tri(L2, y2, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
-    x_r = tri(L1, y1 - W @ x_o, left_side=True, lower=True, transpose_a=True,
-              conjugate_a=True)
+    bm = jnp.concatenate([b_r, b_o], axis=0)
+    y1 = tri(L1, bm[:k], left_side=True, lower=True)
+    y2 = tri(L2, bm[k:] - hdot(W, y1), left_side=True, lower=True)
+    x2 = tri(L2, y2, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
+    x1 = tri(L1, y1 - jnp.matmul(W, x2, precision=hi), left_side=True, lower=True,
+             transpose_a=True, conjugate_a=True)
+    x_r = jnp.concatenate([x1, x2[: h - k]], axis=0)
     x = _engine.gather(x_r, row_axes)
     failed = _engine.agree_failed(_engine.diag_failed(L1) | _engine.diag_failed(L2), row_axes)
     x = jnp.where(failed, jnp.full_like(x, jnp.nan), x)
@@ -139,7 +153,8 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
     del timeout  # part of the cache key: read by _core.call at trace time
     # A donated input is only reused when an output can alias it: with donate, the factor
     # comes out too (and is dropped), so the solver works in the caller's buffer.
-    single = potrs_pair if (USE_PAIR and geo.ndev == 2) else potrs_single
+    single = (functools.partial(potrs_pair, first=PAIR_FIRST)
+              if (USE_PAIR and geo.ndev == 2) else potrs_single)
     local = {"single": single, "split": _split.potrs_split}.get(engine, potrs_local)
     body = functools.partial(
         local, geo=geo,

@@ -240,9 +240,9 @@ def test_split_engine_rejections(mesh_of, num):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
-@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("blocks,first", [(1, None), (2, None), (3, 1), (2, 7), (3, 1000)])
 @pytest.mark.parametrize("n", [10, 96])
-def test_pair_matches_gather(mesh_of, dtype, blocks, n):
+def test_pair_matches_gather(mesh_of, dtype, blocks, first, n):
     """potrs_pair (own rows first, only the other diagonal block moves) against NumPy, with
     a scaled residual, and against the gather body of the single engine."""
     import functools
@@ -257,7 +257,7 @@ def test_pair_matches_gather(mesh_of, dtype, blocks, n):
     geo = Geometry(n, 2, n // 2)
     outs = []
     for body in (_potrs.potrs_pair, _potrs.potrs_single):
-        kw = {"blocks": blocks} if body is _potrs.potrs_pair else {}
+        kw = {"blocks": blocks, "first": first} if body is _potrs.potrs_pair else {}
         fn = functools.partial(body, geo=geo, row_axes=("x",), group_axes=(), **kw)
         prog = jax.jit(_core.shard_map(fn, mesh, in_specs=(P("x", None), P()),
                                        out_specs=(P(), P())))
