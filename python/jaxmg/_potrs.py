@@ -73,8 +73,10 @@ def potrs_single(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=Fals
 
 
 # The single engine's potrs on exactly two devices runs potrs_pair (below) instead of
-# gather + Cholesky when this is True.
-USE_PAIR = True
+# gather + Cholesky when this is True. Off: measured on 2 H200 it is no faster than the
+# gather in float64 (bench/diag_potrs_pair.py, docs/benchmarks.md); kept, tested, for the
+# diagnostic and for GPUs with slower links.
+USE_PAIR = False
 PAIR_BLOCKS = 2  # block rows of the Schur complement formed (only its lower block triangle)
 PAIR_FIRST = None  # rows factored before the transfer is needed (None: all of the own block)
 

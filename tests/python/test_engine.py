@@ -1,8 +1,8 @@
 """The engine choice: the distributed backend ("mg") and the gather-and-solve engine
-("single") give the same results and the same LAPACK info, including on failure. On two
-devices the single engine's potrs is the pipelined pair factorization (``_potrs.potrs_pair``),
-which the 2-device cases cover; ``test_pair_matches_gather`` compares it with the gather body
-directly for every dtype and several block counts."""
+("single") give the same results and the same LAPACK info, including on failure.
+``test_pair_matches_gather`` checks the pipelined two-device factorization
+(``_potrs.potrs_pair``, off by default) against NumPy and the gather body, for every dtype,
+leading-block sizes and block counts; the failure test runs it too."""
 
 import jax
 import jax.numpy as jnp
@@ -54,8 +54,19 @@ def test_single_engine_matches_mg(mesh_of, dtype, idx):
 
 
 @pytest.mark.parametrize("bad_row", [5, 45])
-@pytest.mark.parametrize("idx", [[0, 1, 2, 3], [1, 0]])  # 2 devices: the pair pipeline
-def test_single_engine_failure_reports_exact_info(mesh_of, bad_row, idx):
+@pytest.mark.parametrize("idx,pair", [([0, 1, 2, 3], False), ([1, 0], False), ([1, 0], True)])
+def test_single_engine_failure_reports_exact_info(mesh_of, bad_row, idx, pair, monkeypatch,
+                                                  request):
+    from jaxmg import _core, _potrs
+
+    def fresh():
+        for cached in (_potrs._program, _potrs._differentiable, _core.entry):
+            cached.cache_clear()
+
+    if pair:  # the single engine's potrs through the pair pipeline (fresh programs)
+        monkeypatch.setattr(_potrs, "USE_PAIR", True)
+        fresh()
+        request.addfinalizer(fresh)
     mesh = mesh_of(idx)
     a = _hpd(48, np.float64)
     a[bad_row, bad_row] = -10.0
