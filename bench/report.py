@@ -1,6 +1,7 @@
 """Tables and plots from the JSON lines of bench/bench_ops.py.
 
     python bench/report.py bench/results/<run>/*.jsonl --plots docs/img --md /tmp/tables.md
+    python bench/report.py bench/results/<run>/scaling_*.jsonl --scaling docs/img
 
 For every (op, dtype): one row per (N, ndev, tile) with the time of each implementation,
 jaxmg's ratio to raw cuSOLVERMg (same N, devices and tile) and to native JAX (same N, one
@@ -107,11 +108,62 @@ def plots(recs, outdir):
     return files
 
 
+def scaling_plots(recs, outdir, tag=""):
+    """Time against the number of GPUs, one line per (implementation, N); native JAX on one
+    GPU as a dashed horizontal line per N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(outdir, exist_ok=True)
+    by = collections.defaultdict(list)
+    for r in recs:
+        if r.get("seconds"):
+            by[(r["op"], r["dtype"])].append(r)
+    files = []
+    for (op, dtype), rs in sorted(by.items()):
+        if len({r["ndev"] for r in rs}) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        series = collections.defaultdict(dict)
+        for r in rs:
+            if r["impl"] == "native_jax":
+                continue
+            eng = r.get("engine_used") or ""
+            label = f"{r['impl'].replace('jaxmg[mg]', 'jaxmg')} {eng} N={r['n']}".replace("  ", " ")
+            series[label][r["ndev"]] = r["seconds"]
+        colors = {}
+        for label, pts in sorted(series.items()):
+            ks = sorted(pts)
+            line, = ax.plot(ks, [pts[k] for k in ks], marker="o", label=label)
+            colors[label.split("N=")[-1]] = line.get_color()
+        for r in rs:
+            if r["impl"] == "native_jax":
+                ax.axhline(r["seconds"], ls="--", lw=1, color="gray")
+                ax.annotate(f"native 1 GPU N={r['n']}", (1, r["seconds"]), fontsize=6,
+                            va="bottom")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("GPUs")
+        ax.set_ylabel("seconds")
+        ax.set_title(f"{op} {dtype}: scaling on {rs[0]['device']}")
+        ax.legend(fontsize=6)
+        ax.grid(True, which="both", alpha=0.3)
+        path = os.path.join(outdir, f"scaling_{op}_{dtype}{tag}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="+")
     ap.add_argument("--plots", default=None)
     ap.add_argument("--md", default=None)
+    ap.add_argument("--scaling", default=None, help="folder for time-against-GPUs plots")
     args = ap.parse_args()
     recs = load(args.files)
     text = tables(recs)
@@ -122,6 +174,9 @@ def main():
         print(text)
     if args.plots:
         for f in plots(recs, args.plots):
+            print("wrote", f)
+    if args.scaling:
+        for f in scaling_plots(recs, args.scaling):
             print("wrote", f)
 
 

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 from . import _engine
 from ._geometry import Geometry
 
+# Every product at full precision: XLA would otherwise use TF32 for float32 on GPUs.
+_HI = jax.lax.Precision.HIGHEST
 CHUNKS = 4   # row blocks of U sent one by one
 BLOCKS = 4   # block rows of S: only its upper block triangle is formed
 
@@ -51,7 +53,7 @@ def _conj(x):
 
 def _nt(x, y):
     """x y^T (contracting the columns of both) without materializing a transpose."""
-    return jax.lax.dot_general(x, y, (((1,), (1,)), ((), ())))
+    return jax.lax.dot_general(x, y, (((1,), (1,)), ((), ())), precision=_HI)
 
 
 def check_geometry(geo: Geometry) -> None:
@@ -92,7 +94,7 @@ def potrs_split(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False
         r0, r1 = cb[i], cb[i + 1]
         acc = jnp.concatenate([a[r0:r1, h:], b1[r0:r1]], axis=1).T
         for j, v in enumerate(prev):
-            acc = acc - v @ L[r0:r1, cb[j]:cb[j + 1]].T
+            acc = acc - jnp.matmul(v, L[r0:r1, cb[j]:cb[j + 1]].T, precision=_HI)
         return tri(L[r0:r1, r0:r1], acc, left_side=False, lower=True, transpose_a=True)
 
     def start0(a, b1):
@@ -152,7 +154,8 @@ def potrs_split(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False
 
     # ---- device 0: x1 = L11^-H (y1 - U x2) ------------------------------------------------
     def finish0(L, vs, x2):
-        t = jnp.concatenate([v[h:].T - v[:h].T @ x2 for v in vs], axis=0)
+        t = jnp.concatenate(
+            [v[h:].T - jnp.matmul(v[:h].T, x2, precision=_HI) for v in vs], axis=0)
         return tri(L, t, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
 
     x2_on0 = jax.lax.ppermute(x2, axis, [(1, 0)])
