@@ -17,7 +17,7 @@ static const int64_t kTombstoneMs = 120000;
 
 struct jaxmg_session {
   struct jaxmg_session *next;
-  int64_t run_id, site, group;
+  int64_t run_id, site, instance, group;
   int nparts;
   int64_t timeout_ms;
   int64_t created_ms;
@@ -94,6 +94,7 @@ static jaxmg_session_t *session_new(const jaxmg_join_t *j, int64_t now) {
   }
   s->run_id = j->run_id;
   s->site = j->site;
+  s->instance = j->instance;
   s->group = j->group;
   s->nparts = j->nparts;
   s->timeout_ms = j->timeout_ms;
@@ -148,12 +149,13 @@ static jaxmg_status_t peer_error(const jaxmg_session_t *s, int rank, jaxmg_error
                        "%.440s (seen by mesh position %d)", s->fail_msg, rank);
 }
 
-/* The oldest session of (run id, site, group) that this rank has not joined yet; g_mu held. */
+/* The oldest session of (run id, site, instance, group) that this rank has not joined yet;
+ * g_mu held. */
 static jaxmg_session_t *find_locked(const jaxmg_join_t *j) {
   jaxmg_session_t *s = g_head;
   for (; s; s = s->next) {
-    if (s->run_id == j->run_id && s->site == j->site && s->group == j->group &&
-        s->nparts == j->nparts && !s->joined[j->rank])
+    if (s->run_id == j->run_id && s->site == j->site && s->instance == j->instance &&
+        s->group == j->group && s->nparts == j->nparts && !s->joined[j->rank])
       break;
   }
   return s;
@@ -196,11 +198,11 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
     missing_ranks(s, s->joined, miss, sizeof miss);
     snprintf(msg, sizeof msg,
              "jaxmg.%s: timed out after %.1f s waiting for the devices at mesh positions [%s] "
-             "of group %lld (%d of %d arrived; call site %lld, run %lld). The per-device calls "
-             "of one execution must all reach this op; raise the limit with "
+             "of group %lld (%d of %d arrived; call site %lld, instance %lld, run %lld). The "
+             "per-device calls of one execution must all reach this op; raise the limit with "
              "jaxmg.set_timeout() if they are only slow",
              s->op, (double)j->timeout_ms / 1000.0, miss, (long long)s->group, s->njoined,
-             s->nparts, (long long)s->site, (long long)s->run_id);
+             s->nparts, (long long)s->site, (long long)s->instance, (long long)s->run_id);
     fail_locked(s, JAXMG_ETIMEDOUT, msg);
   }
   if (s->failed) {

@@ -1,11 +1,15 @@
 /* Rendezvous of the per-device calls of one execution.
  *
  * XLA calls an FFI handler once per device, each from its own host thread. The calls that
- * belong together share the XLA run id; within one run the same call site may execute
- * several times (a loop), and a 2D mesh holds several independent replica groups. A
- * participant is identified by (run id, call site, group, rank); it joins the oldest
- * session of its (run id, call site, group) that it has not joined yet, so the k-th call of
- * a site in a run meets the k-th calls of the other ranks.
+ * belong together share the XLA run id; within one run the same call may execute several
+ * times (a loop), and a 2D mesh holds several independent replica groups. A participant is
+ * identified by (run id, call site, instance, group, rank); it joins the oldest session of
+ * its (run id, call site, instance, group) that it has not joined yet, so the k-th execution
+ * of a call in a run meets the k-th executions of the other ranks.
+ *
+ * The call site is fixed when the call is traced; the instance tells apart the copies of
+ * one traced call that JAX placed several times into one program (0 where the platform has
+ * no instance identity; see src/common/ffi_util.h and docs/design.md, "Rendezvous").
  *
  * Every wait has a deadline. A participant that fails posts its error to the session; all
  * others see it at their next wait and return an error naming it. A session that failed
@@ -24,6 +28,7 @@ typedef struct jaxmg_session jaxmg_session_t;
 typedef struct {
   int64_t run_id;
   int64_t site;
+  int64_t instance;    /* the copy of the traced call (0: none known) */
   int64_t group;
   int nparts;          /* participants of the group */
   int rank;            /* 0 <= rank < nparts: position along the sharded mesh axis */

@@ -17,9 +17,12 @@
 
 #include <limits.h>
 
-#include "common/mp.h"
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "common/mp.h"
+#include "common/workers.h"
 
 static const char *op_name(jaxmg_op_t op) {
   switch (op) {
@@ -175,9 +178,63 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
   return JAXMG_OK;
 }
 
+/* ---- asynchronous calls (platforms with `async`) ------------------------------------------ */
+typedef struct {
+  const XLA_FFI_Api *api;
+  XLA_FFI_Future *future;
+  const jaxmg_platform_t *pf;
+  jaxmg_task_t t;
+  jaxmg_part_t part;
+  jaxmg_join_t j;
+} async_call_t;
+
+/* The participant's rendezvous and work, on a jaxmg worker: XLA's thread has returned. */
+static void async_main(void *arg) {
+  async_call_t *c = arg;
+  jaxmg_error_t err = {JAXMG_OK, ""};
+  c->j.slot = &c->part;
+  jaxmg_status_t st = jaxmg__rv_join(&c->j, &c->t.session, &err);
+  if (!st) {
+    st = c->pf->run(NULL, &c->t, &err);
+    if (st && !jaxmg__is_peer_status(st)) jaxmg__rv_fail(c->t.session, c->t.rank, &err);
+    jaxmg__rv_leave(c->t.session, c->t.rank);
+  }
+  /* The last touch of the call: XLA may release its buffers from here on. */
+  jaxmg__ffi_future_done(c->api, c->future, st ? &err : NULL);
+  free(c);
+}
+
+/* Hands the call to a worker and makes it asynchronous; 0 where the runtime has no futures
+ * (the caller then runs it synchronously). */
+static int start_async(XLA_FFI_CallFrame *f, const jaxmg_platform_t *pf, const jaxmg_task_t *t,
+                       const jaxmg_part_t *part, const jaxmg_join_t *j) {
+  async_call_t *c = malloc(sizeof *c);
+  if (!c) return 0;
+  XLA_FFI_Future *future = jaxmg__ffi_future_new(f);
+  if (!future) {
+    free(c);
+    return 0;
+  }
+  c->api = f->api;
+  c->future = future;
+  c->pf = pf;
+  c->t = *t;
+  c->part = *part;
+  c->j = *j;
+  /* From here on c belongs to the worker (which frees it). No worker to be had: run it here;
+   * the future is then complete when XLA takes it. */
+  if (jaxmg__workers_run(async_main, c) != JAXMG_OK) async_main(c);
+  f->future = future;
+  return 1;
+}
+
 XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
                                    const jaxmg_platform_t *pf) {
   if (jaxmg__ffi_metadata(f)) return NULL;
+  if (f->stage == XLA_FFI_ExecutionStage_INSTANTIATE) {
+    if (pf->instances) jaxmg__ffi_instantiate(f, pf->platform);
+    return NULL;
+  }
   if (f->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL;
 
   jaxmg_error_t err = {JAXMG_OK, ""};
@@ -185,6 +242,8 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
   jaxmg_part_t part;
   jaxmg_buf_t ids;
   int64_t attrs[4], run_id = 0;
+  /* Which copy of the traced call this is, the same on every device (docs/design.md). */
+  const int64_t instance = pf->instances ? jaxmg__ffi_instance(f) : 0;
   int32_t gr[2] = {0, 0};
   int prepared = 0;
   const void *a_in = NULL;
@@ -233,13 +292,17 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
   /* One process per device: position 0 of the leader's process and every position of
    * another process go through src/ffi/mpmd.c; the leader's other positions join as usual. */
   if (procs && (t.rank == 0 || procs[t.rank] != procs[0]))
-    return jaxmg__ffi_mpmd(f, &t, &part, attrs, run_id, gr[0], procs, pf);
+    return jaxmg__ffi_mpmd(f, &t, &part, attrs, run_id, instance, gr[0], procs, pf);
+  jaxmg_join_t j = {run_id,  attrs[2], instance, gr[0], (int)attrs[1], t.rank, attrs[3],
+                    t.name,  &part,    sizeof part};
+  /* Where a device may run a program's calls in any order (CPU), the call must not hold one
+   * of XLA's threads while it waits for its peers: the device's other calls (the instance
+   * the peers wait in) may need that thread (docs/design.md, "Rendezvous"). */
+  if (pf->async && !pf->prepare && start_async(f, pf, &t, &part, &j)) return NULL;
   if (pf->prepare) {
     if ((st = pf->prepare(f, &t, &part, &err))) return jaxmg__ffi_error(f->api, &err);
     prepared = 1;
   }
-  jaxmg_join_t j = {run_id, attrs[2], gr[0], (int)attrs[1], t.rank, attrs[3], t.name,
-                    &part, sizeof part};
   st = jaxmg__rv_join(&j, &t.session, &err);
   if (!st) {
     st = pf->run(f, &t, &err);

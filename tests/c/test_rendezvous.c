@@ -26,7 +26,7 @@ static void sleep_ms(int ms) {
 
 typedef struct {
   int rank, nparts;
-  int64_t run_id, site, group, timeout_ms;
+  int64_t run_id, site, instance, group, timeout_ms;
   int rounds;          /* test-specific */
   size_t slot_size;
   int skip;            /* this participant never arrives */
@@ -66,8 +66,8 @@ typedef struct {
 } slot_t;
 
 static jaxmg_join_t join_of(const rv_arg_t *a, const slot_t *slot) {
-  jaxmg_join_t j = {a->run_id, a->site, a->group, a->nparts, a->rank, a->timeout_ms, "testop",
-                    slot, a->slot_size};
+  jaxmg_join_t j = {a->run_id,     a->site, a->instance, a->group, a->nparts, a->rank,
+                    a->timeout_ms, "testop", slot,        a->slot_size};
   return j;
 }
 
@@ -82,7 +82,7 @@ void test_rv_bad_args(void) {
   } cases[] = {{0, 0, 1000, 8}, {2, -1, 1000, 8}, {2, 2, 1000, 8},
                {2, 0, 0, 8},    {2, 0, -5, 8},    {2, 0, 1000, 257}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    jaxmg_join_t j = {next_run_id(), 1, 0, cases[i].nparts, cases[i].rank, cases[i].timeout,
+    jaxmg_join_t j = {next_run_id(), 1, 0, 0, cases[i].nparts, cases[i].rank, cases[i].timeout,
                       "testop", &slot, cases[i].slot_size};
     jaxmg_session_t *s = (jaxmg_session_t *)&slot; /* must be reset to NULL */
     jaxmg_error_t err = {JAXMG_OK, ""};
@@ -217,6 +217,47 @@ void test_rv_loop(void) {
     for (int r = 0; r < sizes[i]; r++) args[r].rounds = 60, args[r].slot_size = 4 * sizeof(int64_t);
     run_threads(sizes[i], loop_thread, args);
   }
+  JT_EQ(jaxmg_live_sessions(), live);
+}
+
+/* ---- instances: copies of one call site in one run meet their own copies ---------------- */
+/* Rank r runs instances 1 and 2 of the same site concurrently (two threads, as XLA's CPU
+ * runtime may), rank 0 starting instance 1 first and rank 1 instance 2 first; each instance
+ * loops. Keyed by the site alone, the first sessions would pair different instances. */
+static void *instance_thread(void *p) {
+  rv_arg_t *a = p;
+  if ((a->rank == 0) != (a->instance == 1)) sleep_ms(20);
+  for (int k = 0; k < a->rounds; k++) {
+    slot_t mine = {0};
+    mine.rank = a->rank, mine.round = k, mine.magic = a->instance;
+    jaxmg_join_t j = join_of(a, &mine);
+    jaxmg_session_t *s = NULL;
+    jt_context("instances: rank %d, instance %lld, round %d", a->rank, (long long)a->instance, k);
+    if (!JT_EQ(jaxmg__rv_join(&j, &s, &a->err), JAXMG_OK)) return NULL;
+    for (int r = 0; r < a->nparts; r++) {
+      const slot_t *o = jaxmg__rv_slot(s, r);
+      JT_EQ(o->magic, a->instance);
+      JT_EQ(o->round, k);
+      JT_EQ(o->rank, r);
+    }
+    JT_EQ(jaxmg__rv_barrier(s, a->rank, -1, &a->err), JAXMG_OK);
+    jaxmg__rv_leave(s, a->rank);
+  }
+  return NULL;
+}
+
+void test_rv_instances(void) {
+  int64_t live = jaxmg_live_sessions(), run = next_run_id();
+  rv_arg_t args[4];
+  fill_args(args, 2, run, 9, 0, kLongMs);      /* instance 1: ranks 0, 1 */
+  fill_args(args + 2, 2, run, 9, 0, kLongMs);  /* instance 2: ranks 0, 1 */
+  for (int i = 0; i < 4; i++) {
+    args[i].instance = i < 2 ? 1 : 2;
+    args[i].rounds = 3;
+    args[i].slot_size = 4 * sizeof(int64_t);
+  }
+  run_threads(4, instance_thread, args);
+  jt_context("%s", "");
   JT_EQ(jaxmg_live_sessions(), live);
 }
 
