@@ -161,24 +161,19 @@ static jaxmg_session_t *find_locked(const jaxmg_join_t *j) {
   return s;
 }
 
-jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxmg_error_t *err) {
-  *out = NULL;
-  if (j->nparts < 1 || j->rank < 0 || j->rank >= j->nparts || j->timeout_ms <= 0 ||
-      j->slot_size > SLOT_MAX) {
-    return jaxmg__seterr(err, JAXMG_EINVAL,
-                         "jaxmg.%s: bad rendezvous arguments (rank %d of %d, timeout %lld ms)",
-                         j->op ? j->op : "op", j->rank, j->nparts, (long long)j->timeout_ms);
-  }
-  pthread_mutex_lock(&g_mu);
+static int ts_before(const struct timespec *a, const struct timespec *b) {
+  return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Registers the arrival of j's rank in its session (created if needed). g_mu held. */
+static jaxmg_status_t arrive_locked(const jaxmg_join_t *j, jaxmg_session_t **out,
+                                    jaxmg_error_t *err) {
   int64_t now = jaxmg__now_ms();
   collect_tombstones(now);
   jaxmg_session_t *s = find_locked(j);
-  if (s && s->slot_size != j->slot_size) {
-    pthread_mutex_unlock(&g_mu);
+  if (s && s->slot_size != j->slot_size)
     return jaxmg__seterr(err, JAXMG_EINTERNAL, "jaxmg.%s: rendezvous slot size mismatch", j->op);
-  }
   if (!s && !(s = session_new(j, now))) {
-    pthread_mutex_unlock(&g_mu);
     return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory for the rendezvous",
                          j->op);
   }
@@ -186,12 +181,25 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
   s->njoined++;
   if (j->slot_size) memcpy(s->slots + (size_t)j->rank * s->slot_stride, j->slot, j->slot_size);
   if (s->njoined == s->nparts) pthread_cond_broadcast(&s->cv);
+  *out = s;
+  return JAXMG_OK;
+}
 
-  struct timespec dl;
-  deadline_after(&dl, j->timeout_ms);
+/* Waits for the others until `dl` (then the session fails: timeout) or, when `stop` comes
+ * first, until `stop` (then *pending = 1 and the participant stays joined). On failure the
+ * participant has left. g_mu held. */
+static jaxmg_status_t await_locked(const jaxmg_join_t *j, jaxmg_session_t *s,
+                                   const struct timespec *dl, const struct timespec *stop,
+                                   int *pending, jaxmg_error_t *err) {
+  const struct timespec *until = (stop && ts_before(stop, dl)) ? stop : dl;
   int rc = 0;
+  *pending = 0;
   while (!s->failed && s->njoined < s->nparts && rc != ETIMEDOUT)
-    rc = pthread_cond_timedwait(&s->cv, &g_mu, &dl);
+    rc = pthread_cond_timedwait(&s->cv, &g_mu, until);
+  if (!s->failed && s->njoined < s->nparts && until == stop) {
+    *pending = 1;
+    return JAXMG_OK;
+  }
   if (!s->failed && s->njoined < s->nparts) {
     char miss[160];
     char msg[448];
@@ -212,12 +220,67 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
       unlink_session(s);
       session_free(s);
     }
-    pthread_mutex_unlock(&g_mu);
     return code;
   }
-  pthread_mutex_unlock(&g_mu);
-  *out = s;
   return JAXMG_OK;
+}
+
+static jaxmg_status_t check_join(const jaxmg_join_t *j, jaxmg_error_t *err) {
+  if (j->nparts < 1 || j->rank < 0 || j->rank >= j->nparts || j->timeout_ms <= 0 ||
+      j->slot_size > SLOT_MAX) {
+    return jaxmg__seterr(err, JAXMG_EINVAL,
+                         "jaxmg.%s: bad rendezvous arguments (rank %d of %d, timeout %lld ms)",
+                         j->op ? j->op : "op", j->rank, j->nparts, (long long)j->timeout_ms);
+  }
+  return JAXMG_OK;
+}
+
+jaxmg_status_t jaxmg__rv_join_begin(const jaxmg_join_t *j, int64_t first_wait_ms,
+                                    jaxmg_session_t **out, jaxmg_arrival_t *arrival,
+                                    int *pending, jaxmg_error_t *err) {
+  jaxmg_session_t *s = NULL;
+  *out = NULL;
+  *pending = 0;
+  jaxmg_status_t st = check_join(j, err);
+  if (st) return st;
+  pthread_mutex_lock(&g_mu);
+  st = arrive_locked(j, &s, err);
+  if (!st) {
+    struct timespec stop;
+    deadline_after(&arrival->deadline, j->timeout_ms);
+    deadline_after(&stop, first_wait_ms > 0 ? first_wait_ms : 0);
+    st = await_locked(j, s, &arrival->deadline, &stop, pending, err);
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (!st) *out = s;
+  return st;
+}
+
+jaxmg_status_t jaxmg__rv_join_finish(const jaxmg_join_t *j, jaxmg_session_t *s,
+                                     const jaxmg_arrival_t *arrival, jaxmg_error_t *err) {
+  int pending = 0;
+  pthread_mutex_lock(&g_mu);
+  jaxmg_status_t st = await_locked(j, s, &arrival->deadline, NULL, &pending, err);
+  pthread_mutex_unlock(&g_mu);
+  return st;
+}
+
+jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxmg_error_t *err) {
+  jaxmg_session_t *s = NULL;
+  int pending = 0;
+  *out = NULL;
+  jaxmg_status_t st = check_join(j, err);
+  if (st) return st;
+  pthread_mutex_lock(&g_mu);
+  st = arrive_locked(j, &s, err);
+  if (!st) {
+    struct timespec dl;
+    deadline_after(&dl, j->timeout_ms);
+    st = await_locked(j, s, &dl, NULL, &pending, err);
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (!st) *out = s;
+  return st;
 }
 
 void jaxmg__rv_join_failed(const jaxmg_join_t *j, const jaxmg_error_t *e) {

@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "jaxmg/jaxmg.h"
 
@@ -47,6 +48,23 @@ void jaxmg__rv_join_failed(const jaxmg_join_t *j, const jaxmg_error_t *e);
  * a peer's error, bad arguments) *out is NULL, the caller has already left, and *err names
  * the cause. */
 jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxmg_error_t *err);
+
+/* Arrival in two steps, for a participant that may finish waiting on another thread.
+ * jaxmg__rv_join_begin arrives and waits at most `first_wait_ms` for the others: when they
+ * all arrived (or on any failure) it returns as jaxmg__rv_join does, with *pending = 0.
+ * When they have not yet, it returns JAXMG_OK with *out set and *pending = 1: the
+ * participant stays arrived and must call jaxmg__rv_join_finish (from any thread), which
+ * waits until the deadline of its arrival (`arrival`, filled here) and returns as
+ * jaxmg__rv_join does. */
+typedef struct {
+  struct timespec deadline; /* CLOCK_MONOTONIC */
+} jaxmg_arrival_t;
+
+jaxmg_status_t jaxmg__rv_join_begin(const jaxmg_join_t *j, int64_t first_wait_ms,
+                                    jaxmg_session_t **out, jaxmg_arrival_t *arrival,
+                                    int *pending, jaxmg_error_t *err);
+jaxmg_status_t jaxmg__rv_join_finish(const jaxmg_join_t *j, jaxmg_session_t *s,
+                                     const jaxmg_arrival_t *arrival, jaxmg_error_t *err);
 
 /* The slot published by `rank`. */
 const void *jaxmg__rv_slot(const jaxmg_session_t *s, int rank);

@@ -15,9 +15,10 @@ typedef struct {
    * the executable). 0: the key is (run id, site) and the k-th execution, which is right
    * where every device runs a program's calls in one order (CUDA: one stream per device). */
   int instances;
-  /* 1: a call returns to XLA at once (an FFI future) and meets its peers and runs on a jaxmg
-   * worker thread (src/common/workers.h); only for platforms without `prepare`/`release`,
-   * whose `run` needs no call frame. Where the runtime has no futures it runs in place. */
+  /* 1: a call whose peers have not all arrived within a short wait returns to XLA with an
+   * FFI future and finishes waiting and runs on a jaxmg worker thread (src/common/workers.h);
+   * only for platforms without `prepare`/`release`, whose `run` needs no call frame. Where
+   * the runtime has no futures it waits in place. */
   int async;
   /* Reads the int32[2] operand (replica group, position along the sharded axis). */
   jaxmg_status_t (*read_ids)(XLA_FFI_CallFrame *f, const void *ids, int32_t out[2],

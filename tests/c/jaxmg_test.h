@@ -28,6 +28,7 @@
   /* test_rendezvous.c */                                                                  \
   X(rv_bad_args) X(rv_meet) X(rv_allmax) X(rv_loop) X(rv_groups) X(rv_timeout)              \
   X(rv_tombstone) X(rv_fail) X(rv_slot_mismatch) X(rv_instances)                           \
+  X(rv_join_two_steps)                                                                     \
   /* test_ffi_decode.c */                                                                  \
   X(ffi_metadata) X(ffi_stages) X(ffi_validation) X(ffi_no_run_id) X(ffi_potrs_one)         \
   X(ffi_potrs_two) X(ffi_syevd_two) X(ffi_faults) X(ffi_instances)                         \

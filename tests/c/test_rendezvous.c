@@ -261,6 +261,94 @@ void test_rv_instances(void) {
   JT_EQ(jaxmg_live_sessions(), live);
 }
 
+/* ---- arrival in two steps (begin on one thread, finish on another) ---------------------- */
+typedef struct {
+  rv_arg_t *a;
+  jaxmg_session_t *s;
+  jaxmg_arrival_t arrival;
+  jaxmg_status_t st;
+  jaxmg_error_t err;
+} finish_arg_t;
+
+static void *finish_thread(void *p) {
+  finish_arg_t *f = p;
+  slot_t mine = {0};
+  jaxmg_join_t j = join_of(f->a, &mine);
+  f->st = jaxmg__rv_join_finish(&j, f->s, &f->arrival, &f->err);
+  return NULL;
+}
+
+static void *late_thread(void *p) {
+  rv_arg_t *a = p;
+  slot_t mine = {0};
+  mine.rank = a->rank, mine.magic = 7;
+  sleep_ms(a->rounds); /* rounds: how late, in ms */
+  jaxmg_join_t j = join_of(a, &mine);
+  jaxmg_session_t *s = NULL;
+  a->st = jaxmg__rv_join(&j, &s, &a->err);
+  if (!a->st) {
+    JT_EQ(((const slot_t *)jaxmg__rv_slot(s, 0))->magic, 5);
+    a->st = jaxmg__rv_barrier(s, a->rank, -1, &a->err);
+    jaxmg__rv_leave(s, a->rank);
+  }
+  return NULL;
+}
+
+void test_rv_join_two_steps(void) {
+  int64_t live = jaxmg_live_sessions();
+  for (int c = 0; c < 4; c++) {
+    /* c 0: everyone arrives within the first wait (nothing pending); 1: rank 1 is late, rank 0
+     * finishes on another thread and both meet; 2: rank 1 never comes, the finish times out
+     * at the deadline of rank 0's arrival; 3: a failure posted while rank 0 is pending. */
+    rv_arg_t args[2];
+    fill_args(args, 2, next_run_id(), 13, 0, c == 2 ? kShortMs : kLongMs);
+    for (int i = 0; i < 2; i++) args[i].slot_size = 4 * sizeof(int64_t);
+    args[1].rounds = c == 0 ? 0 : 60;
+    jt_context("two steps: case %d", c);
+    pthread_t late;
+    int started = 0;
+    if (c < 2) started = JT_EQ(pthread_create(&late, NULL, late_thread, &args[1]), 0);
+    slot_t mine = {0};
+    mine.magic = 5;
+    jaxmg_join_t j = join_of(&args[0], &mine);
+    finish_arg_t f = {&args[0], NULL, {{0, 0}}, JAXMG_OK, {JAXMG_OK, ""}};
+    int pending = -1;
+    jaxmg_status_t st = jaxmg__rv_join_begin(&j, c == 0 ? kLongMs : 10, &f.s, &f.arrival,
+                                             &pending, &f.err);
+    JT_EQ(st, JAXMG_OK);
+    JT_CHECK(f.s != NULL);
+    JT_EQ(pending, c == 0 ? 0 : 1);
+    if (!st && pending) {
+      if (c == 3) {
+        jaxmg_error_t e = {JAXMG_EFAULT, "injected by the test"};
+        jaxmg_join_t j1 = join_of(&args[1], &mine);
+        jaxmg__rv_join_failed(&j1, &e);
+      }
+      pthread_t th;
+      if (JT_EQ(pthread_create(&th, NULL, finish_thread, &f), 0)) pthread_join(th, NULL);
+      st = f.st;
+    }
+    if (c < 2) {
+      JT_EQ(st, JAXMG_OK);
+      if (!st) {
+        JT_EQ(jaxmg__rv_barrier(f.s, 0, -1, &f.err), JAXMG_OK);
+        jaxmg__rv_leave(f.s, 0);
+      }
+    } else if (c == 2) {
+      JT_EQ(st, JAXMG_ETIMEDOUT);
+      JT_STR_CONTAINS(f.err.msg, "mesh positions [1]");
+    } else {
+      JT_EQ(st, JAXMG_EPEER);
+      JT_STR_CONTAINS(f.err.msg, "injected by the test");
+    }
+    if (started) pthread_join(late, NULL);
+    if (c < 2) JT_EQ(args[1].st, JAXMG_OK);
+  }
+  jt_context("%s", "");
+  /* Case 2 leaves a tombstone (rank 1 never left). */
+  JT_CHECK(jaxmg_live_sessions() <= live + 1);
+}
+
 /* ---- replica groups are independent ------------------------------------------------------- */
 static void *group_thread(void *p) {
   rv_arg_t *a = p;
