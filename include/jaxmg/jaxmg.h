@@ -143,6 +143,11 @@ JAXMG_EXPORT void jaxmg_set_fault(int point, int rank, int count);
  * timeout); for leak tests. */
 JAXMG_EXPORT int64_t jaxmg_live_sessions(void);
 
+/* Number of call instances this library has given (one per jaxmg custom call of every
+ * executable XLA compiled with jaxmg's INSTANTIATE stage; docs/design.md, "Rendezvous");
+ * 0 where the runtime offers no per-call state. For tests. */
+JAXMG_EXPORT int64_t jaxmg_ffi_instances(void);
+
 /* ------------------------------------------------------------------------------------------
  * CUDA backend (libjaxmg_cuda.so only). */
 

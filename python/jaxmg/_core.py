@@ -174,8 +174,10 @@ def call(target: str, results, operands, geo: Geometry, aliases=None, axes=None)
     """One jaxmg FFI call, with a call-site id unique to this trace.
 
     Under ``vmap`` the call runs once per batch element in a loop (``sequential``): every
-    device executes the same loop, and the k-th execution of a call site meets the k-th
-    executions of the other devices (docs/design.md, "Rendezvous").
+    device executes the same loop, and the k-th execution of a call meets the k-th
+    executions of the other devices. Where JAX places this trace several times into one
+    program (the same site id more than once), the copies are told apart by the instance XLA
+    gives each custom call on CPU (docs/design.md, "Rendezvous").
 
     ``axes`` = (row_axes, group_axes) of the call: when the mesh holds devices of several
     processes, the call also carries the process of each position (``_mpmd``) and a site id
@@ -360,10 +362,10 @@ def run_entry(fn, donate: bool, args, squeeze: bool = False, platform: str = "")
 
     Under a trace (the user's jit, grad, vmap) ``fn`` is called directly, as before ``entry``
     existed: a cached ``jax.jit`` would hand the same traced program, hence the same call-site
-    id, to two calls of one op inside one outer program, and the rendezvous matches the k-th
-    execution of a site on every device: on CPU, where XLA may run independent parts of a
-    program in different orders on different devices, two instances sharing a site can then
-    meet crossed (or wait for each other forever)."""
+    id, to two calls of one op inside one outer program. On one process's devices the copies
+    of a site are told apart by their XLA instance (CPU) or run in one order on every device
+    (GPU), so that is harmless there; across the processes of an MPMD job on CPU it is not
+    (docs/design.md, "Rendezvous"), so duplicates are not created here on purpose."""
     traced = any(isinstance(x, jax.core.Tracer) for x in args)
     if not donate and not traced:
         out = entry(fn, squeeze)(*args)

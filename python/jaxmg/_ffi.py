@@ -172,9 +172,26 @@ def ensure_registered(platform: str) -> None:
             lib = _load_cuda()
             suffix, xla_platform = "cuda", "CUDA"
         for target, stem in TARGETS.items():
-            fn = getattr(lib, f"jaxmg_ffi_{stem}_{suffix}")
-            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(fn), platform=xla_platform)
+            handler = jax.ffi.pycapsule(getattr(lib, f"jaxmg_ffi_{stem}_{suffix}"))
+            if key == "cpu" and _register_stages(target, handler, xla_platform):
+                continue
+            jax.ffi.register_ffi_target(target, handler, platform=xla_platform)
         _REGISTERED.add(key)
+
+
+def _register_stages(target: str, handler, xla_platform: str) -> bool:
+    """Registers ``handler`` for XLA's INSTANTIATE and EXECUTE stages (one native function
+    serves both): each jaxmg custom call of a compiled program then gets an instance id, the
+    same on every CPU device running the program, and the rendezvous keys on it
+    (docs/design.md, "Rendezvous"). False where this jaxlib takes no stage bundle; the
+    calls then have no instance."""
+    try:
+        jax.ffi.register_ffi_target(
+            target, {"instantiate": handler, "execute": handler}, platform=xla_platform
+        )
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return True
 
 
 def set_fault(point: int, rank: int, count: int = 1, platform: str = "cpu") -> None:
@@ -196,6 +213,14 @@ def live_sessions(platform: str = "cpu") -> int:
             lib = _load_cuda()
     lib.jaxmg_live_sessions.restype = ctypes.c_int64
     return int(lib.jaxmg_live_sessions())
+
+
+def instance_count() -> int:
+    """Number of call instances the CPU library has given (one per jaxmg custom call of each
+    program XLA compiled; 0 where the runtime offers no per-call state)."""
+    lib = core()
+    lib.jaxmg_ffi_instances.restype = ctypes.c_int64
+    return int(lib.jaxmg_ffi_instances())
 
 
 def cuda_plan_count() -> int:

@@ -1,8 +1,11 @@
 /* XLA FFI call-frame decoding and error conversion. */
 #include "common/ffi_util.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* True when the runtime's API struct is large enough to hold `field`. */
@@ -233,3 +236,152 @@ void jaxmg__ffi_free(const XLA_FFI_CallFrame *f, void *p, size_t bytes) {
   XLA_FFI_Error *e = f->api->XLA_FFI_DeviceMemory_Free(&a);
   if (e) drop_error(f->api, e);
 }
+
+XLA_FFI_Future *jaxmg__ffi_future_new(const XLA_FFI_CallFrame *f) {
+  const XLA_FFI_Api *api = f->api;
+  if (!API_HAS(api, XLA_FFI_Future_Create) || !API_HAS(api, XLA_FFI_Future_SetAvailable) ||
+      !API_HAS(api, XLA_FFI_Future_SetError))
+    return NULL;
+  XLA_FFI_Future_Create_Args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = XLA_FFI_Future_Create_Args_STRUCT_SIZE;
+  XLA_FFI_Error *e = api->XLA_FFI_Future_Create(&a);
+  if (e) {
+    drop_error(api, e);
+    return NULL;
+  }
+  return a.future;
+}
+
+void jaxmg__ffi_future_done(const XLA_FFI_Api *api, XLA_FFI_Future *fut, const jaxmg_error_t *e) {
+  XLA_FFI_Error *r;
+  if (e) {
+    XLA_FFI_Future_SetError_Args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = XLA_FFI_Future_SetError_Args_STRUCT_SIZE;
+    a.future = fut;
+    a.error = jaxmg__ffi_error(api, e); /* owned by XLA from here */
+    r = api->XLA_FFI_Future_SetError(&a);
+  } else {
+    XLA_FFI_Future_SetAvailable_Args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = XLA_FFI_Future_SetAvailable_Args_STRUCT_SIZE;
+    a.future = fut;
+    r = api->XLA_FFI_Future_SetAvailable(&a);
+  }
+  if (r) drop_error(api, r);
+}
+
+/* ---- call instances ------------------------------------------------------------------------
+ * The State calls took their current form (an execution stage in XLA_FFI_State_Set_Args and
+ * XLA_FFI_State_Get_Args, the state's deleter in XLA_FFI_TypeInfo given at type registration)
+ * in FFI API 0.3; older headers and runtimes lay these structs out differently, so the
+ * feature is compiled only against a header of API >= 0.3 and used only with a runtime that
+ * announces >= 0.3 (a newer runtime accepts the 0.3 structs by their struct_size). */
+#if XLA_FFI_API_MAJOR == 0 && XLA_FFI_API_MINOR >= 3
+#define JAXMG_HAVE_FFI_STATE 1
+#else
+#define JAXMG_HAVE_FFI_STATE 0
+#endif
+
+static atomic_llong g_instances;  /* states XLA took */
+
+int64_t jaxmg_ffi_instances(void) { return (int64_t)atomic_load(&g_instances); }
+
+#if JAXMG_HAVE_FFI_STATE
+typedef struct {
+  int64_t id;
+} instance_t;
+
+static void instance_free(void *p) { free(p); }
+
+static atomic_llong g_next_id;  /* ids drawn so far */
+
+static pthread_mutex_t g_type_mu = PTHREAD_MUTEX_INITIALIZER;
+static XLA_FFI_TypeId g_type;   /* the state's type id, once registered */
+static int g_type_state;        /* 0: not tried, 1: registered, -1: registration failed */
+static atomic_int g_given;      /* 1 once an instance was given: XLA keeps states here */
+
+static int state_api(const XLA_FFI_Api *api) {
+  return api->api_version.major_version == 0 && api->api_version.minor_version >= 3 &&
+         API_HAS(api, XLA_FFI_Type_Register) && API_HAS(api, XLA_FFI_State_Set) &&
+         API_HAS(api, XLA_FFI_State_Get);
+}
+
+/* Registers the state type once per process; 1 when it is registered. */
+static int register_type(const XLA_FFI_Api *api, const char *platform) {
+  static char name[48];
+  static XLA_FFI_TypeInfo info;
+  pthread_mutex_lock(&g_type_mu);
+  if (g_type_state == 0) {
+    snprintf(name, sizeof name, "jaxmg_instance_%s", platform ? platform : "any");
+    memset(&info, 0, sizeof info);
+    info.struct_size = XLA_FFI_TypeInfo_STRUCT_SIZE;
+    info.deleter = instance_free;
+    XLA_FFI_Type_Register_Args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = XLA_FFI_Type_Register_Args_STRUCT_SIZE;
+    a.name.ptr = name;
+    a.name.len = strlen(name);
+    g_type.type_id = 0; /* XLA_FFI_UNKNOWN_TYPE_ID: XLA assigns one */
+    a.type_id = &g_type;
+    a.type_info = &info;
+    XLA_FFI_Error *e = api->XLA_FFI_Type_Register(&a);
+    if (e) drop_error(api, e);
+    g_type_state = (e || g_type.type_id == 0) ? -1 : 1;
+  }
+  int ok = g_type_state == 1;
+  pthread_mutex_unlock(&g_type_mu);
+  return ok;
+}
+
+void jaxmg__ffi_instantiate(XLA_FFI_CallFrame *f, const char *platform) {
+  const XLA_FFI_Api *api = f->api;
+  if (!state_api(api) || !register_type(api, platform)) return;
+  instance_t *inst = malloc(sizeof *inst);
+  if (!inst) return;
+  inst->id = (int64_t)atomic_fetch_add(&g_next_id, 1) + 1;
+  XLA_FFI_State_Set_Args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = XLA_FFI_State_Set_Args_STRUCT_SIZE;
+  a.ctx = f->ctx;
+  a.stage = XLA_FFI_ExecutionStage_INSTANTIATE;
+  a.type_id = &g_type;
+  a.state = inst;
+  XLA_FFI_Error *e = api->XLA_FFI_State_Set(&a);
+  if (e) {
+    drop_error(api, e);
+    free(inst);
+    return;
+  }
+  atomic_fetch_add(&g_instances, 1);
+  atomic_store(&g_given, 1);
+}
+
+int64_t jaxmg__ffi_instance(const XLA_FFI_CallFrame *f) {
+  const XLA_FFI_Api *api = f->api;
+  /* Asked only once XLA took a state from this library: where the runtime never ran our
+   * INSTANTIATE stage, its executions may keep no instantiation state to look into. */
+  if (!atomic_load(&g_given) || !state_api(api)) return 0;
+  XLA_FFI_State_Get_Args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = XLA_FFI_State_Get_Args_STRUCT_SIZE;
+  a.ctx = f->ctx;
+  a.stage = XLA_FFI_ExecutionStage_INSTANTIATE;
+  a.type_id = &g_type;
+  XLA_FFI_Error *e = api->XLA_FFI_State_Get(&a);
+  if (e) { /* this call was compiled without our INSTANTIATE stage */
+    drop_error(api, e);
+    return 0;
+  }
+  const instance_t *inst = a.state;
+  return inst ? inst->id : 0;
+}
+#else
+void jaxmg__ffi_instantiate(XLA_FFI_CallFrame *f, const char *platform) { (void)f, (void)platform; }
+
+int64_t jaxmg__ffi_instance(const XLA_FFI_CallFrame *f) {
+  (void)f;
+  return 0;
+}
+#endif

@@ -59,6 +59,36 @@ jaxmg_status_t jaxmg__ffi_stream(const XLA_FFI_CallFrame *f, void **out, const c
 void *jaxmg__ffi_alloc(const XLA_FFI_CallFrame *f, size_t bytes);
 void jaxmg__ffi_free(const XLA_FFI_CallFrame *f, void *p, size_t bytes);
 
+/* ---- call instances (docs/design.md, "Rendezvous") ---------------------------------------
+ * JAX may place one traced call (one call-site id) several times into one program. XLA
+ * instantiates a stateful FFI handler once per custom call of an executable (stage
+ * INSTANTIATE) and hands that state back to every execution of that custom call; XLA's CPU
+ * runtime does so on every device that runs the executable, so the state identifies the
+ * copy of the call alike on all of them. */
+
+/* At the INSTANTIATE stage: gives this custom call a new instance id (a process-wide counter
+ * from 1) as its XLA state, of a type named "jaxmg_instance_<platform>". Does nothing where
+ * the runtime's FFI is older than API 0.3 (State calls with an execution stage), lacks the
+ * State or type calls, or where the header used at build time predates them: calls then
+ * have no instance. Never fails the compilation. */
+void jaxmg__ffi_instantiate(XLA_FFI_CallFrame *f, const char *platform);
+
+/* At the EXECUTE stage: this custom call's instance id, or 0 where it has none (no instance
+ * was ever given in this process, or none to this call). */
+int64_t jaxmg__ffi_instance(const XLA_FFI_CallFrame *f);
+
+/* ---- asynchronous calls ------------------------------------------------------------------
+ * A handler that sets the call frame's `future` returns at once; XLA keeps the call's
+ * buffers alive and its dependents waiting until the future is completed, from any thread. */
+
+/* A new future for this call, or NULL where the runtime has none (the call then runs
+ * synchronously). */
+XLA_FFI_Future *jaxmg__ffi_future_new(const XLA_FFI_CallFrame *f);
+
+/* Completes `fut`: available when e is NULL, else failed with e (converted as
+ * jaxmg__ffi_error does). */
+void jaxmg__ffi_future_done(const XLA_FFI_Api *api, XLA_FFI_Future *fut, const jaxmg_error_t *e);
+
 /* Name of an XLA dtype for messages ("int32", ...). */
 const char *jaxmg__xla_dtype_name(int xla_dtype);
 

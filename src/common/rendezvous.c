@@ -17,7 +17,7 @@ static const int64_t kTombstoneMs = 120000;
 
 struct jaxmg_session {
   struct jaxmg_session *next;
-  int64_t run_id, site, group;
+  int64_t run_id, site, instance, group;
   int nparts;
   int64_t timeout_ms;
   int64_t created_ms;
@@ -94,6 +94,7 @@ static jaxmg_session_t *session_new(const jaxmg_join_t *j, int64_t now) {
   }
   s->run_id = j->run_id;
   s->site = j->site;
+  s->instance = j->instance;
   s->group = j->group;
   s->nparts = j->nparts;
   s->timeout_ms = j->timeout_ms;
@@ -148,35 +149,31 @@ static jaxmg_status_t peer_error(const jaxmg_session_t *s, int rank, jaxmg_error
                        "%.440s (seen by mesh position %d)", s->fail_msg, rank);
 }
 
-/* The oldest session of (run id, site, group) that this rank has not joined yet; g_mu held. */
+/* The oldest session of (run id, site, instance, group) that this rank has not joined yet;
+ * g_mu held. */
 static jaxmg_session_t *find_locked(const jaxmg_join_t *j) {
   jaxmg_session_t *s = g_head;
   for (; s; s = s->next) {
-    if (s->run_id == j->run_id && s->site == j->site && s->group == j->group &&
-        s->nparts == j->nparts && !s->joined[j->rank])
+    if (s->run_id == j->run_id && s->site == j->site && s->instance == j->instance &&
+        s->group == j->group && s->nparts == j->nparts && !s->joined[j->rank])
       break;
   }
   return s;
 }
 
-jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxmg_error_t *err) {
-  *out = NULL;
-  if (j->nparts < 1 || j->rank < 0 || j->rank >= j->nparts || j->timeout_ms <= 0 ||
-      j->slot_size > SLOT_MAX) {
-    return jaxmg__seterr(err, JAXMG_EINVAL,
-                         "jaxmg.%s: bad rendezvous arguments (rank %d of %d, timeout %lld ms)",
-                         j->op ? j->op : "op", j->rank, j->nparts, (long long)j->timeout_ms);
-  }
-  pthread_mutex_lock(&g_mu);
+static int ts_before(const struct timespec *a, const struct timespec *b) {
+  return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Registers the arrival of j's rank in its session (created if needed). g_mu held. */
+static jaxmg_status_t arrive_locked(const jaxmg_join_t *j, jaxmg_session_t **out,
+                                    jaxmg_error_t *err) {
   int64_t now = jaxmg__now_ms();
   collect_tombstones(now);
   jaxmg_session_t *s = find_locked(j);
-  if (s && s->slot_size != j->slot_size) {
-    pthread_mutex_unlock(&g_mu);
+  if (s && s->slot_size != j->slot_size)
     return jaxmg__seterr(err, JAXMG_EINTERNAL, "jaxmg.%s: rendezvous slot size mismatch", j->op);
-  }
   if (!s && !(s = session_new(j, now))) {
-    pthread_mutex_unlock(&g_mu);
     return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory for the rendezvous",
                          j->op);
   }
@@ -184,23 +181,36 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
   s->njoined++;
   if (j->slot_size) memcpy(s->slots + (size_t)j->rank * s->slot_stride, j->slot, j->slot_size);
   if (s->njoined == s->nparts) pthread_cond_broadcast(&s->cv);
+  *out = s;
+  return JAXMG_OK;
+}
 
-  struct timespec dl;
-  deadline_after(&dl, j->timeout_ms);
+/* Waits for the others until `dl` (then the session fails: timeout) or, when `stop` comes
+ * first, until `stop` (then *pending = 1 and the participant stays joined). On failure the
+ * participant has left. g_mu held. */
+static jaxmg_status_t await_locked(const jaxmg_join_t *j, jaxmg_session_t *s,
+                                   const struct timespec *dl, const struct timespec *stop,
+                                   int *pending, jaxmg_error_t *err) {
+  const struct timespec *until = (stop && ts_before(stop, dl)) ? stop : dl;
   int rc = 0;
+  *pending = 0;
   while (!s->failed && s->njoined < s->nparts && rc != ETIMEDOUT)
-    rc = pthread_cond_timedwait(&s->cv, &g_mu, &dl);
+    rc = pthread_cond_timedwait(&s->cv, &g_mu, until);
+  if (!s->failed && s->njoined < s->nparts && until == stop) {
+    *pending = 1;
+    return JAXMG_OK;
+  }
   if (!s->failed && s->njoined < s->nparts) {
     char miss[160];
     char msg[448];
     missing_ranks(s, s->joined, miss, sizeof miss);
     snprintf(msg, sizeof msg,
              "jaxmg.%s: timed out after %.1f s waiting for the devices at mesh positions [%s] "
-             "of group %lld (%d of %d arrived; call site %lld, run %lld). The per-device calls "
-             "of one execution must all reach this op; raise the limit with "
+             "of group %lld (%d of %d arrived; call site %lld, instance %lld, run %lld). The "
+             "per-device calls of one execution must all reach this op; raise the limit with "
              "jaxmg.set_timeout() if they are only slow",
              s->op, (double)j->timeout_ms / 1000.0, miss, (long long)s->group, s->njoined,
-             s->nparts, (long long)s->site, (long long)s->run_id);
+             s->nparts, (long long)s->site, (long long)s->instance, (long long)s->run_id);
     fail_locked(s, JAXMG_ETIMEDOUT, msg);
   }
   if (s->failed) {
@@ -210,12 +220,67 @@ jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxm
       unlink_session(s);
       session_free(s);
     }
-    pthread_mutex_unlock(&g_mu);
     return code;
   }
-  pthread_mutex_unlock(&g_mu);
-  *out = s;
   return JAXMG_OK;
+}
+
+static jaxmg_status_t check_join(const jaxmg_join_t *j, jaxmg_error_t *err) {
+  if (j->nparts < 1 || j->rank < 0 || j->rank >= j->nparts || j->timeout_ms <= 0 ||
+      j->slot_size > SLOT_MAX) {
+    return jaxmg__seterr(err, JAXMG_EINVAL,
+                         "jaxmg.%s: bad rendezvous arguments (rank %d of %d, timeout %lld ms)",
+                         j->op ? j->op : "op", j->rank, j->nparts, (long long)j->timeout_ms);
+  }
+  return JAXMG_OK;
+}
+
+jaxmg_status_t jaxmg__rv_join_begin(const jaxmg_join_t *j, int64_t first_wait_ms,
+                                    jaxmg_session_t **out, jaxmg_arrival_t *arrival,
+                                    int *pending, jaxmg_error_t *err) {
+  jaxmg_session_t *s = NULL;
+  *out = NULL;
+  *pending = 0;
+  jaxmg_status_t st = check_join(j, err);
+  if (st) return st;
+  pthread_mutex_lock(&g_mu);
+  st = arrive_locked(j, &s, err);
+  if (!st) {
+    struct timespec stop;
+    deadline_after(&arrival->deadline, j->timeout_ms);
+    deadline_after(&stop, first_wait_ms > 0 ? first_wait_ms : 0);
+    st = await_locked(j, s, &arrival->deadline, &stop, pending, err);
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (!st) *out = s;
+  return st;
+}
+
+jaxmg_status_t jaxmg__rv_join_finish(const jaxmg_join_t *j, jaxmg_session_t *s,
+                                     const jaxmg_arrival_t *arrival, jaxmg_error_t *err) {
+  int pending = 0;
+  pthread_mutex_lock(&g_mu);
+  jaxmg_status_t st = await_locked(j, s, &arrival->deadline, NULL, &pending, err);
+  pthread_mutex_unlock(&g_mu);
+  return st;
+}
+
+jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxmg_error_t *err) {
+  jaxmg_session_t *s = NULL;
+  int pending = 0;
+  *out = NULL;
+  jaxmg_status_t st = check_join(j, err);
+  if (st) return st;
+  pthread_mutex_lock(&g_mu);
+  st = arrive_locked(j, &s, err);
+  if (!st) {
+    struct timespec dl;
+    deadline_after(&dl, j->timeout_ms);
+    st = await_locked(j, s, &dl, NULL, &pending, err);
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (!st) *out = s;
+  return st;
 }
 
 void jaxmg__rv_join_failed(const jaxmg_join_t *j, const jaxmg_error_t *e) {

@@ -17,9 +17,12 @@
 
 #include <limits.h>
 
-#include "common/mp.h"
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "common/mp.h"
+#include "common/workers.h"
 
 static const char *op_name(jaxmg_op_t op) {
   switch (op) {
@@ -175,9 +178,69 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
   return JAXMG_OK;
 }
 
+/* ---- asynchronous calls (platforms with `async`) ------------------------------------------
+ * A participant arrives on XLA's thread and waits there a little; when its peers all arrived
+ * by then (the usual case) it runs there, as a synchronous call. Otherwise it hands the wait
+ * and the work to a jaxmg worker and returns a future to XLA, so that the thread is free for
+ * the device's other calls, which its peers may be waiting in (docs/design.md). */
+static const int64_t kInlineWaitMs = 2;
+
+typedef struct {
+  const XLA_FFI_Api *api;
+  XLA_FFI_Future *future;
+  const jaxmg_platform_t *pf;
+  jaxmg_task_t t; /* t.session: joined, peers pending */
+  jaxmg_join_t j;
+  jaxmg_arrival_t arrival;
+} async_call_t;
+
+/* The rest of the participant's wait and its work, on a jaxmg worker. */
+static void async_main(void *arg) {
+  async_call_t *c = arg;
+  jaxmg_error_t err = {JAXMG_OK, ""};
+  jaxmg_status_t st = jaxmg__rv_join_finish(&c->j, c->t.session, &c->arrival, &err);
+  if (!st) {
+    st = c->pf->run(NULL, &c->t, &err);
+    if (st && !jaxmg__is_peer_status(st)) jaxmg__rv_fail(c->t.session, c->t.rank, &err);
+    jaxmg__rv_leave(c->t.session, c->t.rank);
+  }
+  /* The last touch of the call: XLA may release its buffers from here on. */
+  jaxmg__ffi_future_done(c->api, c->future, st ? &err : NULL);
+  free(c);
+}
+
+/* Hands a participant whose peers have not all arrived to a worker and makes the call
+ * asynchronous; 0 where the runtime has no futures (the caller then waits itself). */
+static int start_async(XLA_FFI_CallFrame *f, const jaxmg_platform_t *pf, const jaxmg_task_t *t,
+                       const jaxmg_join_t *j, const jaxmg_arrival_t *arrival) {
+  async_call_t *c = malloc(sizeof *c);
+  if (!c) return 0;
+  XLA_FFI_Future *future = jaxmg__ffi_future_new(f);
+  if (!future) {
+    free(c);
+    return 0;
+  }
+  c->api = f->api;
+  c->future = future;
+  c->pf = pf;
+  c->t = *t;
+  c->j = *j;
+  c->j.slot = NULL; /* published at arrival already */
+  c->arrival = *arrival;
+  /* From here on c belongs to the worker (which frees it). No worker to be had: finish
+   * here; the future is then complete when XLA takes it. */
+  if (jaxmg__workers_run(async_main, c) != JAXMG_OK) async_main(c);
+  f->future = future;
+  return 1;
+}
+
 XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
                                    const jaxmg_platform_t *pf) {
   if (jaxmg__ffi_metadata(f)) return NULL;
+  if (f->stage == XLA_FFI_ExecutionStage_INSTANTIATE) {
+    if (pf->instances) jaxmg__ffi_instantiate(f, pf->platform);
+    return NULL;
+  }
   if (f->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL;
 
   jaxmg_error_t err = {JAXMG_OK, ""};
@@ -185,6 +248,8 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
   jaxmg_part_t part;
   jaxmg_buf_t ids;
   int64_t attrs[4], run_id = 0;
+  /* Which copy of the traced call this is, the same on every device (docs/design.md). */
+  const int64_t instance = pf->instances ? jaxmg__ffi_instance(f) : 0;
   int32_t gr[2] = {0, 0};
   int prepared = 0;
   const void *a_in = NULL;
@@ -233,14 +298,24 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
   /* One process per device: position 0 of the leader's process and every position of
    * another process go through src/ffi/mpmd.c; the leader's other positions join as usual. */
   if (procs && (t.rank == 0 || procs[t.rank] != procs[0]))
-    return jaxmg__ffi_mpmd(f, &t, &part, attrs, run_id, gr[0], procs, pf);
-  if (pf->prepare) {
-    if ((st = pf->prepare(f, &t, &part, &err))) return jaxmg__ffi_error(f->api, &err);
-    prepared = 1;
+    return jaxmg__ffi_mpmd(f, &t, &part, attrs, run_id, instance, gr[0], procs, pf);
+  jaxmg_join_t j = {run_id,  attrs[2], instance, gr[0], (int)attrs[1], t.rank, attrs[3],
+                    t.name,  &part,    sizeof part};
+  if (pf->async && !pf->prepare) {
+    /* A device may run a program's calls in any order here (CPU): the call must not hold
+     * one of XLA's threads for long while it waits for its peers (docs/design.md). */
+    int pending = 0;
+    jaxmg_arrival_t arrival;
+    st = jaxmg__rv_join_begin(&j, kInlineWaitMs, &t.session, &arrival, &pending, &err);
+    if (!st && pending && start_async(f, pf, &t, &j, &arrival)) return NULL;
+    if (!st && pending) st = jaxmg__rv_join_finish(&j, t.session, &arrival, &err);
+  } else {
+    if (pf->prepare) {
+      if ((st = pf->prepare(f, &t, &part, &err))) return jaxmg__ffi_error(f->api, &err);
+      prepared = 1;
+    }
+    st = jaxmg__rv_join(&j, &t.session, &err);
   }
-  jaxmg_join_t j = {run_id, attrs[2], gr[0], (int)attrs[1], t.rank, attrs[3], t.name,
-                    &part, sizeof part};
-  st = jaxmg__rv_join(&j, &t.session, &err);
   if (!st) {
     st = pf->run(f, &t, &err);
     if (st && !jaxmg__is_peer_status(st)) jaxmg__rv_fail(t.session, t.rank, &err);

@@ -10,6 +10,16 @@
  * device memory) stays in the entry file of the platform; the backend sees plain pointers. */
 typedef struct {
   const char *platform;
+  /* 1: the platform's handlers are registered with an INSTANTIATE stage and the rendezvous
+   * keys on the call instance (CPU: one state per custom call, shared by every device of
+   * the executable). 0: the key is (run id, site) and the k-th execution, which is right
+   * where every device runs a program's calls in one order (CUDA: one stream per device). */
+  int instances;
+  /* 1: a call whose peers have not all arrived within a short wait returns to XLA with an
+   * FFI future and finishes waiting and runs on a jaxmg worker thread (src/common/workers.h);
+   * only for platforms without `prepare`/`release`, whose `run` needs no call frame. Where
+   * the runtime has no futures it waits in place. */
+  int async;
   /* Reads the int32[2] operand (replica group, position along the sharded axis). */
   jaxmg_status_t (*read_ids)(XLA_FFI_CallFrame *f, const void *ids, int32_t out[2],
                              jaxmg_error_t *err);
@@ -64,9 +74,11 @@ void jaxmg__mp_exchange(const jaxmg_task_t *t, jaxmg_mp_exchange_t *ex);
 /* One process per device: runs the call of a participant whose group spans several
  * processes (procs[r]: the process of position r). Called by jaxmg__ffi_dispatch. */
 XLA_FFI_Error *jaxmg__ffi_mpmd(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *part,
-                               const int64_t attrs[4], int64_t run_id, int32_t group,
-                               const int32_t *procs, const jaxmg_platform_t *pf);
+                               const int64_t attrs[4], int64_t run_id, int64_t instance,
+                               int32_t group, const int32_t *procs, const jaxmg_platform_t *pf);
 
+/* The handler of every stage: answers the metadata query, gives the call its instance at
+ * INSTANTIATE (platforms with `instances`), runs it at EXECUTE. */
 XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
                                    const jaxmg_platform_t *pf);
 

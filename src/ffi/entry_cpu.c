@@ -105,11 +105,16 @@ static void cpu_mp_unimport(const jaxmg_task_t *t, void *state, jaxmg_part_t *p)
   jaxmg__mp_shm_unmap(state, ex.total);
 }
 
-static const jaxmg_platform_t kCpu = {"cpu",           cpu_read_ids,    cpu_copy,
-                                      NULL,            cpu_run,         NULL,
-                                      cpu_mp_export,   cpu_mp_collect,  cpu_mp_unexport,
-                                      cpu_mp_import,   cpu_mp_nothing,  cpu_mp_nothing,
-                                      cpu_mp_unimport};
+/* XLA's CPU runtime may run independent custom calls of one program in different orders on
+ * different devices: calls key the rendezvous on their instance and wait for their peers on
+ * jaxmg's workers (docs/design.md, "Rendezvous"). */
+static const jaxmg_platform_t kCpu = {
+    "cpu",          /* platform */
+    1,              /* instances */
+    1,              /* async */
+    cpu_read_ids,   cpu_copy,       NULL,           cpu_run,         NULL,
+    cpu_mp_export,  cpu_mp_collect, cpu_mp_unexport, cpu_mp_import,  cpu_mp_nothing,
+    cpu_mp_nothing, cpu_mp_unimport};
 
 #define JAXMG_CPU_ENTRY(fn, op)                                 \
   JAXMG_EXPORT XLA_FFI_Error *fn(XLA_FFI_CallFrame *f);         \

@@ -491,11 +491,16 @@ static void cuda_mp_unimport(const jaxmg_task_t *t, void *state, jaxmg_part_t *p
   free(state); /* the mapping stays cached */
 }
 
-static const jaxmg_platform_t kCuda = {"CUDA",          cuda_read_ids,    cuda_copy,
-                                       cuda_prepare,    cuda_run,         cuda_release,
-                                       cuda_mp_export,  cuda_mp_collect,  cuda_mp_unexport,
-                                       cuda_mp_import,  cuda_mp_enter,    cuda_mp_exit,
-                                       cuda_mp_unimport};
+/* No instances and no asynchronous calls: each GPU runs a program's calls in one order (one
+ * stream), and whether XLA's GPU runtime shares one instantiation state between the devices
+ * of an executable is not established (docs/design.md, "Rendezvous"). */
+static const jaxmg_platform_t kCuda = {
+    "CUDA",          /* platform */
+    0,               /* instances */
+    0,               /* async */
+    cuda_read_ids,   cuda_copy,       cuda_prepare,     cuda_run,       cuda_release,
+    cuda_mp_export,  cuda_mp_collect, cuda_mp_unexport, cuda_mp_import, cuda_mp_enter,
+    cuda_mp_exit,    cuda_mp_unimport};
 
 #define JAXMG_CUDA_ENTRY(fn, op)                        \
   JAXMG_EXPORT XLA_FFI_Error *fn(XLA_FFI_CallFrame *f); \

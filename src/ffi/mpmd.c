@@ -109,11 +109,14 @@ static void *proxy_main(void *arg) {
 
 /* Position 0 in the leader's process: its own share (prepare, join, run) plus the proxies. */
 static jaxmg_status_t lead(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *part,
-                           const int64_t attrs[4], int64_t run_id, int32_t group,
-                           const int32_t *procs, const jaxmg_platform_t *pf,
+                           const int64_t attrs[4], int64_t run_id, int64_t instance,
+                           int32_t group, const int32_t *procs, const jaxmg_platform_t *pf,
                            jaxmg_error_t *err) {
   const int P = (int)t->lay.ndev;
-  jaxmg_join_t j0 = {run_id, attrs[2], group, P, 0, attrs[3], t->name, part, sizeof *part};
+  /* The in-process rendezvous of the leader's process: its own positions (which run the
+   * same executable, hence have the same instance) and the proxies. */
+  jaxmg_join_t j0 = {run_id, attrs[2], instance, group, P, 0, attrs[3], t->name, part,
+                     sizeof *part};
   jaxmg_mp_join_t mj = mp_join_of(t, attrs, group, procs);
   jaxmg_mp_call_t *c = NULL;
   proxy_t *px = calloc((size_t)P, sizeof *px);
@@ -141,7 +144,8 @@ static jaxmg_status_t lead(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *
     data_name(c, r, name, sizeof name);
     st = pf->mp_import(&x->t, jaxmg__mp_payload(c, r), name, &x->part, &x->state, err);
     x->imported = !st;
-    jaxmg_join_t jr = {run_id, attrs[2], group, P, r, attrs[3], t->name, &x->part, sizeof x->part};
+    jaxmg_join_t jr = {run_id, attrs[2], instance, group, P, r, attrs[3], t->name, &x->part,
+                       sizeof x->part};
     x->j = jr;
   }
   for (int r = 1; r < P && !st; r++) {
@@ -238,11 +242,11 @@ static jaxmg_status_t follow(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t
 }
 
 XLA_FFI_Error *jaxmg__ffi_mpmd(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *part,
-                               const int64_t attrs[4], int64_t run_id, int32_t group,
-                               const int32_t *procs, const jaxmg_platform_t *pf) {
+                               const int64_t attrs[4], int64_t run_id, int64_t instance,
+                               int32_t group, const int32_t *procs, const jaxmg_platform_t *pf) {
   jaxmg_error_t err = {JAXMG_OK, ""};
   jaxmg_status_t st = procs[0] == procs[t->rank]
-                          ? lead(f, t, part, attrs, run_id, group, procs, pf, &err)
+                          ? lead(f, t, part, attrs, run_id, instance, group, procs, pf, &err)
                           : follow(f, t, part, attrs, group, procs, pf, &err);
   return st ? jaxmg__ffi_error(f->api, &err) : NULL;
 }

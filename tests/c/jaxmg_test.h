@@ -27,15 +27,18 @@
   X(layout_padding)                                                                        \
   /* test_rendezvous.c */                                                                  \
   X(rv_bad_args) X(rv_meet) X(rv_allmax) X(rv_loop) X(rv_groups) X(rv_timeout)              \
-  X(rv_tombstone) X(rv_fail) X(rv_slot_mismatch)                                           \
+  X(rv_tombstone) X(rv_fail) X(rv_slot_mismatch) X(rv_instances)                           \
+  X(rv_join_two_steps)                                                                     \
   /* test_ffi_decode.c */                                                                  \
   X(ffi_metadata) X(ffi_stages) X(ffi_validation) X(ffi_no_run_id) X(ffi_potrs_one)         \
-  X(ffi_potrs_two) X(ffi_syevd_two) X(ffi_faults)                                          \
+  X(ffi_potrs_two) X(ffi_syevd_two) X(ffi_faults) X(ffi_instances)                         \
   /* test_cpu.c */                                                                         \
   X(cpu_lapack_names) X(cpu_potrs) X(cpu_potrf_solve) X(cpu_potri) X(cpu_syevd)             \
   X(cpu_not_pd)                                                                            \
   /* test_mp.c */                                                                          \
-  X(mp_configure) X(mp_meet) X(mp_timeout) X(mp_peer_dies) X(mp_two_jobs) X(mp_signature)
+  X(mp_configure) X(mp_meet) X(mp_timeout) X(mp_peer_dies) X(mp_two_jobs) X(mp_signature)  \
+  /* test_workers.c */                                                                     \
+  X(workers_grow)
 
 #define JT_DECLARE(name) void test_##name(void);
 JT_TESTS(JT_DECLARE)

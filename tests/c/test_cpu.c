@@ -46,8 +46,8 @@ static void *part_thread(void *p) {
   part_arg_t *a = p;
   a->info = -99;
   a->part.info = &a->info;
-  jaxmg_join_t j = {a->run_id, a->site, 0, (int)a->lay.ndev, a->rank, 60000, "test",
-                    &a->part, sizeof a->part};
+  jaxmg_join_t j = {a->run_id, a->site, 0,        0, (int)a->lay.ndev, a->rank, 60000,
+                    "test",    &a->part, sizeof a->part};
   jaxmg_task_t t = {a->op, "test", a->dt, a->lay, a->nrhs, a->rank, NULL};
   a->st = jaxmg__rv_join(&j, &t.session, &a->err);
   if (a->st) return NULL;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "jaxmg_test.h"
 #include "xla/ffi/api/c_api.h"
@@ -34,12 +35,28 @@ struct XLA_FFI_Error {
   XLA_FFI_Error_Code code;
   char msg[640];
 };
+/* What XLA keeps per custom call of an executable (its instantiation state). */
+typedef struct {
+  void *state;
+  int64_t type_id;
+} fake_thunk_t;
+
 struct XLA_FFI_ExecutionContext {
   int64_t run_id;
   int refuse_run_id;
+  fake_thunk_t *thunk; /* NULL: a call without instantiation state */
 };
 
 static atomic_int g_live_errors;
+
+/* A future the handler may return (asynchronous calls): completed from any thread. */
+struct XLA_FFI_Future {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  XLA_FFI_Error *error; /* owned once completed with an error */
+};
+static atomic_int g_live_futures;
 
 static XLA_FFI_Error *fake_error_create(XLA_FFI_Error_Create_Args *args) {
   XLA_FFI_Error *e = calloc(1, sizeof *e);
@@ -68,6 +85,39 @@ static XLA_FFI_Error *fake_run_id(XLA_FFI_RunId_Get_Args *args) {
   return NULL;
 }
 
+#if XLA_FFI_API_MAJOR == 0 && XLA_FFI_API_MINOR >= 3 /* used with the State API below */
+static XLA_FFI_Error *fake_future_create(XLA_FFI_Future_Create_Args *args) {
+  XLA_FFI_Future *fu = calloc(1, sizeof *fu);
+  pthread_mutex_init(&fu->mu, NULL);
+  pthread_cond_init(&fu->cv, NULL);
+  atomic_fetch_add(&g_live_futures, 1);
+  args->future = fu;
+  return NULL;
+}
+
+static void future_complete(XLA_FFI_Future *fu, XLA_FFI_Error *error) {
+  pthread_mutex_lock(&fu->mu);
+  fu->done++;
+  fu->error = error;
+  pthread_cond_broadcast(&fu->cv);
+  pthread_mutex_unlock(&fu->mu);
+}
+
+static XLA_FFI_Error *fake_future_available(XLA_FFI_Future_SetAvailable_Args *args) {
+  future_complete(args->future, NULL);
+  return NULL;
+}
+
+static XLA_FFI_Error *fake_future_error(XLA_FFI_Future_SetError_Args *args) {
+  future_complete(args->future, args->error);
+  return NULL;
+}
+#endif
+
+/* Waits for the future, destroys it as XLA would and returns what it carried (as
+ * take_error: the code, the message copied). Checks it was completed exactly once. */
+static int take_future(XLA_FFI_Future *fu, char *msg, size_t len);
+
 static XLA_FFI_Api make_api(void) {
   XLA_FFI_Api api;
   memset(&api, 0, sizeof api);
@@ -95,6 +145,20 @@ static int take_error(XLA_FFI_Error *e, char *msg, size_t len) {
   d.error = e;
   fake_error_destroy(&d);
   return code;
+}
+
+static int take_future(XLA_FFI_Future *fu, char *msg, size_t len) {
+  pthread_mutex_lock(&fu->mu);
+  while (!fu->done) pthread_cond_wait(&fu->cv, &fu->mu);
+  int done = fu->done;
+  XLA_FFI_Error *e = fu->error;
+  pthread_mutex_unlock(&fu->mu);
+  JT_EQ(done, 1);
+  pthread_cond_destroy(&fu->cv);
+  pthread_mutex_destroy(&fu->mu);
+  free(fu);
+  atomic_fetch_sub(&g_live_futures, 1);
+  return take_error(e, msg, len);
 }
 
 /* ---- call frames -------------------------------------------------------------------------- */
@@ -488,13 +552,22 @@ void test_ffi_no_run_id(void) {
 typedef struct {
   frame_t fr;
   handler_t fn;
+  int delay_ms; /* before calling */
   int code;
   char msg[640];
 } call_t;
 
 static void *call_thread(void *p) {
   call_t *c = p;
+  if (c->delay_ms > 0) {
+    struct timespec ts = {0, (long)c->delay_ms * 1000000L};
+    nanosleep(&ts, NULL);
+  }
   c->code = take_error(c->fn(&c->fr.f), c->msg, sizeof c->msg);
+  if (c->code == XLA_FFI_Error_Code_OK && c->fr.f.future) {
+    c->code = take_future(c->fr.f.future, c->msg, sizeof c->msg);
+    c->fr.f.future = NULL;
+  }
   return NULL;
 }
 
@@ -731,3 +804,178 @@ void test_ffi_faults(void) {
   JT_EQ(jaxmg_live_sessions(), live);
   JT_EQ(atomic_load(&g_live_errors), 0);
 }
+
+/* ---- call instances (stateful handlers) --------------------------------------------------- */
+#if XLA_FFI_API_MAJOR == 0 && XLA_FFI_API_MINOR >= 3
+static atomic_int g_type_registrations, g_state_sets;
+static int64_t g_fake_type_id;
+static void (*g_fake_deleter)(void *);
+
+static XLA_FFI_Error *fake_error_now(XLA_FFI_Error_Code code, const char *msg) {
+  XLA_FFI_Error_Create_Args c;
+  memset(&c, 0, sizeof c);
+  c.errc = code;
+  c.message = msg;
+  return fake_error_create(&c);
+}
+
+static XLA_FFI_Error *fake_type_register(XLA_FFI_Type_Register_Args *args) {
+  atomic_fetch_add(&g_type_registrations, 1);
+  if (args->type_id->type_id != 0 || !args->type_info || !args->type_info->deleter)
+    return fake_error_now(XLA_FFI_Error_Code_INVALID_ARGUMENT, "bad type registration");
+  g_fake_type_id = 4242;
+  g_fake_deleter = args->type_info->deleter;
+  args->type_id->type_id = g_fake_type_id;
+  return NULL;
+}
+
+static XLA_FFI_Error *fake_state_set(XLA_FFI_State_Set_Args *args) {
+  atomic_fetch_add(&g_state_sets, 1);
+  fake_thunk_t *t = args->ctx->thunk;
+  if (args->stage != XLA_FFI_ExecutionStage_INSTANTIATE || !t || t->state ||
+      args->type_id->type_id != g_fake_type_id)
+    return fake_error_now(XLA_FFI_Error_Code_INTERNAL, "bad state set");
+  t->state = args->state;
+  t->type_id = args->type_id->type_id;
+  return NULL;
+}
+
+static XLA_FFI_Error *fake_state_get(XLA_FFI_State_Get_Args *args) {
+  fake_thunk_t *t = args->ctx->thunk;
+  if (args->stage != XLA_FFI_ExecutionStage_INSTANTIATE || !t || !t->state ||
+      t->type_id != args->type_id->type_id)
+    return fake_error_now(XLA_FFI_Error_Code_NOT_FOUND, "state is not set");
+  args->state = t->state;
+  return NULL;
+}
+
+static XLA_FFI_Api make_state_api(int minor, int futures) {
+  XLA_FFI_Api api = make_api();
+  api.api_version.minor_version = minor;
+  if (futures) {
+    api.XLA_FFI_Future_Create = fake_future_create;
+    api.XLA_FFI_Future_SetAvailable = fake_future_available;
+    api.XLA_FFI_Future_SetError = fake_future_error;
+  }
+  api.XLA_FFI_Type_Register = fake_type_register;
+  api.XLA_FFI_State_Set = fake_state_set;
+  api.XLA_FFI_State_Get = fake_state_get;
+  return api;
+}
+
+/* The INSTANTIATE call XLA makes when it builds the custom call of `thunk`. */
+static void instantiate(fake_thunk_t *thunk) {
+  frame_t fr;
+  frame_init(&fr, 0);
+  fr.f.stage = XLA_FFI_ExecutionStage_INSTANTIATE;
+  fr.ctx.thunk = thunk;
+  add_attr(&fr, "site", 41); /* XLA passes the attributes, no operands */
+  JT_CHECK(jaxmg_ffi_potrs_cpu(&fr.f) == NULL);
+}
+
+/* Two instances of one call site in one run, on 2 participants: each participant runs both
+ * instances at once (two threads, as XLA's CPU runtime may), position 0 starting instance A
+ * first and position 1 instance B first. A and B solve different systems; keyed by the site
+ * alone, the first sessions would pair A on one position with B on the other. */
+static void two_instances_round(fake_thunk_t thunks[2], int round) {
+  const int P = 2, K = 2;
+  const int64_t nloc = 4, n = 8, nrhs = 2, tile = 2, site = 41;
+  const int64_t run = next_run_id();
+  uint64_t rng = 900 + (uint64_t)round;
+  jaxmg_layout_t lay;
+  jaxmg_layout_init(&lay, nloc, P, tile);
+  jt_c *A[2] = {jt_random_hpd(n, 0, &rng), jt_random_hpd(n, 0, &rng)};
+  jt_c *B[2] = {jt_random_mat(n, nrhs, 0, &rng), jt_random_mat(n, nrhs, 0, &rng)};
+  jt_c *X = malloc((size_t)(n * nrhs) * sizeof *X);
+  bufs_t u[4];
+  call_t *calls = calloc(4, sizeof *calls);
+  int nb = 0, ok = JT_CHECK(A[0] && A[1] && B[0] && B[1] && X && calls);
+  while (ok && nb < P * K && (ok = bufs_alloc(&u[nb], JAXMG_F64, n, nloc, nrhs))) nb++;
+  if (!ok) goto done;
+  for (int k = 0; k < K; k++) {
+    for (int r = 0; r < P; r++) {
+      int c = k * P + r;
+      jt_make_shard(A[k], n, nloc, r, JAXMG_F64, u[c].a);
+      jt_rhs_to_solver(B[k], nrhs, &lay, JAXMG_F64, u[c].b);
+      u[c].ids[0] = 0, u[c].ids[1] = r;
+      op_frame(&calls[c].fr, "potrs", &u[c], run, tile, P, site, 60000);
+      calls[c].fr.ctx.thunk = &thunks[k];
+      calls[c].fn = jaxmg_ffi_potrs_cpu;
+      calls[c].delay_ms = (r == 0) == (k == 0) ? 0 : 30;
+    }
+  }
+  run_calls(calls, P * K);
+  for (int c = 0; c < P * K; c++) {
+    int k = c / P;
+    jt_context("two instances: round %d, instance %d, rank %d", round, k, c % P);
+    if (!JT_EQ(calls[c].code, XLA_FFI_Error_Code_OK)) JT_STR_CONTAINS(calls[c].msg, "(none)");
+    JT_EQ(u[c].info, 0);
+    jt_solution_from_solver(u[c].x, nrhs, &lay, JAXMG_F64, X);
+    JT_LT_DBL(jt_solve_ratio(A[k], X, B[k], n, nrhs, JAXMG_F64), 30.0);
+  }
+  jt_context("%s", "");
+done:
+  for (int c = 0; c < nb; c++) bufs_free(&u[c]);
+  free(calls);
+  free(X);
+  for (int k = 0; k < 2; k++) free(A[k]), free(B[k]);
+}
+
+void test_ffi_instances(void) {
+  if (!jt_register_lapack()) return;
+  int64_t live = jaxmg_live_sessions(), given = jaxmg_ffi_instances();
+  fake_thunk_t old[2] = {{NULL, 0}, {NULL, 0}};
+
+  /* A runtime older than FFI API 0.3 lays the State structs out differently: untouched. */
+  g_api = make_state_api(2, 0);
+  instantiate(&old[0]);
+  JT_EQ(atomic_load(&g_type_registrations), 0);
+  JT_EQ(atomic_load(&g_state_sets), 0);
+  JT_CHECK(old[0].state == NULL);
+  JT_EQ(jaxmg_ffi_instances(), given);
+
+  /* API 0.3: one type registration, one state per custom call, distinct ids. */
+  g_api = make_state_api(3, 0);
+  fake_thunk_t thunks[2] = {{NULL, 0}, {NULL, 0}};
+  instantiate(&thunks[0]);
+  instantiate(&thunks[1]);
+  JT_EQ(atomic_load(&g_type_registrations), 1);
+  JT_EQ(atomic_load(&g_state_sets), 2);
+  JT_CHECK(thunks[0].state != NULL && thunks[1].state != NULL);
+  JT_EQ(jaxmg_ffi_instances(), given + 2);
+  JT_CHECK(thunks[0].state != thunks[1].state);
+
+  /* Synchronous calls (a runtime without futures): one thread per call here. */
+  for (int round = 0; round < 4; round++) two_instances_round(thunks, round);
+  /* A call compiled without the INSTANTIATE stage (no state) still runs (instance 0). */
+  potrs_through_handler(JAXMG_F64, 2, 4, 2, 1, 1, 31);
+
+  /* Asynchronous calls: the handlers return futures at once, workers meet and complete them;
+   * errors travel through the future. */
+  g_api = make_state_api(3, 1);
+  for (int round = 4; round < 8; round++) two_instances_round(thunks, round);
+  potrs_through_handler(JAXMG_F64, 3, 4, 2, 2, 2, 32);
+  {
+    int codes[2];
+    char msgs[2][640];
+    potrs_fault_round(3, 1, 60000, next_run_id(), codes, msgs, -1);
+    JT_EQ(codes[1], XLA_FFI_Error_Code_INTERNAL);
+    JT_STR_CONTAINS(msgs[1], "injected solver failure");
+    JT_EQ(codes[0], XLA_FFI_Error_Code_ABORTED);
+    JT_STR_CONTAINS(msgs[0], "failed on the device at mesh position 1");
+  }
+  JT_EQ(atomic_load(&g_live_futures), 0);
+
+  /* The executable goes away: XLA destroys each state with the registered deleter. */
+  for (int k = 0; k < 2; k++) {
+    if (JT_CHECK(g_fake_deleter != NULL) && thunks[k].state) g_fake_deleter(thunks[k].state);
+  }
+  JT_EQ(jaxmg_live_sessions(), live);
+  JT_EQ(atomic_load(&g_live_errors), 0);
+}
+#else
+void test_ffi_instances(void) {
+  /* A header older than FFI API 0.3: the calls have no instance. */
+  JT_EQ(jaxmg_ffi_instances(), 0);
+}
+#endif

@@ -26,7 +26,7 @@ static void sleep_ms(int ms) {
 
 typedef struct {
   int rank, nparts;
-  int64_t run_id, site, group, timeout_ms;
+  int64_t run_id, site, instance, group, timeout_ms;
   int rounds;          /* test-specific */
   size_t slot_size;
   int skip;            /* this participant never arrives */
@@ -66,8 +66,8 @@ typedef struct {
 } slot_t;
 
 static jaxmg_join_t join_of(const rv_arg_t *a, const slot_t *slot) {
-  jaxmg_join_t j = {a->run_id, a->site, a->group, a->nparts, a->rank, a->timeout_ms, "testop",
-                    slot, a->slot_size};
+  jaxmg_join_t j = {a->run_id,     a->site, a->instance, a->group, a->nparts, a->rank,
+                    a->timeout_ms, "testop", slot,        a->slot_size};
   return j;
 }
 
@@ -82,7 +82,7 @@ void test_rv_bad_args(void) {
   } cases[] = {{0, 0, 1000, 8}, {2, -1, 1000, 8}, {2, 2, 1000, 8},
                {2, 0, 0, 8},    {2, 0, -5, 8},    {2, 0, 1000, 257}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    jaxmg_join_t j = {next_run_id(), 1, 0, cases[i].nparts, cases[i].rank, cases[i].timeout,
+    jaxmg_join_t j = {next_run_id(), 1, 0, 0, cases[i].nparts, cases[i].rank, cases[i].timeout,
                       "testop", &slot, cases[i].slot_size};
     jaxmg_session_t *s = (jaxmg_session_t *)&slot; /* must be reset to NULL */
     jaxmg_error_t err = {JAXMG_OK, ""};
@@ -218,6 +218,135 @@ void test_rv_loop(void) {
     run_threads(sizes[i], loop_thread, args);
   }
   JT_EQ(jaxmg_live_sessions(), live);
+}
+
+/* ---- instances: copies of one call site in one run meet their own copies ---------------- */
+/* Rank r runs instances 1 and 2 of the same site concurrently (two threads, as XLA's CPU
+ * runtime may), rank 0 starting instance 1 first and rank 1 instance 2 first; each instance
+ * loops. Keyed by the site alone, the first sessions would pair different instances. */
+static void *instance_thread(void *p) {
+  rv_arg_t *a = p;
+  if ((a->rank == 0) != (a->instance == 1)) sleep_ms(20);
+  for (int k = 0; k < a->rounds; k++) {
+    slot_t mine = {0};
+    mine.rank = a->rank, mine.round = k, mine.magic = a->instance;
+    jaxmg_join_t j = join_of(a, &mine);
+    jaxmg_session_t *s = NULL;
+    jt_context("instances: rank %d, instance %lld, round %d", a->rank, (long long)a->instance, k);
+    if (!JT_EQ(jaxmg__rv_join(&j, &s, &a->err), JAXMG_OK)) return NULL;
+    for (int r = 0; r < a->nparts; r++) {
+      const slot_t *o = jaxmg__rv_slot(s, r);
+      JT_EQ(o->magic, a->instance);
+      JT_EQ(o->round, k);
+      JT_EQ(o->rank, r);
+    }
+    JT_EQ(jaxmg__rv_barrier(s, a->rank, -1, &a->err), JAXMG_OK);
+    jaxmg__rv_leave(s, a->rank);
+  }
+  return NULL;
+}
+
+void test_rv_instances(void) {
+  int64_t live = jaxmg_live_sessions(), run = next_run_id();
+  rv_arg_t args[4];
+  fill_args(args, 2, run, 9, 0, kLongMs);      /* instance 1: ranks 0, 1 */
+  fill_args(args + 2, 2, run, 9, 0, kLongMs);  /* instance 2: ranks 0, 1 */
+  for (int i = 0; i < 4; i++) {
+    args[i].instance = i < 2 ? 1 : 2;
+    args[i].rounds = 3;
+    args[i].slot_size = 4 * sizeof(int64_t);
+  }
+  run_threads(4, instance_thread, args);
+  jt_context("%s", "");
+  JT_EQ(jaxmg_live_sessions(), live);
+}
+
+/* ---- arrival in two steps (begin on one thread, finish on another) ---------------------- */
+typedef struct {
+  rv_arg_t *a;
+  jaxmg_session_t *s;
+  jaxmg_arrival_t arrival;
+  jaxmg_status_t st;
+  jaxmg_error_t err;
+} finish_arg_t;
+
+static void *finish_thread(void *p) {
+  finish_arg_t *f = p;
+  slot_t mine = {0};
+  jaxmg_join_t j = join_of(f->a, &mine);
+  f->st = jaxmg__rv_join_finish(&j, f->s, &f->arrival, &f->err);
+  return NULL;
+}
+
+static void *late_thread(void *p) {
+  rv_arg_t *a = p;
+  slot_t mine = {0};
+  mine.rank = a->rank, mine.magic = 7;
+  sleep_ms(a->rounds); /* rounds: how late, in ms */
+  jaxmg_join_t j = join_of(a, &mine);
+  jaxmg_session_t *s = NULL;
+  a->st = jaxmg__rv_join(&j, &s, &a->err);
+  if (!a->st) {
+    JT_EQ(((const slot_t *)jaxmg__rv_slot(s, 0))->magic, 5);
+    a->st = jaxmg__rv_barrier(s, a->rank, -1, &a->err);
+    jaxmg__rv_leave(s, a->rank);
+  }
+  return NULL;
+}
+
+void test_rv_join_two_steps(void) {
+  int64_t live = jaxmg_live_sessions();
+  for (int c = 0; c < 4; c++) {
+    /* c 0: everyone arrives within the first wait (nothing pending); 1: rank 1 is late, rank 0
+     * finishes on another thread and both meet; 2: rank 1 never comes, the finish times out
+     * at the deadline of rank 0's arrival; 3: a failure posted while rank 0 is pending. */
+    rv_arg_t args[2];
+    fill_args(args, 2, next_run_id(), 13, 0, c == 2 ? kShortMs : kLongMs);
+    for (int i = 0; i < 2; i++) args[i].slot_size = 4 * sizeof(int64_t);
+    args[1].rounds = c == 0 ? 0 : 60;
+    jt_context("two steps: case %d", c);
+    pthread_t late;
+    int started = 0;
+    if (c < 2) started = JT_EQ(pthread_create(&late, NULL, late_thread, &args[1]), 0);
+    slot_t mine = {0};
+    mine.magic = 5;
+    jaxmg_join_t j = join_of(&args[0], &mine);
+    finish_arg_t f = {&args[0], NULL, {{0, 0}}, JAXMG_OK, {JAXMG_OK, ""}};
+    int pending = -1;
+    jaxmg_status_t st = jaxmg__rv_join_begin(&j, c == 0 ? kLongMs : 10, &f.s, &f.arrival,
+                                             &pending, &f.err);
+    JT_EQ(st, JAXMG_OK);
+    JT_CHECK(f.s != NULL);
+    JT_EQ(pending, c == 0 ? 0 : 1);
+    if (!st && pending) {
+      if (c == 3) {
+        jaxmg_error_t e = {JAXMG_EFAULT, "injected by the test"};
+        jaxmg_join_t j1 = join_of(&args[1], &mine);
+        jaxmg__rv_join_failed(&j1, &e);
+      }
+      pthread_t th;
+      if (JT_EQ(pthread_create(&th, NULL, finish_thread, &f), 0)) pthread_join(th, NULL);
+      st = f.st;
+    }
+    if (c < 2) {
+      JT_EQ(st, JAXMG_OK);
+      if (!st) {
+        JT_EQ(jaxmg__rv_barrier(f.s, 0, -1, &f.err), JAXMG_OK);
+        jaxmg__rv_leave(f.s, 0);
+      }
+    } else if (c == 2) {
+      JT_EQ(st, JAXMG_ETIMEDOUT);
+      JT_STR_CONTAINS(f.err.msg, "mesh positions [1]");
+    } else {
+      JT_EQ(st, JAXMG_EPEER);
+      JT_STR_CONTAINS(f.err.msg, "injected by the test");
+    }
+    if (started) pthread_join(late, NULL);
+    if (c < 2) JT_EQ(args[1].st, JAXMG_OK);
+  }
+  jt_context("%s", "");
+  /* Case 2 leaves a tombstone (rank 1 never left). */
+  JT_CHECK(jaxmg_live_sessions() <= live + 1);
 }
 
 /* ---- replica groups are independent ------------------------------------------------------- */

@@ -89,7 +89,7 @@ static void *participant(void *arg) {
   cudaSetDevice(j->dev);
   j->st = jaxmg__gpu_prepare(&t, &p, &g, &j->err);
   if (!j->st) {
-    jaxmg_join_t jn = {j->run_id, 1, 0, j->P, j->rank, 20000, "mock", &p, sizeof p};
+    jaxmg_join_t jn = {j->run_id, 1, 0, 0, j->P, j->rank, 20000, "mock", &p, sizeof p};
     j->st = jaxmg__rv_join(&jn, &t.session, &j->err);
     if (!j->st) {
       j->st = jaxmg__gpu_run(&t, &g, &j->err);
