@@ -71,6 +71,21 @@ def tables(recs):
     return "\n".join(out) + "\n"
 
 
+def _finish(plt, fig, ax, xlabel, ylabel, title, legend_size, path):
+    """Log-log axes, labels, legend and grid; saves the figure to ``path`` and returns it."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(recs, outdir):
     import matplotlib
 
@@ -93,18 +108,9 @@ def plots(recs, outdir):
         for label, pts in sorted(series.items()):
             ns = sorted(pts)
             ax.plot(ns, [pts[n] for n in ns], marker="o", label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("N")
-        ax.set_ylabel("seconds (best tile)")
-        ax.set_title(f"{op} {dtype} on {rs[0]['device']}")
-        ax.legend(fontsize=7)
-        ax.grid(True, which="both", alpha=0.3)
-        path = os.path.join(outdir, f"bench_{op}_{dtype}.png")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        files.append(_finish(plt, fig, ax, "N", "seconds (best tile)",
+                             f"{op} {dtype} on {rs[0]['device']}", 7,
+                             os.path.join(outdir, f"bench_{op}_{dtype}.png")))
     return files
 
 
@@ -133,28 +139,17 @@ def scaling_plots(recs, outdir, tag=""):
             eng = r.get("engine_used") or ""
             label = f"{r['impl'].replace('jaxmg[mg]', 'jaxmg')} {eng} N={r['n']}".replace("  ", " ")
             series[label][r["ndev"]] = r["seconds"]
-        colors = {}
         for label, pts in sorted(series.items()):
             ks = sorted(pts)
-            line, = ax.plot(ks, [pts[k] for k in ks], marker="o", label=label)
-            colors[label.split("N=")[-1]] = line.get_color()
+            ax.plot(ks, [pts[k] for k in ks], marker="o", label=label)
         for r in rs:
             if r["impl"] == "native_jax":
                 ax.axhline(r["seconds"], ls="--", lw=1, color="gray")
                 ax.annotate(f"native 1 GPU N={r['n']}", (1, r["seconds"]), fontsize=6,
                             va="bottom")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("GPUs")
-        ax.set_ylabel("seconds")
-        ax.set_title(f"{op} {dtype}: scaling on {rs[0]['device']}")
-        ax.legend(fontsize=6)
-        ax.grid(True, which="both", alpha=0.3)
-        path = os.path.join(outdir, f"scaling_{op}_{dtype}{tag}.png")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        files.append(_finish(plt, fig, ax, "GPUs", "seconds",
+                             f"{op} {dtype}: scaling on {rs[0]['device']}", 6,
+                             os.path.join(outdir, f"scaling_{op}_{dtype}{tag}.png")))
     return files
 
 

@@ -370,16 +370,27 @@ static int work_ok(void *work[], int64_t lwork, int ndev) {
   return 1;
 }
 
+/* The arguments every square-matrix routine checks alike (lower triangle, whole matrix). */
+static int square_ok(cusolverMgHandle_t h, cublasFillMode_t u, int n, void *A[], int ia, int ja,
+                     const desc_t *d, cudaDataType ct, void *work[], int64_t lwork) {
+  return u == CUBLAS_FILL_MODE_LOWER && ia == 1 && ja == 1 && n == d->n && ct == d->t &&
+         check_arrays(h, d, A) && work_ok(work, lwork, h->ndev);
+}
+
+/* The whole distributed matrix of d, column-major in new host memory (the caller frees). */
+static void *gathered(const desc_t *d, void *A[], jaxmg_dtype_t t) {
+  void *full = malloc((size_t)d->m * (size_t)d->n * jaxmg_dtype_size(t));
+  gather(d, A, full);
+  return full;
+}
+
 cusolverStatus_t cusolverMgPotrf(cusolverMgHandle_t h, cublasFillMode_t u, int n, void *A[],
                                  int ia, int ja, cudaLibMgMatrixDesc_t dd, cudaDataType ct,
                                  void *work[], int64_t lwork, int *info) {
   const desc_t *d = dd;
-  if (u != CUBLAS_FILL_MODE_LOWER || ia != 1 || ja != 1 || n != d->n || ct != d->t ||
-      !check_arrays(h, d, A) || !work_ok(work, lwork, h->ndev))
-    return CUSOLVER_STATUS_INVALID_VALUE;
+  if (!square_ok(h, u, n, A, ia, ja, d, ct, work, lwork)) return CUSOLVER_STATUS_INVALID_VALUE;
   jaxmg_dtype_t t = of_cuda(ct);
-  void *full = malloc((size_t)n * (size_t)n * jaxmg_dtype_size(t));
-  gather(d, A, full);
+  void *full = gathered(d, A, t);
   poison_upper(d, A, full);
   int lda = n, linfo = 0;
   switch (t) {
@@ -406,12 +417,9 @@ cusolverStatus_t cusolverMgPotri(cusolverMgHandle_t h, cublasFillMode_t u, int n
                                  int ia, int ja, cudaLibMgMatrixDesc_t dd, cudaDataType ct,
                                  void *work[], int64_t lwork, int *info) {
   const desc_t *d = dd;
-  if (u != CUBLAS_FILL_MODE_LOWER || ia != 1 || ja != 1 || n != d->n || ct != d->t ||
-      !check_arrays(h, d, A) || !work_ok(work, lwork, h->ndev))
-    return CUSOLVER_STATUS_INVALID_VALUE;
+  if (!square_ok(h, u, n, A, ia, ja, d, ct, work, lwork)) return CUSOLVER_STATUS_INVALID_VALUE;
   jaxmg_dtype_t t = of_cuda(ct);
-  void *full = malloc((size_t)n * (size_t)n * jaxmg_dtype_size(t));
-  gather(d, A, full);
+  void *full = gathered(d, A, t);
   int lda = n, linfo = 0;
   switch (t) {
     case JAXMG_F32: spotri_("L", &n, full, &lda, &linfo); break;
@@ -435,10 +443,8 @@ cusolverStatus_t cusolverMgPotrs(cusolverMgHandle_t h, cublasFillMode_t u, int n
       !check_arrays(h, e, B) || !work_ok(work, lwork, h->ndev))
     return CUSOLVER_STATUS_INVALID_VALUE;
   jaxmg_dtype_t t = of_cuda(ct);
-  void *fa = malloc((size_t)n * (size_t)n * jaxmg_dtype_size(t));
-  void *fb = malloc((size_t)n * (size_t)nrhs * jaxmg_dtype_size(t));
-  gather(d, A, fa);
-  gather(e, B, fb);
+  void *fa = gathered(d, A, t);
+  void *fb = gathered(e, B, t);
   int lda = n, linfo = 0;
   switch (t) {
     case JAXMG_F32: spotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
@@ -458,14 +464,12 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
                                  cudaLibMgMatrixDesc_t dd, void *W, cudaDataType wt,
                                  cudaDataType ct, void *work[], int64_t lwork, int *info) {
   const desc_t *d = dd;
-  if (u != CUBLAS_FILL_MODE_LOWER || ia != 1 || ja != 1 || n != d->n || ct != d->t || !W ||
-      !check_arrays(h, d, A) || !work_ok(work, lwork, h->ndev) || d->nb > 1024)
+  if (!square_ok(h, u, n, A, ia, ja, d, ct, work, lwork) || !W || d->nb > 1024)
     return CUSOLVER_STATUS_INVALID_VALUE;
   jaxmg_dtype_t t = of_cuda(ct);
   if (wt != ((t == JAXMG_F32 || t == JAXMG_C64) ? CUDA_R_32F : CUDA_R_64F))
     return CUSOLVER_STATUS_INVALID_VALUE;
-  void *full = malloc((size_t)n * (size_t)n * jaxmg_dtype_size(t));
-  gather(d, A, full);
+  void *full = gathered(d, A, t);
   poison_upper(d, A, full);
   const char *jz = jobz == CUSOLVER_EIG_MODE_VECTOR ? "V" : "N";
   int lda = n, linfo = 0, lw = -1, lrw = -1, liw = -1, iwq = 0;
