@@ -137,25 +137,4 @@ void jt_solution_from_solver(const void *y, int64_t k, const jaxmg_layout_t *lay
 double jt_solve_ratio(const jt_c *a, const jt_c *x, const jt_c *b, int64_t n, int64_t k,
                       jaxmg_dtype_t dt);
 
-/* ---- the Python side's data layout (python/jaxmg/_potrs.py, _geometry.py) ------------------ */
-/* Rounds a (n elements) to the precision of dt, in place (and drops the imaginary part for
- * real dtypes), so that references use exactly the stored values. */
-void jt_round(jt_c *a, int64_t n, jaxmg_dtype_t dt);
-/* Shard d: rows [d*nloc, (d+1)*nloc) of the n x n matrix a (column-major), row-major. */
-void jt_make_shard(const jt_c *a, int64_t n, int64_t nloc, int64_t d, jaxmg_dtype_t dt,
-                   void *shard);
-/* Element (i, j) of the matrix whose rows the shards hold (rows of d = i / nloc). */
-jt_c jt_shard_get(void *const *shards, int64_t n, int64_t nloc, int64_t i, int64_t j,
-                  jaxmg_dtype_t dt);
-/* Right-hand sides b (n x k, column-major) in the solver's order: c[g] = b[src(g)],
- * conjugated for complex dtypes; c is column-major n x k (= k x n row-major). */
-void jt_rhs_to_solver(const jt_c *b, int64_t k, const jaxmg_layout_t *lay, jaxmg_dtype_t dt,
-                      void *c);
-/* The solution back: x[j] = y[dst(j)], conjugated for complex dtypes. */
-void jt_solution_from_solver(const void *y, int64_t k, const jaxmg_layout_t *lay,
-                             jaxmg_dtype_t dt, jt_c *x);
-/* ||B - A X||_1 / (n ||A||_1 ||X||_1 eps) for A n x n, X and B n x k. */
-double jt_solve_ratio(const jt_c *a, const jt_c *x, const jt_c *b, int64_t n, int64_t k,
-                      jaxmg_dtype_t dt);
-
 #endif
