@@ -86,19 +86,30 @@ def _finish(plt, fig, ax, xlabel, ylabel, title, legend_size, path):
     return path
 
 
-def plots(recs, outdir):
+def _pyplot(outdir):
+    """matplotlib's pyplot without a display, and the output folder made."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     os.makedirs(outdir, exist_ok=True)
+    return plt
+
+
+def _timed_groups(recs):
+    """The records that have a time, grouped by (op, dtype), in order."""
     by = collections.defaultdict(list)
     for r in recs:
         if r.get("seconds"):
             by[(r["op"], r["dtype"])].append(r)
+    return sorted(by.items())
+
+
+def plots(recs, outdir):
+    plt = _pyplot(outdir)
     files = []
-    for (op, dtype), rs in sorted(by.items()):
+    for (op, dtype), rs in _timed_groups(recs):
         fig, ax = plt.subplots(figsize=(6, 4))
         series = collections.defaultdict(dict)
         for r in rs:
@@ -114,21 +125,12 @@ def plots(recs, outdir):
     return files
 
 
-def scaling_plots(recs, outdir, tag=""):
+def scaling_plots(recs, outdir):
     """Time against the number of GPUs, one line per (implementation, N); native JAX on one
     GPU as a dashed horizontal line per N."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(outdir, exist_ok=True)
-    by = collections.defaultdict(list)
-    for r in recs:
-        if r.get("seconds"):
-            by[(r["op"], r["dtype"])].append(r)
+    plt = _pyplot(outdir)
     files = []
-    for (op, dtype), rs in sorted(by.items()):
+    for (op, dtype), rs in _timed_groups(recs):
         if len({r["ndev"] for r in rs}) < 2:
             continue
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -149,7 +151,7 @@ def scaling_plots(recs, outdir, tag=""):
                             va="bottom")
         files.append(_finish(plt, fig, ax, "GPUs", "seconds",
                              f"{op} {dtype}: scaling on {rs[0]['device']}", 6,
-                             os.path.join(outdir, f"scaling_{op}_{dtype}{tag}.png")))
+                             os.path.join(outdir, f"scaling_{op}_{dtype}.png")))
     return files
 
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jaxmg_elem.h"
 #include "jaxmg_test.h"
 
 /* ---- the system LAPACK/BLAS (Fortran convention) ------------------------------------------ */
@@ -157,30 +158,9 @@ void jt_matmul(const jt_c *a, const jt_c *b, jt_c *c, int64_t m, int64_t k, int6
 }
 
 /* ---- the four storage dtypes ------------------------------------------------------------- */
-jt_c jt_load(const void *p, int64_t i, jaxmg_dtype_t dt) {
-  switch (dt) {
-    case JAXMG_F32: return ((const float *)p)[i];
-    case JAXMG_F64: return ((const double *)p)[i];
-    case JAXMG_C64: return CMPLX(((const float *)p)[2 * i], ((const float *)p)[2 * i + 1]);
-    case JAXMG_C128: return CMPLX(((const double *)p)[2 * i], ((const double *)p)[2 * i + 1]);
-  }
-  return NAN;
-}
+jt_c jt_load(const void *p, int64_t i, jaxmg_dtype_t dt) { return elem_load(dt, p, (size_t)i); }
 
-void jt_store(void *p, int64_t i, jaxmg_dtype_t dt, jt_c v) {
-  switch (dt) {
-    case JAXMG_F32: ((float *)p)[i] = (float)creal(v); break;
-    case JAXMG_F64: ((double *)p)[i] = creal(v); break;
-    case JAXMG_C64:
-      ((float *)p)[2 * i] = (float)creal(v);
-      ((float *)p)[2 * i + 1] = (float)cimag(v);
-      break;
-    case JAXMG_C128:
-      ((double *)p)[2 * i] = creal(v);
-      ((double *)p)[2 * i + 1] = cimag(v);
-      break;
-  }
-}
+void jt_store(void *p, int64_t i, jaxmg_dtype_t dt, jt_c v) { elem_store(dt, p, (size_t)i, v); }
 
 double jt_eps(jaxmg_dtype_t dt) {
   return (dt == JAXMG_F32 || dt == JAXMG_C64) ? FLT_EPSILON / 2 : DBL_EPSILON / 2;

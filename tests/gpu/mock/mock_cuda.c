@@ -25,7 +25,7 @@
 #include <cuda_runtime_api.h>
 #include <cusolverMg.h>
 
-#include "mock_elem.h"
+#include "jaxmg_elem.h"
 
 static _Thread_local int cur_dev = 0;
 
@@ -128,7 +128,7 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
   return cudaSuccess;
 }
 
-/* ---- dtype of a CUDA data type (element access: mock_elem.h) -------------------------- */
+/* ---- dtype of a CUDA data type (element access: tests/include/jaxmg_elem.h) -------------------------- */
 static jaxmg_dtype_t of_cuda(cudaDataType d) {
   return d == CUDA_R_32F   ? JAXMG_F32
          : d == CUDA_R_64F ? JAXMG_F64
@@ -156,8 +156,8 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
 const char *cublasGetStatusName(cublasStatus_t s) { return s ? "CUBLAS_MOCK_ERROR" : "OK"; }
 
 static zd opv(jaxmg_dtype_t t, cublasOperation_t op, const void *A, int lda, int i, int j) {
-  if (op == CUBLAS_OP_N) return mock_load(t, A, (size_t)i + (size_t)j * (size_t)lda);
-  zd v = mock_load(t, A, (size_t)j + (size_t)i * (size_t)lda);
+  if (op == CUBLAS_OP_N) return elem_load(t, A, (size_t)i + (size_t)j * (size_t)lda);
+  zd v = elem_load(t, A, (size_t)j + (size_t)i * (size_t)lda);
   return op == CUBLAS_OP_C ? conj(v) : v;
 }
 static cublasStatus_t geam(jaxmg_dtype_t t, cublasHandle_t h, cublasOperation_t ta,
@@ -169,7 +169,7 @@ static cublasStatus_t geam(jaxmg_dtype_t t, cublasHandle_t h, cublasOperation_t 
     for (int i = 0; i < m; i++) {
       zd v = al * opv(t, ta, A, lda, i, j);
       if (be != 0) v += be * opv(t, tb, B, ldb, i, j); /* beta = 0: B not read (BLAS rule) */
-      mock_store(t, C, (size_t)i + (size_t)j * (size_t)ldc, v);
+      elem_store(t, C, (size_t)i + (size_t)j * (size_t)ldc, v);
     }
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -177,7 +177,7 @@ static cublasStatus_t geam(jaxmg_dtype_t t, cublasHandle_t h, cublasOperation_t 
   cublasStatus_t name(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, \
                       const TY *al, const TY *A, int lda, const TY *be, const TY *B, int ldb,     \
                       TY *C, int ldc) {                                                           \
-    return geam(mt, h, ta, tb, m, n, mock_load(mt, al, 0), A, lda, mock_load(mt, be, 0), B, ldb,  \
+    return geam(mt, h, ta, tb, m, n, elem_load(mt, al, 0), A, lda, elem_load(mt, be, 0), B, ldb,  \
                 C, ldc);                                                                          \
   }
 GEAM(cublasSgeam, S, JAXMG_F32, float)
@@ -194,15 +194,15 @@ static cublasStatus_t hemm(jaxmg_dtype_t t, int herm, cublasHandle_t h, cublasSi
     for (int i = 0; i < m; i++) {
       zd s = 0;
       for (int k = 0; k < m; k++) {
-        zd a = i >= k ? mock_load(t, A, (size_t)i + (size_t)k * lda)
-                      : mock_load(t, A, (size_t)k + (size_t)i * lda);
+        zd a = i >= k ? elem_load(t, A, (size_t)i + (size_t)k * lda)
+                      : elem_load(t, A, (size_t)k + (size_t)i * lda);
         if (herm && i < k) a = conj(a);
         if (herm && i == k) a = creal(a);
-        s += a * mock_load(t, B, (size_t)k + (size_t)j * ldb);
+        s += a * elem_load(t, B, (size_t)k + (size_t)j * ldb);
       }
       zd v = al * s;
-      if (be != 0) v += be * mock_load(t, C, (size_t)i + (size_t)j * ldc);
-      mock_store(t, C, (size_t)i + (size_t)j * ldc, v);
+      if (be != 0) v += be * elem_load(t, C, (size_t)i + (size_t)j * ldc);
+      elem_store(t, C, (size_t)i + (size_t)j * ldc, v);
     }
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -210,8 +210,8 @@ static cublasStatus_t hemm(jaxmg_dtype_t t, int herm, cublasHandle_t h, cublasSi
   cublasStatus_t name(cublasHandle_t h, cublasSideMode_t sd, cublasFillMode_t ul, int m, int n, \
                       const TY *al, const TY *A, int lda, const TY *B, int ldb, const TY *be,   \
                       TY *C, int ldc) {                                                         \
-    return hemm(mt, herm, h, sd, ul, m, n, mock_load(mt, al, 0), A, lda, B, ldb,                \
-                mock_load(mt, be, 0), C, ldc);                                                  \
+    return hemm(mt, herm, h, sd, ul, m, n, elem_load(mt, al, 0), A, lda, B, ldb,                \
+                elem_load(mt, be, 0), C, ldc);                                                  \
   }
 HEMM(cublasSsymm_v2, 0, JAXMG_F32, float)
 HEMM(cublasDsymm_v2, 0, JAXMG_F64, double)
@@ -291,8 +291,8 @@ static void scatter(const desc_t *d, void **arr, const void *full, int lower_onl
       continue;
     }
     for (int64_t i = 0; i < d->m; i++)
-      mock_store(t, dst, (size_t)i,
-                 i >= j ? mock_load(t, full, (size_t)i + (size_t)j * d->m) : 1e30 + 0 * I);
+      elem_store(t, dst, (size_t)i,
+                 i >= j ? elem_load(t, full, (size_t)i + (size_t)j * d->m) : 1e30 + 0 * I);
   }
 }
 
@@ -305,7 +305,7 @@ static void poison_upper(const desc_t *d, void **arr, void *full) {
   jaxmg_dtype_t t = of_cuda(d->t);
   for (int64_t j = 0; j < d->n; j++)
     for (int64_t i = 0; i < j && i < d->m; i++)
-      mock_store(t, full, (size_t)i + (size_t)j * (size_t)d->m, NAN);
+      elem_store(t, full, (size_t)i + (size_t)j * (size_t)d->m, NAN);
   scatter(d, arr, full, 0);
 }
 

@@ -11,7 +11,7 @@ JAXLIB_INCLUDE=$(${PYTHON:-python3} -c 'import jaxlib, os; print(os.path.join(os
 cc -std=c11 -O1 -g -Wall -Wextra -Werror -pedantic -Wno-unused-parameter \
   -D_POSIX_C_SOURCE=200809L -DDISABLE_CUSOLVERMG_DEPRECATED=1 \
   -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
-  -Iinclude -Isrc -isystem "$CUDA_INC" -isystem "$JAXLIB_INCLUDE" \
+  -Iinclude -Isrc -Itests/include -isystem "$CUDA_INC" -isystem "$JAXLIB_INCLUDE" \
   src/common/status.c src/common/layout.c src/common/rendezvous.c \
   src/gpu/*.c tests/gpu/mock/mock_cuda.c tests/gpu/mock/test_mock.c \
   -o "$OUT/test_mock" -llapack -lblas -lpthread -lm

@@ -15,7 +15,7 @@
 
 #include "common/rendezvous.h"
 #include "gpu/gpu.h"
-#include "mock_elem.h"
+#include "jaxmg_elem.h"
 
 static int failures = 0, checks = 0;
 #define CHECK(cond, ...)                                 \
@@ -144,8 +144,8 @@ static void **make_shards(zd *A, int64_t n, int P, jaxmg_dtype_t dt) {
     s[r] = malloc((size_t)(nloc * n) * esz(dt));
     for (int64_t c = 0; c < nloc; c++)
       for (int64_t j = 0; j < n; j++) {
-        mock_store(dt, s[r], (size_t)(c * n + j), A[(r * nloc + c) * n + j]);
-        A[(r * nloc + c) * n + j] = mock_load(dt, s[r], (size_t)(c * n + j));
+        elem_store(dt, s[r], (size_t)(c * n + j), A[(r * nloc + c) * n + j]);
+        A[(r * nloc + c) * n + j] = elem_load(dt, s[r], (size_t)(c * n + j));
       }
   }
   return s;
@@ -200,9 +200,9 @@ static void test_potrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, 
   for (int r = 0; r < P; r++)
     for (int64_t k = 0; k < nrhs; k++)
       for (int64_t g = 0; g < n; g++) {
-        mock_store(dt, b[r], (size_t)(g + k * n), conj(B[jaxmg_layout_src(&lay, g) * nrhs + k]));
+        elem_store(dt, b[r], (size_t)(g + k * n), conj(B[jaxmg_layout_src(&lay, g) * nrhs + k]));
         if (r == 0)
-          B[jaxmg_layout_src(&lay, g) * nrhs + k] = conj(mock_load(dt, b[0], (size_t)(g + k * n)));
+          B[jaxmg_layout_src(&lay, g) * nrhs + k] = conj(elem_load(dt, b[0], (size_t)(g + k * n)));
       }
   void **x = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
   job_t jobs[16];
@@ -218,7 +218,7 @@ static void test_potrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, 
   zd *X = malloc(sizeof(zd) * (size_t)(n * nrhs)), *R = malloc(sizeof(zd) * (size_t)(n * nrhs));
   for (int64_t i = 0; i < n; i++)
     for (int64_t k = 0; k < nrhs; k++)
-      X[i * nrhs + k] = conj(mock_load(dt, x[0], (size_t)(jaxmg_layout_dst(&lay, i) + k * n)));
+      X[i * nrhs + k] = conj(elem_load(dt, x[0], (size_t)(jaxmg_layout_dst(&lay, i) + k * n)));
   for (int64_t i = 0; i < n; i++)
     for (int64_t k = 0; k < nrhs; k++) {
       zd s = B[i * nrhs + k];
@@ -253,7 +253,7 @@ static void test_potri(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
   for (int r = 0; r < P; r++)
     for (int64_t c = 0; c < nloc; c++)
       for (int64_t j = 0; j < n; j++)
-        X[(r * nloc + c) * n + j] = mock_load(dt, a[r], (size_t)(c * n + j));
+        X[(r * nloc + c) * n + j] = elem_load(dt, a[r], (size_t)(c * n + j));
   double herm = 0, xmax = 0;
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j < n; j++) {
@@ -296,9 +296,9 @@ static void test_syevd(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
   double trace = 0, wsum = 0, anorm = norm_inf(A, n, n);
   for (int64_t i = 0; i < n; i++) {
     trace += creal(A[i * n + i]);
-    wsum += creal(mock_load(rt, w[0], (size_t)i));
+    wsum += creal(elem_load(rt, w[0], (size_t)i));
     if (i)
-      CHECK(creal(mock_load(rt, w[0], (size_t)i)) >= creal(mock_load(rt, w[0], (size_t)i - 1)),
+      CHECK(creal(elem_load(rt, w[0], (size_t)i)) >= creal(elem_load(rt, w[0], (size_t)i - 1)),
             "%s: w not ascending at %lld", what, (long long)i);
   }
   CHECK(fabs(trace - wsum) < 30 * n * anorm * eps(dt), "%s: sum(w) %.6g != trace %.6g", what,
@@ -309,12 +309,12 @@ static void test_syevd(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
     for (int r = 0; r < P; r++)
       for (int64_t c = 0; c < nloc; c++) {
         int64_t e = jaxmg_layout_dst(&lay, r * nloc + c);
-        double we = creal(mock_load(rt, w[0], (size_t)e)), res = 0, nv = 0;
+        double we = creal(elem_load(rt, w[0], (size_t)e)), res = 0, nv = 0;
         for (int64_t i = 0; i < n; i++) {
           zd s = 0;
           for (int64_t j = 0; j < n; j++)
-            s += A[i * n + j] * conj(mock_load(dt, a[r], (size_t)(c * n + j)));
-          zd vi = conj(mock_load(dt, a[r], (size_t)(c * n + i)));
+            s += A[i * n + j] * conj(elem_load(dt, a[r], (size_t)(c * n + j)));
+          zd vi = conj(elem_load(dt, a[r], (size_t)(c * n + i)));
           res += cabs(s - we * vi) * cabs(s - we * vi);
           nv += cabs(vi) * cabs(vi);
         }

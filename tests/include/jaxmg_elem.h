@@ -1,16 +1,16 @@
-/* Element access by jaxmg dtype for the mock harness (the mock cuSOLVERMg and its tests):
- * element i of a buffer as a double complex, and back. */
-#ifndef JAXMG_MOCK_ELEM_H
-#define JAXMG_MOCK_ELEM_H
+/* Element access by jaxmg dtype for the C tests and the mock harness (the mock cuSOLVERMg
+ * and its tests): element i of a buffer as a double complex, and back. */
+#ifndef JAXMG_TEST_ELEM_H
+#define JAXMG_TEST_ELEM_H
 
 #include <complex.h>
 #include <stddef.h>
 
 #include "jaxmg/jaxmg.h"
 
-typedef double complex zd;
+typedef double complex zd; /* the mock harness's element type (the C tests call it jt_c) */
 
-static inline zd mock_load(jaxmg_dtype_t dt, const void *p, size_t i) {
+static inline zd elem_load(jaxmg_dtype_t dt, const void *p, size_t i) {
   switch (dt) {
     case JAXMG_F32: return ((const float *)p)[i];
     case JAXMG_F64: return ((const double *)p)[i];
@@ -19,7 +19,7 @@ static inline zd mock_load(jaxmg_dtype_t dt, const void *p, size_t i) {
   }
 }
 
-static inline void mock_store(jaxmg_dtype_t dt, void *p, size_t i, zd v) {
+static inline void elem_store(jaxmg_dtype_t dt, void *p, size_t i, zd v) {
   switch (dt) {
     case JAXMG_F32: ((float *)p)[i] = (float)creal(v); break;
     case JAXMG_F64: ((double *)p)[i] = creal(v); break;
