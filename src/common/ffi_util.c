@@ -300,7 +300,6 @@ static atomic_llong g_next_id;  /* ids drawn so far */
 static pthread_mutex_t g_type_mu = PTHREAD_MUTEX_INITIALIZER;
 static XLA_FFI_TypeId g_type;   /* the state's type id, once registered */
 static int g_type_state;        /* 0: not tried, 1: registered, -1: registration failed */
-static atomic_int g_given;      /* 1 once an instance was given: XLA keeps states here */
 
 static int state_api(const XLA_FFI_Api *api) {
   return api->api_version.major_version == 0 && api->api_version.minor_version >= 3 &&
@@ -355,14 +354,13 @@ void jaxmg__ffi_instantiate(XLA_FFI_CallFrame *f, const char *platform) {
     return;
   }
   atomic_fetch_add(&g_instances, 1);
-  atomic_store(&g_given, 1);
 }
 
 int64_t jaxmg__ffi_instance(const XLA_FFI_CallFrame *f) {
   const XLA_FFI_Api *api = f->api;
   /* Asked only once XLA took a state from this library: where the runtime never ran our
    * INSTANTIATE stage, its executions may keep no instantiation state to look into. */
-  if (!atomic_load(&g_given) || !state_api(api)) return 0;
+  if (!atomic_load(&g_instances) || !state_api(api)) return 0;
   XLA_FFI_State_Get_Args a;
   memset(&a, 0, sizeof a);
   a.struct_size = XLA_FFI_State_Get_Args_STRUCT_SIZE;

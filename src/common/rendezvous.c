@@ -235,9 +235,11 @@ static jaxmg_status_t check_join(const jaxmg_join_t *j, jaxmg_error_t *err) {
   return JAXMG_OK;
 }
 
-jaxmg_status_t jaxmg__rv_join_begin(const jaxmg_join_t *j, int64_t first_wait_ms,
-                                    jaxmg_session_t **out, jaxmg_arrival_t *arrival,
-                                    int *pending, jaxmg_error_t *err) {
+/* Arrives and waits until the deadline of the arrival, or only until `first_wait_ms` from
+ * now when that is >= 0 (then *pending tells whether the others are still missing). */
+static jaxmg_status_t join_until(const jaxmg_join_t *j, int64_t first_wait_ms,
+                                 jaxmg_session_t **out, jaxmg_arrival_t *arrival, int *pending,
+                                 jaxmg_error_t *err) {
   jaxmg_session_t *s = NULL;
   *out = NULL;
   *pending = 0;
@@ -248,12 +250,19 @@ jaxmg_status_t jaxmg__rv_join_begin(const jaxmg_join_t *j, int64_t first_wait_ms
   if (!st) {
     struct timespec stop;
     deadline_after(&arrival->deadline, j->timeout_ms);
-    deadline_after(&stop, first_wait_ms > 0 ? first_wait_ms : 0);
-    st = await_locked(j, s, &arrival->deadline, &stop, pending, err);
+    if (first_wait_ms >= 0) deadline_after(&stop, first_wait_ms);
+    st = await_locked(j, s, &arrival->deadline, first_wait_ms >= 0 ? &stop : NULL, pending,
+                      err);
   }
   pthread_mutex_unlock(&g_mu);
   if (!st) *out = s;
   return st;
+}
+
+jaxmg_status_t jaxmg__rv_join_begin(const jaxmg_join_t *j, int64_t first_wait_ms,
+                                    jaxmg_session_t **out, jaxmg_arrival_t *arrival,
+                                    int *pending, jaxmg_error_t *err) {
+  return join_until(j, first_wait_ms > 0 ? first_wait_ms : 0, out, arrival, pending, err);
 }
 
 jaxmg_status_t jaxmg__rv_join_finish(const jaxmg_join_t *j, jaxmg_session_t *s,
@@ -266,21 +275,9 @@ jaxmg_status_t jaxmg__rv_join_finish(const jaxmg_join_t *j, jaxmg_session_t *s,
 }
 
 jaxmg_status_t jaxmg__rv_join(const jaxmg_join_t *j, jaxmg_session_t **out, jaxmg_error_t *err) {
-  jaxmg_session_t *s = NULL;
+  jaxmg_arrival_t arrival;
   int pending = 0;
-  *out = NULL;
-  jaxmg_status_t st = check_join(j, err);
-  if (st) return st;
-  pthread_mutex_lock(&g_mu);
-  st = arrive_locked(j, &s, err);
-  if (!st) {
-    struct timespec dl;
-    deadline_after(&dl, j->timeout_ms);
-    st = await_locked(j, s, &dl, NULL, &pending, err);
-  }
-  pthread_mutex_unlock(&g_mu);
-  if (!st) *out = s;
-  return st;
+  return join_until(j, -1, out, &arrival, &pending, err);
 }
 
 void jaxmg__rv_join_failed(const jaxmg_join_t *j, const jaxmg_error_t *e) {

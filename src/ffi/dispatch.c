@@ -185,6 +185,14 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
  * the device's other calls, which its peers may be waiting in (docs/design.md). */
 static const int64_t kInlineWaitMs = 2;
 
+jaxmg_status_t jaxmg__ffi_run_joined(XLA_FFI_CallFrame *f, const jaxmg_platform_t *pf,
+                                     jaxmg_task_t *t, jaxmg_error_t *err) {
+  jaxmg_status_t st = pf->run(f, t, err);
+  if (st && !jaxmg__is_peer_status(st)) jaxmg__rv_fail(t->session, t->rank, err);
+  jaxmg__rv_leave(t->session, t->rank);
+  return st;
+}
+
 typedef struct {
   const XLA_FFI_Api *api;
   XLA_FFI_Future *future;
@@ -199,11 +207,7 @@ static void async_main(void *arg) {
   async_call_t *c = arg;
   jaxmg_error_t err = {JAXMG_OK, ""};
   jaxmg_status_t st = jaxmg__rv_join_finish(&c->j, c->t.session, &c->arrival, &err);
-  if (!st) {
-    st = c->pf->run(NULL, &c->t, &err);
-    if (st && !jaxmg__is_peer_status(st)) jaxmg__rv_fail(c->t.session, c->t.rank, &err);
-    jaxmg__rv_leave(c->t.session, c->t.rank);
-  }
+  if (!st) st = jaxmg__ffi_run_joined(NULL, c->pf, &c->t, &err);
   /* The last touch of the call: XLA may release its buffers from here on. */
   jaxmg__ffi_future_done(c->api, c->future, st ? &err : NULL);
   free(c);
@@ -316,11 +320,7 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
     }
     st = jaxmg__rv_join(&j, &t.session, &err);
   }
-  if (!st) {
-    st = pf->run(f, &t, &err);
-    if (st && !jaxmg__is_peer_status(st)) jaxmg__rv_fail(t.session, t.rank, &err);
-    jaxmg__rv_leave(t.session, t.rank);
-  }
+  if (!st) st = jaxmg__ffi_run_joined(f, pf, &t, &err);
   if (prepared && pf->release) pf->release(f, &part);
   return st ? jaxmg__ffi_error(f->api, &err) : NULL;
 }

@@ -82,4 +82,9 @@ XLA_FFI_Error *jaxmg__ffi_mpmd(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part
 XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
                                    const jaxmg_platform_t *pf);
 
+/* A joined participant's work (pf->run); its own failure is posted to the peers, then it
+ * leaves the session. */
+jaxmg_status_t jaxmg__ffi_run_joined(XLA_FFI_CallFrame *f, const jaxmg_platform_t *pf,
+                                     jaxmg_task_t *t, jaxmg_error_t *err);
+
 #endif

@@ -91,11 +91,7 @@ static void *proxy_main(void *arg) {
     jaxmg__rv_join_failed(&x->j, &x->err);
   } else {
     st = jaxmg__rv_join(&x->j, &x->t.session, &x->err);
-    if (!st) {
-      st = pf->run(NULL, &x->t, &x->err);
-      if (st && !jaxmg__is_peer_status(st)) jaxmg__rv_fail(x->t.session, x->t.rank, &x->err);
-      jaxmg__rv_leave(x->t.session, x->t.rank);
-    }
+    if (!st) st = jaxmg__ffi_run_joined(NULL, pf, &x->t, &x->err);
     jaxmg_error_t e2;
     jaxmg_status_t st2 = pf->mp_exit(&x->t, x->state, &x->part, &e2);
     if (!st && st2) {
@@ -168,9 +164,7 @@ static jaxmg_status_t lead(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *
     if (st) {
       jaxmg__rv_join_failed(&j0, err);
     } else if (!(st = jaxmg__rv_join(&j0, &t->session, err))) {
-      st = pf->run(f, t, err);
-      if (st && !jaxmg__is_peer_status(st)) jaxmg__rv_fail(t->session, 0, err);
-      jaxmg__rv_leave(t->session, 0);
+      st = jaxmg__ffi_run_joined(f, pf, t, err); /* t->rank is 0: the leader's position */
     }
     if (prepared && pf->release) pf->release(f, part);
   }
