@@ -28,6 +28,7 @@ TARGETS = {
     "jaxmg_potri": "potri",
     "jaxmg_syevd": "syevd",
     "jaxmg_syevd_n": "syevd_n",
+    "jaxmg_potrs_whole": "potrs_whole",
 }
 
 _HERE = os.path.dirname(os.path.abspath(__file__))

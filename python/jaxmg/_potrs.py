@@ -8,7 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from . import _cholesky, _core, _engine, _ffi, _mesh, _rules, _split
+from . import _cholesky, _core, _engine, _ffi, _mesh, _mpmd, _rules, _split
 from ._geometry import (
     Geometry, from_solver_rows, pad_shard, to_solver_rows, unpad_info, unpad_shard,
 )
@@ -71,6 +71,36 @@ def potrs_single(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=Fals
     info = exact_info(failed, a_loc, geo, row_axes, group_axes)
     return (x, info, a_loc) if keep_factor else (x, info)
 
+
+def potrs_whole(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False):
+    """Per-device body of the single engine when the mesh lives in this process: one jaxmg
+    call (``JAXMG_OP_POTRS_WHOLE``) in which position 0 copies from its peers only the part of
+    the matrix a lower Cholesky reads (N²/8 elements from the other device on 2 GPUs, against
+    N²/2 for an all-gather), factors and solves alone (cuSOLVERDn on GPUs, LAPACK on CPU
+    devices) and the others copy x and info from it. info is LAPACK's (the exact pivot); on
+    failure x is NaN. Memory: N x N on position 0 only. (x, info[1])."""
+    dtype = a_loc.dtype
+    ids = _core.mesh_ids(row_axes, group_axes)
+    whole = Geometry(geo.n, geo.ndev, geo.nloc)  # tile = shard: the identity layout
+    # The shard read column-major is conj(A); solve conj(A) conj(x) = conj(b).
+    c = jnp.conj(b) if jnp.iscomplexobj(b) else b
+    k = b.shape[1]
+    xt, info = _core.call(
+        "jaxmg_potrs_whole",
+        (jax.ShapeDtypeStruct((k, geo.n), dtype), jax.ShapeDtypeStruct((1,), jnp.int32)),
+        (a_loc, c.T, ids),
+        whole,
+        axes=(row_axes, group_axes),
+    )
+    x = jnp.conj(xt.T) if jnp.iscomplexobj(xt) else xt.T
+    x = jnp.where(info[0] > 0, jnp.full_like(x, jnp.nan), x)
+    return (x, info, a_loc) if keep_factor else (x, info)
+
+
+# The single engine's potrs gathers with potrs_whole (one jaxmg call) when the mesh lives in
+# this process and this is True; else (or across processes) with an all-gather and XLA's
+# solvers (potrs_single). Kept switchable for bench/diag_potrs_whole.py.
+USE_WHOLE = True
 
 # The single engine's potrs on exactly two devices runs potrs_pair (below) instead of
 # gather + Cholesky when this is True. Off: measured on 2 H200 it is no faster than the
@@ -155,8 +185,12 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
     del timeout  # part of the cache key: read by _core.call at trace time
     # A donated input is only reused when an output can alias it: with donate, the factor
     # comes out too (and is dropped), so the solver works in the caller's buffer.
-    single = (functools.partial(potrs_pair, first=PAIR_FIRST)
-              if (USE_PAIR and geo.ndev == 2) else potrs_single)
+    if USE_PAIR and geo.ndev == 2:
+        single = functools.partial(potrs_pair, first=PAIR_FIRST)
+    elif USE_WHOLE and _mpmd.procs_table(place.mesh, place.row_axes, place.group_axes) is None:
+        single = potrs_whole
+    else:
+        single = potrs_single
     local = {"single": single, "split": _split.potrs_split}.get(engine, potrs_local)
     body = functools.partial(
         local, geo=geo,

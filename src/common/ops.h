@@ -26,8 +26,21 @@ typedef enum {
   JAXMG_OP_SOLVE = 2,   /* solve with a factor produced by JAXMG_OP_POTRF */
   JAXMG_OP_POTRI = 3,   /* inverse, returned as rows of inv(A) in the original order */
   JAXMG_OP_SYEVD = 4,   /* eigenvalues and eigenvectors */
-  JAXMG_OP_SYEVD_N = 5  /* eigenvalues only */
+  JAXMG_OP_SYEVD_N = 5, /* eigenvalues only */
+  /* factor and solve on one participant (position 0) holding the whole matrix: it gathers
+   * from its peers only the part a lower Cholesky reads, the others receive x ("single"
+   * engine of potrs); `a` is read, not written */
+  JAXMG_OP_POTRS_WHOLE = 6
 } jaxmg_op_t;
+
+/* Ops with right-hand sides b (operand) and solutions x (result). */
+static inline int jaxmg__op_has_rhs(jaxmg_op_t op) {
+  return op == JAXMG_OP_POTRS || op == JAXMG_OP_SOLVE || op == JAXMG_OP_POTRS_WHOLE;
+}
+/* Ops whose shard `a` is also a result (aliased to the operand). */
+static inline int jaxmg__op_writes_a(jaxmg_op_t op) {
+  return op != JAXMG_OP_SOLVE && op != JAXMG_OP_POTRS_WHOLE;
+}
 
 typedef struct {
   jaxmg_op_t op;

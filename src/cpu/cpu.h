@@ -37,5 +37,8 @@ void jaxmg__cpu_solve(const jaxmg_cpu_ctx_t *c, void *y, int nc);
 
 jaxmg_status_t jaxmg__cpu_potri(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
 jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
+/* JAXMG_OP_POTRS_WHOLE (cpu_whole.c). */
+jaxmg_status_t jaxmg__cpu_potrs_whole(const jaxmg_cpu_ctx_t *c, int32_t *info,
+                                      jaxmg_error_t *err);
 
 #endif

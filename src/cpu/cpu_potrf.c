@@ -185,6 +185,7 @@ jaxmg_status_t jaxmg_cpu_run(const jaxmg_task_t *t, int32_t *info, jaxmg_error_t
     case JAXMG_OP_POTRI: return jaxmg__cpu_potri(&c, info, err);
     case JAXMG_OP_SYEVD:
     case JAXMG_OP_SYEVD_N: return jaxmg__cpu_syevd(&c, info, err);
+    case JAXMG_OP_POTRS_WHOLE: return jaxmg__cpu_potrs_whole(&c, info, err);
   }
   return jaxmg__seterr(err, JAXMG_EINTERNAL, "jaxmg.%s: unknown op %d", t->name, (int)t->op);
 }

@@ -27,7 +27,8 @@
 static const char *op_name(jaxmg_op_t op) {
   switch (op) {
     case JAXMG_OP_POTRF: return "cho_factor";
-    case JAXMG_OP_POTRS: return "potrs";
+    case JAXMG_OP_POTRS:
+    case JAXMG_OP_POTRS_WHOLE: return "potrs";
     case JAXMG_OP_SOLVE: return "cho_solve";
     case JAXMG_OP_POTRI: return "potri";
     case JAXMG_OP_SYEVD:
@@ -41,9 +42,8 @@ typedef struct {
 } op_shape_t;
 
 static op_shape_t shape_of(jaxmg_op_t op) {
-  op_shape_t s = {0, 0, 0, 1};
-  if (op == JAXMG_OP_POTRS || op == JAXMG_OP_SOLVE) s.has_b = s.has_x = 1;
-  if (op == JAXMG_OP_SOLVE) s.a_out = 0;
+  op_shape_t s = {0, 0, 0, jaxmg__op_writes_a(op)};
+  if (jaxmg__op_has_rhs(op)) s.has_b = s.has_x = 1;
   if (op == JAXMG_OP_SYEVD || op == JAXMG_OP_SYEVD_N) s.has_w = 1;
   return s;
 }

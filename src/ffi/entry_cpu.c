@@ -68,7 +68,7 @@ static jaxmg_status_t cpu_mp_collect(XLA_FFI_CallFrame *f, const jaxmg_task_t *t
   (void)f, (void)err;
   jaxmg__mp_exchange(t, &ex);
   part_in(t, tls_map, &sh);
-  if (t->op != JAXMG_OP_SOLVE) memcpy(p->a, sh.a, ex.a_bytes);
+  if (jaxmg__op_writes_a(t->op)) memcpy(p->a, sh.a, ex.a_bytes);
   if (ex.x_bytes) memcpy(p->x, sh.x, ex.x_bytes);
   if (ex.w_bytes) memcpy(p->w, sh.w, ex.w_bytes);
   *p->info = *sh.info;
@@ -126,3 +126,4 @@ JAXMG_CPU_ENTRY(jaxmg_ffi_solve_cpu, JAXMG_OP_SOLVE)
 JAXMG_CPU_ENTRY(jaxmg_ffi_potri_cpu, JAXMG_OP_POTRI)
 JAXMG_CPU_ENTRY(jaxmg_ffi_syevd_cpu, JAXMG_OP_SYEVD)
 JAXMG_CPU_ENTRY(jaxmg_ffi_syevd_n_cpu, JAXMG_OP_SYEVD_N)
+JAXMG_CPU_ENTRY(jaxmg_ffi_potrs_whole_cpu, JAXMG_OP_POTRS_WHOLE)

@@ -241,7 +241,7 @@ static jaxmg_status_t xbuf_copy(const jaxmg_task_t *t, char *x, const jaxmg_part
     if (!st && ex.b_bytes) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(x + ex.b, p->b, ex.b_bytes, k, s));
     return st;
   }
-  if (t->op != JAXMG_OP_SOLVE) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(p->a, x, ex.a_bytes, k, s));
+  if (jaxmg__op_writes_a(t->op)) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(p->a, x, ex.a_bytes, k, s));
   if (!st && ex.x_bytes) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(p->x, x + ex.x, ex.x_bytes, k, s));
   if (!st && ex.w_bytes) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(p->w, x + ex.w, ex.w_bytes, k, s));
   if (!st) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(p->info, x + ex.info, sizeof(int32_t), k, s));
@@ -512,3 +512,4 @@ JAXMG_CUDA_ENTRY(jaxmg_ffi_solve_cuda, JAXMG_OP_SOLVE)
 JAXMG_CUDA_ENTRY(jaxmg_ffi_potri_cuda, JAXMG_OP_POTRI)
 JAXMG_CUDA_ENTRY(jaxmg_ffi_syevd_cuda, JAXMG_OP_SYEVD)
 JAXMG_CUDA_ENTRY(jaxmg_ffi_syevd_n_cuda, JAXMG_OP_SYEVD_N)
+JAXMG_CUDA_ENTRY(jaxmg_ffi_potrs_whole_cuda, JAXMG_OP_POTRS_WHOLE)

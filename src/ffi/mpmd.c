@@ -29,7 +29,7 @@ void jaxmg__mp_exchange(const jaxmg_task_t *t, jaxmg_mp_exchange_t *ex) {
   memset(ex, 0, sizeof *ex);
   ex->a_bytes = (size_t)t->lay.nloc * n * di->size;
   off = align_up(ex->a_bytes);
-  if (t->op == JAXMG_OP_POTRS || t->op == JAXMG_OP_SOLVE) {
+  if (jaxmg__op_has_rhs(t->op)) {
     ex->b_bytes = ex->x_bytes = (size_t)t->nrhs * n * di->size;
     ex->b = off;
     off += align_up(ex->b_bytes);

@@ -129,6 +129,33 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
 /* Frees what prepare/run acquired (safe on a partially filled state). */
 void jaxmg__gpu_release(jaxmg_gpu_part_t *g);
 
+/* ---- what participants share during a call (mg_run.c) --------------------------------------- */
+/* The session's scratch: each participant's private state, published before a barrier. */
+typedef struct {
+  jaxmg_gpu_part_t *gp[JAXMG_MG_MAX_DEVICES];
+} jaxmg_gpu_shared_t;
+
+_Static_assert(sizeof(jaxmg_gpu_shared_t) <= 256, "the rendezvous scratch holds 256 bytes");
+
+static inline const jaxmg_part_t *jaxmg__gpu_slot(const jaxmg_task_t *t, int r) {
+  return jaxmg__rv_slot(t->session, r);
+}
+/* Copies position 0's x to this participant's x (peer copy on its own stream). */
+jaxmg_status_t jaxmg__gpu_fetch_x(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
+/* Records g->done, meets the others, and makes this stream wait for the others' `done`: after
+ * this no later work on the waiting stream can overwrite memory a peer is still reading.
+ * Only position `waiter` waits (everyone when -1). Needs gp[] of the shared scratch filled. */
+jaxmg_status_t jaxmg__gpu_exchange_done(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, int waiter,
+                                        jaxmg_error_t *err);
+
+/* ---- potrs's single engine (whole_potrs.c) -------------------------------------------------- */
+/* JAXMG_OP_POTRS_WHOLE for one participant: position 0 gathers from its peers only the part
+ * of the matrix a lower Cholesky reads (peer copies), runs cuSOLVERDn's potrf and potrs on
+ * its stream and writes info straight from cuSOLVER; the others copy x and info from it. No
+ * host synchronization; info > 0 leaves x unspecified (the caller selects NaN). */
+jaxmg_status_t jaxmg__gpu_potrs_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
+                                      jaxmg_error_t *err);
+
 /* ---- device helpers (gpu_util.c) ----------------------------------------------------------- */
 /* Applies the block permutation of the layout (inverse = 0: into solver order) to the
  * nloc local columns of length N (ld N) at `a`, on `s`; `stage` holds tile x nloc elements. */

@@ -12,15 +12,7 @@
 
 #include "gpu/gpu.h"
 
-typedef struct {
-  jaxmg_gpu_part_t *gp[JAXMG_MG_MAX_DEVICES]; /* each participant's private state */
-} mg_shared_t;
-
-_Static_assert(sizeof(mg_shared_t) <= 256, "the rendezvous scratch holds 256 bytes");
-
-static const jaxmg_part_t *slot(const jaxmg_task_t *t, int r) {
-  return jaxmg__rv_slot(t->session, r);
-}
+static const jaxmg_part_t *slot(const jaxmg_task_t *t, int r) { return jaxmg__gpu_slot(t, r); }
 
 static int has_rhs(jaxmg_op_t op) { return op == JAXMG_OP_POTRS || op == JAXMG_OP_SOLVE; }
 static int is_evd(jaxmg_op_t op) { return op == JAXMG_OP_SYEVD || op == JAXMG_OP_SYEVD_N; }
@@ -294,7 +286,7 @@ static jaxmg_status_t driver_plan(const jaxmg_task_t *t, jaxmg_mg_plan_t **plan,
 }
 
 static jaxmg_status_t driver_solve(const jaxmg_task_t *t, const jaxmg_mg_plan_t *p,
-                                   const mg_shared_t *sh, int64_t *ginfo, jaxmg_error_t *err) {
+                                   const jaxmg_gpu_shared_t *sh, int64_t *ginfo, jaxmg_error_t *err) {
   const int P = (int)t->lay.ndev;
   void *A[JAXMG_MG_MAX_DEVICES], *W[JAXMG_MG_MAX_DEVICES];
   jaxmg_status_t st = JAXMG_OK;
@@ -354,19 +346,16 @@ static jaxmg_status_t check_task(const jaxmg_task_t *t, jaxmg_error_t *err) {
   return JAXMG_OK;
 }
 
-/* Copies the driver's solution to this participant's x (peer copy on its own stream). */
-static jaxmg_status_t fetch_x(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
+jaxmg_status_t jaxmg__gpu_fetch_x(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
   const jaxmg_part_t *me = slot(t, t->rank), *p0 = slot(t, 0);
   const size_t bytes = (size_t)t->lay.n * (size_t)t->nrhs * jaxmg_dtype_size(t->dtype);
   return JAXMG_GPU(err, t->name,
                    cudaMemcpyPeerAsync(me->x, g->device, p0->x, p0->device, bytes, g->stream));
 }
 
-/* Records g->done, meets the others, and makes this stream wait for the others' `done`: after
- * this no later work on the waiting stream can overwrite memory a peer is still reading.
- * Only position `waiter` waits (everyone when -1). */
-static jaxmg_status_t exchange_done(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
-                                    const mg_shared_t *sh, int waiter, jaxmg_error_t *err) {
+jaxmg_status_t jaxmg__gpu_exchange_done(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
+                                        int waiter, jaxmg_error_t *err) {
+  const jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(t->session);
   const int P = (int)t->lay.ndev;
   jaxmg_status_t st = JAXMG_OK;
   if (!g->done)
@@ -389,12 +378,13 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   const size_t esz = di->size, shard = (size_t)lay->nloc * (size_t)lay->n * esz;
   const size_t xbytes = (size_t)lay->n * (size_t)t->nrhs * esz;
   const int permute = t->op != JAXMG_OP_SOLVE; /* SOLVE's shards already hold the factor */
-  mg_shared_t *sh = jaxmg__rv_shared(s);
+  jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(s);
   const jaxmg_part_t *me = slot(t, rank);
   jaxmg_mg_plan_t *plan = NULL;
   int64_t lwork = 0, ginfo = 0;
   jaxmg_status_t st;
 
+  if (t->op == JAXMG_OP_POTRS_WHOLE) return jaxmg__gpu_potrs_whole(t, g, err);
   if ((st = check_task(t, err))) return st;
   sh->gp[rank] = g; /* read by the others only after the next barrier */
   if (jaxmg__fault_hit(JAXMG_FAULT_ALLOC, rank)) {
@@ -470,9 +460,9 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
       case JAXMG_OP_POTRS:
       case JAXMG_OP_SOLVE:
         if (P > 1 && xbytes) {
-          if (rank != 0) st = fetch_x(t, g, err);
+          if (rank != 0) st = jaxmg__gpu_fetch_x(t, g, err);
           /* The driver's stream waits until every copy of its x has been made. */
-          if (!st) st = exchange_done(t, g, sh, 0, err);
+          if (!st) st = jaxmg__gpu_exchange_done(t, g, 0, err);
         }
         break;
       case JAXMG_OP_POTRI:
@@ -486,7 +476,7 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
                            cudaStreamWaitEvent(g->stream, (cudaEvent_t)slot(t, q)->ready, 0));
         }
         if (!st) st = jaxmg__mg_potri_complete(t, g, err);
-        if (!st) st = exchange_done(t, g, sh, -1, err);
+        if (!st) st = jaxmg__gpu_exchange_done(t, g, -1, err);
         break;
       case JAXMG_OP_SYEVD:
         /* Eigenvector e = g(d, c) is local column c; its rows go back to the original
@@ -494,6 +484,7 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
         st = jaxmg__gpu_permute(lay, 1, me->a, esz, g->stage, g->stream, nm, err);
         break;
       case JAXMG_OP_SYEVD_N: break; /* the shard is scratch */
+      case JAXMG_OP_POTRS_WHOLE: break; /* not run here (jaxmg__gpu_potrs_whole) */
     }
   }
   if (st) return st;

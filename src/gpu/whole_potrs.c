@@ -1,0 +1,236 @@
+/* CUDA backend of JAXMG_OP_POTRS_WHOLE, potrs's "single" engine (docs/design.md, Engines).
+ *
+ * A lower Cholesky of M (the row-major shards read column-major: M = conj(A)) reads column j
+ * from row j down, which is row j of a shard from column j on. Position 0 holds the first
+ * rows, whose parts are the longest, so it is the one that factors: it allocates M whole
+ * (N x N), copies its own part on its stream while a side stream pulls each peer's part
+ * (N^2/8 elements from the peer on 2 GPUs, against N^2/2 for an all-gather), then runs
+ * cuSOLVERDn's potrf and potrs on its stream, cuSOLVER writing info straight into the info
+ * output. The others copy x and info from it, on their streams. Nothing waits on the host:
+ * every cross-device order is an event, and the barriers only make sure each event is
+ * recorded before anyone waits on it and outlives every wait. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cusolverDn.h>
+
+#include "gpu/gpu.h"
+
+enum {
+  MAX_DN_DEVICES = 64,
+  STRIPS = 16,   /* copies per shard: each over-copies a strip's triangle, 1/32 of nloc^2 */
+  MIN_STRIP = 64 /* rows per copy at least */
+};
+
+/* Per device: cuSOLVERDn handle and params, the side stream, peers already enabled. Created
+ * on first use; `mu` serialises their users. */
+static pthread_mutex_t g_dn_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+  int init;
+  cusolverDnHandle_t h;
+  cusolverDnParams_t params;
+  cudaStream_t side;
+  uint64_t peers; /* bit q: peer access to device q attempted */
+  pthread_mutex_t mu;
+} g_dn[MAX_DN_DEVICES];
+
+static void dn_destroy(int dev) {
+  jaxmg_error_t ignored;
+  if (g_dn[dev].side) (void)JAXMG_GPU(&ignored, "release", cudaStreamDestroy(g_dn[dev].side));
+  if (g_dn[dev].params)
+    (void)JAXMG_GPU(&ignored, "release", cusolverDnDestroyParams(g_dn[dev].params));
+  if (g_dn[dev].h) (void)JAXMG_GPU(&ignored, "release", cusolverDnDestroy(g_dn[dev].h));
+  g_dn[dev].side = NULL;
+  g_dn[dev].params = NULL;
+  g_dn[dev].h = NULL;
+}
+
+/* Locks device dev's state, creating it first if needed (the current device must be dev). */
+static jaxmg_status_t dn_lock(int dev, const char *op, jaxmg_error_t *err) {
+  if (dev < 0 || dev >= MAX_DN_DEVICES) {
+    return jaxmg__seterr(err, JAXMG_EUNAVAIL, "jaxmg.%s: CUDA device %d beyond the %d supported",
+                         op, dev, MAX_DN_DEVICES);
+  }
+  jaxmg_status_t st = JAXMG_OK;
+  pthread_mutex_lock(&g_dn_mu);
+  if (!g_dn[dev].init) {
+    st = JAXMG_GPU(err, op, cusolverDnCreate(&g_dn[dev].h));
+    if (!st) st = JAXMG_GPU(err, op, cusolverDnCreateParams(&g_dn[dev].params));
+    if (!st)
+      st = JAXMG_GPU(err, op, cudaStreamCreateWithFlags(&g_dn[dev].side, cudaStreamNonBlocking));
+    if (st) {
+      dn_destroy(dev);
+    } else {
+      pthread_mutex_init(&g_dn[dev].mu, NULL);
+      g_dn[dev].init = 1;
+    }
+  }
+  pthread_mutex_unlock(&g_dn_mu);
+  if (!st) pthread_mutex_lock(&g_dn[dev].mu);
+  return st;
+}
+
+/* Peer access from dev (the current device) to peer speeds up the pulls but is not required
+ * (jaxmg__gpu_copy2d works without it); tried once per pair, failures dropped. Called with
+ * dev's lock held. */
+static void enable_peer(int dev, int peer) {
+  jaxmg_error_t ignored;
+  int can = 0;
+  if (peer == dev || peer < 0 || peer >= MAX_DN_DEVICES || (g_dn[dev].peers >> peer & 1)) return;
+  g_dn[dev].peers |= (uint64_t)1 << peer;
+  if (JAXMG_GPU(&ignored, "peer", cudaDeviceCanAccessPeer(&can, dev, peer)) || !can) return;
+  /* cudaErrorPeerAccessAlreadyEnabled (XLA enables it too) is fine. */
+  (void)JAXMG_GPU(&ignored, "peer", cudaDeviceEnablePeerAccess(peer, 0));
+}
+
+/* Copies into W (position 0's device) the part of participant r's shard a lower Cholesky
+ * reads: shard row i, i.e. column j = r*nloc + i of M, from row j down. In strips of rows,
+ * each from its first row's column on (the few extra elements above the diagonal are never
+ * read). */
+static jaxmg_status_t pull_shard(const jaxmg_task_t *t, char *W, int wdev, int r,
+                                 cudaStream_t s, jaxmg_error_t *err) {
+  const jaxmg_part_t *p = jaxmg__gpu_slot(t, r);
+  const int64_t N = t->lay.n, nloc = t->lay.nloc;
+  const size_t esz = jaxmg_dtype_size(t->dtype), pitch = (size_t)N * esz;
+  int64_t h = (nloc + STRIPS - 1) / STRIPS;
+  if (h < MIN_STRIP) h = MIN_STRIP;
+  jaxmg_status_t st = JAXMG_OK;
+  for (int64_t i0 = 0; i0 < nloc && !st; i0 += h) {
+    const int64_t i1 = i0 + h < nloc ? i0 + h : nloc, j0 = (int64_t)r * nloc + i0;
+    st = jaxmg__gpu_copy2d(W + ((size_t)j0 * (size_t)N + (size_t)j0) * esz, pitch, wdev,
+                           (const char *)p->a + ((size_t)i0 * (size_t)N + (size_t)j0) * esz,
+                           pitch, p->device, (size_t)(N - j0) * esz, (size_t)(i1 - i0), s,
+                           t->name, err);
+  }
+  return st;
+}
+
+static size_t round_up(size_t x) { return (x + 255) / 256 * 256; }
+
+/* Position 0, with its device's lock held: everything up to the solve, enqueued. */
+static jaxmg_status_t factor_solve(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
+                                   jaxmg_error_t *err) {
+  const char *nm = t->name;
+  const int P = (int)t->lay.ndev, dev = g->device;
+  const int64_t N = t->lay.n;
+  const size_t esz = jaxmg_dtype_size(t->dtype);
+  const size_t wbytes = round_up((size_t)N * (size_t)N * esz);
+  const size_t xbytes = (size_t)N * (size_t)t->nrhs * esz;
+  const cudaDataType ct = jaxmg__gpu_dtype(t->dtype)->ctype;
+  const jaxmg_part_t *me = jaxmg__gpu_slot(t, 0);
+  cusolverDnHandle_t h = g_dn[dev].h;
+  cusolverDnParams_t prm = g_dn[dev].params;
+  size_t dbytes = 0, hbytes = 0;
+  void *hwork = NULL;
+  jaxmg_status_t st = JAXMG_GPU(err, nm, cusolverDnSetStream(h, g->stream));
+  if (!st)
+    st = JAXMG_GPU(err, nm, cusolverDnXpotrf_bufferSize(h, prm, CUBLAS_FILL_MODE_LOWER, N, ct,
+                                                        NULL, N, ct, &dbytes, &hbytes));
+  if (st) return st;
+  /* One block: M, cuSOLVER's workspace, potrs's info. Freed on this stream by release. */
+  const size_t total = wbytes + round_up(dbytes) + sizeof(int);
+  if (!(g->work = g->mem.alloc(g->mem.ctx, total))) {
+    return jaxmg__seterr(err, JAXMG_ENOMEM,
+                         "jaxmg.%s: out of GPU memory on device %d allocating %zu bytes for the "
+                         "whole matrix and cuSOLVER's workspace",
+                         nm, dev, total);
+  }
+  g->work_bytes = total;
+  char *W = g->work, *dwork = W + wbytes;
+  int *sinfo = (int *)(void *)(dwork + round_up(dbytes));
+  if (hbytes && !(hwork = malloc(hbytes))) {
+    return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory (%zu bytes)", nm,
+                         hbytes);
+  }
+  /* M is allocated (on this stream): the side stream may write it once `ready` says so. */
+  if (!g->done) st = JAXMG_GPU(err, nm, cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming));
+  if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
+  if (P > 1) {
+    cudaStream_t side = g_dn[dev].side;
+    for (int q = 0; q < P && !st; q++) {
+      const jaxmg_part_t *pq = jaxmg__gpu_slot(t, q);
+      if (q) enable_peer(dev, pq->device);
+      st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(side, (cudaEvent_t)pq->ready, 0));
+      if (!st && q) st = pull_shard(t, W, dev, q, side, err);
+    }
+    if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->done, side));
+    /* On failure the peers return at once: no pull may still read their shards then. */
+    if (st) (void)cudaStreamSynchronize(side);
+  }
+  if (!st) st = pull_shard(t, W, dev, 0, g->stream, err);
+  if (!st && P > 1) st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, g->done, 0));
+  if (!st && xbytes)
+    st = JAXMG_GPU(err, nm, cudaMemcpyAsync(me->x, me->b, xbytes, cudaMemcpyDeviceToDevice,
+                                            g->stream));
+  if (!st)
+    st = JAXMG_GPU(err, nm, cusolverDnXpotrf(h, prm, CUBLAS_FILL_MODE_LOWER, N, ct, W, N, ct,
+                                             dwork, dbytes, hwork, hbytes, me->info));
+  /* A failed factor makes x unspecified here; the caller replaces it by NaN from info. */
+  if (!st && t->nrhs)
+    st = JAXMG_GPU(err, nm, cusolverDnXpotrs(h, prm, CUBLAS_FILL_MODE_LOWER, N, t->nrhs, ct, W,
+                                             N, ct, me->x, N, sinfo));
+  /* A host workspace must outlive the factorization that uses it. */
+  if (hwork) {
+    jaxmg_error_t e2;
+    jaxmg_status_t st2 = JAXMG_GPU(&e2, nm, cudaStreamSynchronize(g->stream));
+    if (!st && st2) {
+      st = st2;
+      *err = e2;
+    }
+    free(hwork);
+  }
+  /* `ready` now means: x and info final, every shard read. */
+  if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
+  return st;
+}
+
+jaxmg_status_t jaxmg__gpu_potrs_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
+                                      jaxmg_error_t *err) {
+  const char *nm = t->name;
+  const int rank = t->rank, P = (int)t->lay.ndev;
+  jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(t->session);
+  const jaxmg_part_t *me = jaxmg__gpu_slot(t, rank), *p0 = jaxmg__gpu_slot(t, 0);
+  jaxmg_status_t st = JAXMG_OK;
+
+  if (P > JAXMG_MG_MAX_DEVICES) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: at most %d GPUs per group, got %d", nm,
+                         JAXMG_MG_MAX_DEVICES, P);
+  }
+  sh->gp[rank] = g; /* read by the others only after the next barrier */
+  if (jaxmg__fault_hit(JAXMG_FAULT_ALLOC, rank)) {
+    return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: injected allocation failure", nm);
+  }
+  /* 1. Every shard is ready where it lies (position 0 records after allocating M). */
+  if (rank != 0) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
+  if (!st) st = jaxmg__rv_barrier(t->session, rank, -1, err);
+  if (st) return st;
+  /* 2. Position 0 gathers, factors and solves (enqueued; it may create handles: no deadline
+   * for the others). */
+  if (rank == 0) {
+    if (jaxmg__fault_hit(JAXMG_FAULT_SOLVER, rank))
+      return jaxmg__seterr(err, JAXMG_EFAULT, "jaxmg.%s: injected solver failure", nm);
+    if ((st = dn_lock(g->device, nm, err))) return st;
+    st = factor_solve(t, g, err);
+    pthread_mutex_unlock(&g_dn[g->device].mu);
+    if (st) return st;
+  } else if (jaxmg__fault_hit(JAXMG_FAULT_SOLVER, rank)) {
+    return jaxmg__seterr(err, JAXMG_EFAULT, "jaxmg.%s: injected solver failure", nm);
+  }
+  if ((st = jaxmg__rv_barrier(t->session, rank, 0, err))) return st;
+  /* 3. The others take x and info; position 0's stream waits until they have. */
+  if (P > 1) {
+    if (rank != 0) {
+      st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, (cudaEvent_t)p0->ready, 0));
+      if (!st && t->nrhs) st = jaxmg__gpu_fetch_x(t, g, err);
+      if (!st)
+        st = JAXMG_GPU(err, nm, cudaMemcpyPeerAsync(me->info, g->device, p0->info, p0->device,
+                                                    sizeof(int32_t), g->stream));
+      if (st) return st;
+    }
+    if ((st = jaxmg__gpu_exchange_done(t, g, 0, err))) return st;
+  }
+  /* 4. Nobody releases its events or buffers while another may still enqueue a wait on them. */
+  return jaxmg__rv_barrier(t->session, rank, -1, err);
+}
