@@ -53,20 +53,25 @@ def test_single_engine_matches_mg(mesh_of, dtype, idx):
     assert np.abs(out["single"][0] - x_ref).max() < _tol(dtype) * np.abs(x_ref).max()
 
 
-@pytest.mark.parametrize("bad_row", [5, 45])
-@pytest.mark.parametrize("idx,pair", [([0, 1, 2, 3], False), ([1, 0], False), ([1, 0], True)])
-def test_single_engine_failure_reports_exact_info(mesh_of, bad_row, idx, pair, monkeypatch,
-                                                  request):
+def _fresh_potrs_programs():
     from jaxmg import _core, _potrs
 
-    def fresh():
-        for cached in (_potrs._program, _potrs._differentiable, _core.entry):
-            cached.cache_clear()
+    for cached in (_potrs._program, _potrs._differentiable, _core.entry):
+        cached.cache_clear()
 
-    if pair:  # the single engine's potrs through the pair pipeline (fresh programs)
-        monkeypatch.setattr(_potrs, "USE_PAIR", True)
-        fresh()
-        request.addfinalizer(fresh)
+
+@pytest.mark.parametrize("bad_row", [5, 45])
+@pytest.mark.parametrize("idx,body", [([0, 1, 2, 3], "whole"), ([1, 0], "whole"),
+                                      ([0, 1, 2, 3], "gather"), ([1, 0], "pair")])
+def test_single_engine_failure_reports_exact_info(mesh_of, bad_row, idx, body, monkeypatch,
+                                                  request):
+    from jaxmg import _potrs
+
+    if body != "whole":  # the single engine's potrs through another body (fresh programs)
+        monkeypatch.setattr(_potrs, "USE_PAIR", body == "pair")
+        monkeypatch.setattr(_potrs, "USE_WHOLE", False)
+        _fresh_potrs_programs()
+        request.addfinalizer(_fresh_potrs_programs)
     mesh = mesh_of(idx)
     a = _hpd(48, np.float64)
     a[bad_row, bad_row] = -10.0
@@ -78,6 +83,54 @@ def test_single_engine_failure_reports_exact_info(mesh_of, bad_row, idx, pair, m
         inv, info = jaxmg.potri(a_s, T_A=4, return_status=True, engine=eng)
         assert int(info) == bad_row + 1, eng
         assert np.isnan(np.asarray(inv)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("idx", [[0], [1, 0], [2, 0, 1], [0, 1, 2, 3]])
+@pytest.mark.parametrize("n_per,k", [(1, None), (5, 3), (24, 1)])
+def test_single_potrs_whole_matches_numpy_and_gather(mesh_of, dtype, idx, n_per, k, monkeypatch,
+                                                     request):
+    """The single engine's one-call body (position 0 copies only what a lower Cholesky reads
+    from its peers, then factors and solves; JAXMG_OP_POTRS_WHOLE) against NumPy with a
+    scaled residual, and against the all-gather + XLA body; every device gets the same x."""
+    from jaxmg import _potrs
+
+    mesh = mesh_of(idx)
+    n = n_per * len(idx)
+    a = _hpd(n, dtype, seed=n)
+    rng = np.random.default_rng(n)
+    b = rng.standard_normal((n,) if k is None else (n, k)).astype(dtype)
+    a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    request.addfinalizer(_fresh_potrs_programs)
+    outs = {}
+    for whole in (True, False):
+        monkeypatch.setattr(_potrs, "USE_WHOLE", whole)
+        _fresh_potrs_programs()
+        x, info = jaxmg.potrs(a_s, b, return_status=True, engine="single")
+        assert int(info) == 0
+        shards = [np.asarray(s.data) for s in x.addressable_shards]
+        assert all(np.array_equal(shards[0], s) for s in shards[1:])
+        outs[whole] = np.asarray(x)
+    x = outs[True]
+    assert x.shape == b.shape
+    eps = np.finfo(dtype).eps
+    res = np.abs(a @ x - b).max() / (n * eps * np.abs(a).sum(1).max() * np.abs(x).max())
+    assert res < 30, res
+    assert np.abs(x - outs[False]).max() <= _tol(dtype) * np.abs(outs[False]).max()
+
+
+def test_single_potrs_is_one_call_without_all_gather(mesh_of):
+    """The compiled single-engine potrs moves the matrix only inside the jaxmg call."""
+    from jaxmg import _core, _potrs
+
+    mesh = mesh_of([0, 1, 2])
+    a = jax.device_put(_hpd(12, np.float64), NamedSharding(mesh, P("x", None)))
+    b = jax.device_put(np.ones((12, 1)), NamedSharding(mesh, P()))
+    _, place, geo = _core.plan(a, None, None, None, True, "potrs")
+    hlo = _potrs._program(place, geo, False, _core.get_timeout(), "single").lower(
+        a, b).compile().as_text()
+    assert hlo.count("jaxmg_potrs_whole") >= 1
+    assert "all-gather" not in hlo and "jaxmg_potrs\"" not in hlo
 
 
 def test_engine_choice_and_bad_name(mesh_of):
