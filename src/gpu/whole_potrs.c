@@ -156,8 +156,6 @@ static jaxmg_status_t factor_solve(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
       if (!st && q) st = pull_shard(t, W, dev, q, side, err);
     }
     if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->done, side));
-    /* On failure the peers return at once: no pull may still read their shards then. */
-    if (st) (void)cudaStreamSynchronize(side);
   }
   if (!st) st = pull_shard(t, W, dev, 0, g->stream, err);
   if (!st && P > 1) st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, g->done, 0));
@@ -183,6 +181,9 @@ static jaxmg_status_t factor_solve(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
   }
   /* `ready` now means: x and info final, every shard read. */
   if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
+  /* On any failure the peers return at once and M is released: no pull may still read their
+   * shards or write M then. */
+  if (st && P > 1) (void)cudaStreamSynchronize(g_dn[dev].side);
   return st;
 }
 

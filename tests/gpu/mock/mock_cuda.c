@@ -1,5 +1,5 @@
-/* A host-memory stand-in for the parts of the CUDA runtime, cuBLAS and cuSOLVERMg that the
- * CUDA backend calls, so its orchestration (rendezvous, plans, permutations, pointer arrays,
+/* A host-memory stand-in for the parts of the CUDA runtime, cuBLAS, cuSOLVERMg and cuSOLVERDn
+ * that the CUDA backend calls, so its orchestration (rendezvous, plans, permutations, pointer arrays,
  * potri completion, info mapping, NaN fills, fault paths) runs without a GPU.
  *
  * "Device memory" is host memory, every stream operation runs at once (so ordering bugs
@@ -8,11 +8,13 @@
  * call reference LAPACK and scatter the result back the way cuSOLVERMg documents it: potrf
  * and potri touch the lower triangle only (potri writes garbage above it here, so the
  * completion must not read it), syevd returns W in host memory. potrf and syevd read the
- * lower triangle only and find NaN above it (see poison_upper).
+ * lower triangle only and find NaN above it (see poison_upper). cuSOLVERDn's Xpotrf/Xpotrs
+ * (JAXMG_OP_POTRS_WHOLE) run reference LAPACK on the matrix as given (lower, lda).
  *
  * MOCK_POTRF_STATUS=7 in the environment makes a failed potrf report
  * CUSOLVER_STATUS_INTERNAL_ERROR with h_info = 0 (the ambiguous case the backend resolves by
- * scanning the factor's diagonal). */
+ * scanning the factor's diagonal). MOCK_DN_POTRF_FAIL=1 makes cusolverDnXpotrf fail
+ * (CUSOLVER_STATUS_INTERNAL_ERROR) after the matrix was gathered. */
 #include <complex.h>
 #include <math.h>
 #include <pthread.h>
@@ -23,6 +25,7 @@
 #define DISABLE_CUSOLVERMG_DEPRECATED 1
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <cusolverDn.h>
 #include <cusolverMg.h>
 
 #include "jaxmg_elem.h"
@@ -78,6 +81,19 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int f) {
   (void)s, (void)f;
   return e ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
+  (void)flags;
+  *s = malloc(8);
+  return *s ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  free(s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  (void)s;
+  return cudaSuccess;
 }
 
 static cudaError_t copy2d(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h) {
@@ -504,6 +520,99 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
   free(rw);
   free(iw);
   free(full);
+  *info = linfo;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+/* ---- cuSOLVERDn (JAXMG_OP_POTRS_WHOLE) ---------------------------------------------------- */
+struct cusolverDnContext {
+  int dev;
+};
+struct cusolverDnParams {
+  int unused;
+};
+cusolverStatus_t cusolverDnCreate(cusolverDnHandle_t *h) {
+  *h = malloc(sizeof **h);
+  (*h)->dev = cur_dev;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnDestroy(cusolverDnHandle_t h) {
+  free(h);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnCreateParams(cusolverDnParams_t *p) {
+  *p = calloc(1, sizeof **p);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnDestroyParams(cusolverDnParams_t p) {
+  free(p);
+  return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnSetStream(cusolverDnHandle_t h, cudaStream_t s) {
+  (void)s;
+  return h->dev == cur_dev ? CUSOLVER_STATUS_SUCCESS : CUSOLVER_STATUS_INVALID_VALUE;
+}
+
+enum { DN_WORK = 1024 }; /* device bytes potrf asks for */
+int mock_dn_potrf_calls = 0, mock_dn_potrf_dev = -1;
+
+/* The arguments potrf and potrs check alike: the handle's device is current, lower triangle,
+ * one data type, a leading dimension that holds n, n in LAPACK's range. */
+static int dn_ok(cusolverDnHandle_t h, cusolverDnParams_t p, cublasFillMode_t u, int64_t n,
+                 cudaDataType ta, int64_t lda, cudaDataType tc) {
+  return h && p && h->dev == cur_dev && u == CUBLAS_FILL_MODE_LOWER && ta == tc && n >= 0 &&
+         n <= INT32_MAX && lda >= (n > 1 ? n : 1) && lda <= INT32_MAX &&
+         (ta == CUDA_R_32F || ta == CUDA_R_64F || ta == CUDA_C_32F || ta == CUDA_C_64F);
+}
+
+cusolverStatus_t cusolverDnXpotrf_bufferSize(cusolverDnHandle_t h, cusolverDnParams_t p,
+                                             cublasFillMode_t u, int64_t n, cudaDataType ta,
+                                             const void *A, int64_t lda, cudaDataType tc,
+                                             size_t *dbytes, size_t *hbytes) {
+  (void)A;
+  if (!dn_ok(h, p, u, n, ta, lda, tc)) return CUSOLVER_STATUS_INVALID_VALUE;
+  *dbytes = DN_WORK;
+  *hbytes = 0;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+cusolverStatus_t cusolverDnXpotrf(cusolverDnHandle_t h, cusolverDnParams_t p, cublasFillMode_t u,
+                                  int64_t n, cudaDataType ta, void *A, int64_t lda,
+                                  cudaDataType tc, void *dwork, size_t dbytes, void *hwork,
+                                  size_t hbytes, int *info) {
+  if (!dn_ok(h, p, u, n, ta, lda, tc) || !A || !info || !dwork || dbytes < DN_WORK ||
+      (hbytes && !hwork))
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  const char *fail = getenv("MOCK_DN_POTRF_FAIL");
+  if (fail && atoi(fail)) return CUSOLVER_STATUS_INTERNAL_ERROR;
+  int nn = (int)n, ld = (int)lda, linfo = 0;
+  switch (of_cuda(ta)) {
+    case JAXMG_F32: spotrf_("L", &nn, A, &ld, &linfo); break;
+    case JAXMG_F64: dpotrf_("L", &nn, A, &ld, &linfo); break;
+    case JAXMG_C64: cpotrf_("L", &nn, A, &ld, &linfo); break;
+    case JAXMG_C128: zpotrf_("L", &nn, A, &ld, &linfo); break;
+  }
+  pthread_mutex_lock(&mg_mu);
+  mock_dn_potrf_calls++;
+  mock_dn_potrf_dev = cur_dev;
+  pthread_mutex_unlock(&mg_mu);
+  *info = linfo;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+cusolverStatus_t cusolverDnXpotrs(cusolverDnHandle_t h, cusolverDnParams_t p, cublasFillMode_t u,
+                                  int64_t n, int64_t nrhs, cudaDataType ta, const void *A,
+                                  int64_t lda, cudaDataType tb, void *B, int64_t ldb, int *info) {
+  if (!dn_ok(h, p, u, n, ta, lda, tb) || !A || !B || !info || nrhs < 0 || nrhs > INT32_MAX ||
+      ldb < (n > 1 ? n : 1) || ldb > INT32_MAX)
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  int nn = (int)n, k = (int)nrhs, la = (int)lda, lb = (int)ldb, linfo = 0;
+  switch (of_cuda(ta)) {
+    case JAXMG_F32: spotrs_("L", &nn, &k, A, &la, B, &lb, &linfo); break;
+    case JAXMG_F64: dpotrs_("L", &nn, &k, A, &la, B, &lb, &linfo); break;
+    case JAXMG_C64: cpotrs_("L", &nn, &k, A, &la, B, &lb, &linfo); break;
+    case JAXMG_C128: zpotrs_("L", &nn, &k, A, &la, B, &lb, &linfo); break;
+  }
   *info = linfo;
   return CUSOLVER_STATUS_SUCCESS;
 }

@@ -2,8 +2,9 @@
  * per "GPU", joined through the real rendezvous exactly as src/ffi/dispatch.c does, for every
  * op x dtype x device count (1-4, also in reversed device order) x tile, plus a matrix that is
  * not positive definite (also in the ambiguous "failure status, no info" mode), injected
- * faults and plan reuse. Results are checked in double precision against the math the Python
- * layer relies on (the same contract as the CPU backend). No GPU needed.
+ * faults and plan reuse; potrs's single engine (JAXMG_OP_POTRS_WHOLE) likewise. Results are
+ * checked in double precision against the math the Python layer relies on (the same contract
+ * as the CPU backend). No GPU needed.
  *
  *   build: see tests/gpu/mock/run_mock.sh */
 #include <complex.h>
@@ -39,9 +40,13 @@ static double eps(jaxmg_dtype_t dt) {
 }
 
 /* ---- one participant, as dispatch.c runs it ---------------------------------------------- */
+/* "Device" memory from the allocator holds NaN (0xFF bytes) until written: a result that
+ * depends on an element nobody wrote comes out NaN. */
 static void *halloc(void *ctx, size_t n) {
   (void)ctx;
-  return malloc(n);
+  void *p = malloc(n);
+  if (p) memset(p, 0xFF, n);
+  return p;
 }
 static void hfree(void *ctx, void *p, size_t n) {
   (void)ctx, (void)n;
@@ -120,6 +125,18 @@ static void run_op(jaxmg_op_t op, jaxmg_dtype_t dt, int64_t n, int64_t tile, int
 /* ---- problems ---------------------------------------------------------------------------- */
 static zd *random_hpd(int64_t n, int complex_, unsigned seed) {
   srand(seed);
+  if (n > 256) { /* O(n^2): Hermitian, strictly diagonally dominant */
+    zd *a = malloc(sizeof(zd) * (size_t)(n * n));
+    for (int64_t i = 0; i < n; i++) {
+      a[i * n + i] = (double)n;
+      for (int64_t j = 0; j < i; j++) {
+        double re = (double)rand() / RAND_MAX - 0.5, im = (double)rand() / RAND_MAX - 0.5;
+        a[i * n + j] = re + (complex_ ? I * im : 0);
+        a[j * n + i] = conj(a[i * n + j]);
+      }
+    }
+    return a;
+  }
   zd *x = malloc(sizeof(zd) * (size_t)(n * n)), *a = calloc((size_t)(n * n), sizeof(zd));
   for (int64_t i = 0; i < n * n; i++) {
     double re = (double)rand() / RAND_MAX - 0.5, im = (double)rand() / RAND_MAX - 0.5;
@@ -179,6 +196,47 @@ static void expect_ok(const job_t *jobs, int P, const char *what) {
           r, jobs[r].st, jobs[r].info, jobs[r].err.msg);
 }
 
+/* Random B (n x nrhs, row-major, returned in *Bout, rounded to dt) and every rank's b, in
+ * solver order and conjugated like python/jaxmg/_potrs.py does: column-major N x nrhs buffer
+ * c[g + k*n] = conj(B[src(g), k]). */
+static void **make_rhs(jaxmg_dtype_t dt, const jaxmg_layout_t *lay, int64_t n, int64_t nrhs,
+                       int P, zd **Bout) {
+  zd *B = malloc(sizeof(zd) * (size_t)(n * nrhs));
+  for (int64_t i = 0; i < n * nrhs; i++) B[i] = (double)(rand() % 1000) / 500 - 1 + (cplx(dt) ? 0.3 * I : 0);
+  void **b = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
+  for (int r = 0; r < P; r++)
+    for (int64_t k = 0; k < nrhs; k++)
+      for (int64_t g = 0; g < n; g++) {
+        elem_store(dt, b[r], (size_t)(g + k * n), conj(B[jaxmg_layout_src(lay, g) * nrhs + k]));
+        if (r == 0)
+          B[jaxmg_layout_src(lay, g) * nrhs + k] = conj(elem_load(dt, b[0], (size_t)(g + k * n)));
+      }
+  *Bout = B;
+  return b;
+}
+
+/* X[i][k] = conj(x[dst(i) + k*n]) solves A X = B: residual ||B - A X|| / (n ||A|| ||X|| eps)
+ * small, and x the same on every rank. */
+static void check_solution(const char *what, jaxmg_dtype_t dt, const jaxmg_layout_t *lay,
+                           const zd *A, const zd *B, void **x, int64_t n, int64_t nrhs, int P) {
+  zd *X = malloc(sizeof(zd) * (size_t)(n * nrhs)), *R = malloc(sizeof(zd) * (size_t)(n * nrhs));
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t k = 0; k < nrhs; k++)
+      X[i * nrhs + k] = conj(elem_load(dt, x[0], (size_t)(jaxmg_layout_dst(lay, i) + k * n)));
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t k = 0; k < nrhs; k++) {
+      zd s = B[i * nrhs + k];
+      for (int64_t j = 0; j < n; j++) s -= A[i * n + j] * X[j * nrhs + k];
+      R[i * nrhs + k] = s;
+    }
+  double ratio = norm_inf(R, n, nrhs) / (n * norm_inf(A, n, n) * norm_inf(X, n, nrhs) * eps(dt));
+  CHECK(ratio < 30, "%s: residual ratio %.3g", what, ratio);
+  for (int r = 1; r < P; r++)
+    CHECK(!memcmp(x[r], x[0], (size_t)(n * nrhs) * esz(dt)), "%s: x differs on rank %d", what, r);
+  free(X);
+  free(R);
+}
+
 /* ---- the ops ----------------------------------------------------------------------------- */
 
 /* potrs (and, when factor_first, potrf then solve): x solves A x = b on every rank. */
@@ -192,18 +250,8 @@ static void test_potrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, 
   void **a = make_shards(A, n, P, dt);
   jaxmg_layout_t lay;
   jaxmg_layout_init(&lay, n / P, P, tile);
-  /* b (n x nrhs), put in solver order and conjugated like python/jaxmg/_potrs.py does:
-   * column-major N x nrhs buffer c[g + k*n] = conj(b[src(g), k]). */
-  zd *B = malloc(sizeof(zd) * (size_t)(n * nrhs));
-  for (int64_t i = 0; i < n * nrhs; i++) B[i] = (double)(rand() % 1000) / 500 - 1 + (cplx(dt) ? 0.3 * I : 0);
-  void **b = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
-  for (int r = 0; r < P; r++)
-    for (int64_t k = 0; k < nrhs; k++)
-      for (int64_t g = 0; g < n; g++) {
-        elem_store(dt, b[r], (size_t)(g + k * n), conj(B[jaxmg_layout_src(&lay, g) * nrhs + k]));
-        if (r == 0)
-          B[jaxmg_layout_src(&lay, g) * nrhs + k] = conj(elem_load(dt, b[0], (size_t)(g + k * n)));
-      }
+  zd *B;
+  void **b = make_rhs(dt, &lay, n, nrhs, P, &B);
   void **x = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
   job_t jobs[16];
   if (factor_first) {
@@ -214,23 +262,7 @@ static void test_potrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, 
     run_op(JAXMG_OP_POTRS, dt, n, tile, nrhs, P, reversed, a, b, x, NULL, jobs);
   }
   expect_ok(jobs, P, what);
-  /* X[i][k] = conj(y[dst(i) + k*n]); residual ||B - A X|| / (n ||A|| ||X|| eps). */
-  zd *X = malloc(sizeof(zd) * (size_t)(n * nrhs)), *R = malloc(sizeof(zd) * (size_t)(n * nrhs));
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t k = 0; k < nrhs; k++)
-      X[i * nrhs + k] = conj(elem_load(dt, x[0], (size_t)(jaxmg_layout_dst(&lay, i) + k * n)));
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t k = 0; k < nrhs; k++) {
-      zd s = B[i * nrhs + k];
-      for (int64_t j = 0; j < n; j++) s -= A[i * n + j] * X[j * nrhs + k];
-      R[i * nrhs + k] = s;
-    }
-  double ratio = norm_inf(R, n, nrhs) / (n * norm_inf(A, n, n) * norm_inf(X, n, nrhs) * eps(dt));
-  CHECK(ratio < 30, "%s: residual ratio %.3g", what, ratio);
-  for (int r = 1; r < P; r++)
-    CHECK(!memcmp(x[r], x[0], (size_t)(n * nrhs) * esz(dt)), "%s: x differs on rank %d", what, r);
-  free(X);
-  free(R);
+  check_solution(what, dt, &lay, A, B, x, n, nrhs, P);
   free(B);
   free(A);
   free_all(a, P);
@@ -328,6 +360,56 @@ static void test_syevd(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
   free_all(w, P);
 }
 
+extern int mock_dn_potrf_calls, mock_dn_potrf_dev;
+
+/* potrs's single engine (JAXMG_OP_POTRS_WHOLE; identity layout, tile = nloc): x solves
+ * A x = b on every rank, info 0; exactly one factorization ran, on position 0's device; the
+ * shards are unchanged (the op only reads them). x starts as NaN, like the allocator's memory.
+ * k >= 0 sets A[k][k] = -1: the leading minor k + 1 is the first that is not positive
+ * definite, so info = k + 1 on every rank (x unspecified: the Python layer puts NaN). */
+static void test_whole(jaxmg_dtype_t dt, int64_t nloc, int P, int64_t nrhs, int reversed,
+                       int64_t k) {
+  const int64_t n = nloc * P;
+  char what[128];
+  snprintf(what, sizeof what, "potrs_whole dt=%d nloc=%lld P=%d nrhs=%lld rev=%d k=%lld", dt,
+           (long long)nloc, P, (long long)nrhs, reversed, (long long)k);
+  zd *A = random_hpd(n, cplx(dt), (unsigned)(5 * n + nrhs + dt));
+  if (k >= 0) A[k * n + k] = -1;
+  void **a = make_shards(A, n, P, dt);
+  const size_t sb = (size_t)(nloc * n) * esz(dt), xb = (size_t)(n * nrhs) * esz(dt);
+  void **a0 = alloc_all(P, sb), **x = alloc_all(P, xb);
+  for (int r = 0; r < P; r++) {
+    memcpy(a0[r], a[r], sb);
+    memset(x[r], 0xFF, xb);
+  }
+  jaxmg_layout_t lay;
+  jaxmg_layout_init(&lay, nloc, P, nloc);
+  zd *B;
+  void **b = make_rhs(dt, &lay, n, nrhs, P, &B);
+  job_t jobs[16];
+  const int calls = mock_dn_potrf_calls;
+  run_op(JAXMG_OP_POTRS_WHOLE, dt, n, nloc, nrhs, P, reversed, a, b, x, NULL, jobs);
+  CHECK(mock_dn_potrf_calls == calls + 1 && mock_dn_potrf_dev == jobs[0].dev,
+        "%s: %d factorizations, the last on device %d", what, mock_dn_potrf_calls - calls,
+        mock_dn_potrf_dev);
+  for (int r = 0; r < P; r++)
+    CHECK(!memcmp(a[r], a0[r], sb), "%s: shard of rank %d changed", what, r);
+  if (k < 0) {
+    expect_ok(jobs, P, what);
+    if (nrhs) check_solution(what, dt, &lay, A, B, x, n, nrhs, P);
+  } else {
+    for (int r = 0; r < P; r++)
+      CHECK(jobs[r].st == JAXMG_OK && jobs[r].info == k + 1, "%s rank %d: status %d info %d (%s)",
+            what, r, jobs[r].st, jobs[r].info, jobs[r].err.msg);
+  }
+  free(A);
+  free(B);
+  free_all(a, P);
+  free_all(a0, P);
+  free_all(b, P);
+  free_all(x, P);
+}
+
 static int all_nan(const void *p, size_t bytes) {
   const unsigned char *c = p;
   for (size_t i = 0; i < bytes; i++)
@@ -412,19 +494,25 @@ static void test_bytes_moved(jaxmg_op_t op, int64_t n, int64_t tile, int P) {
   free_all(w, P);
 }
 
-static void test_fault(int point, int P, int rank) {
-  int64_t n = 8 * P, tile = 4;
+/* An injected fault (point 2: allocation, 3: solver) at `rank`, or with point 0 (potrs_whole
+ * only) a failing cusolverDnXpotrf: every rank fails, none hangs. */
+static void test_fault(jaxmg_op_t op, int point, int P, int rank) {
+  const int whole = op == JAXMG_OP_POTRS_WHOLE;
+  int64_t n = 8 * P, tile = whole ? 8 : 4;
+  const char *want = point ? "injected" : "cusolverDnXpotrf";
   zd *A = random_hpd(n, 0, 5);
   void **a = make_shards(A, n, P, JAXMG_F64);
   void **b = alloc_all(P, (size_t)n * 8), **x = alloc_all(P, (size_t)n * 8);
   job_t jobs[16];
-  jaxmg_set_fault(point, rank, 1);
-  run_op(JAXMG_OP_POTRS, JAXMG_F64, n, tile, 1, P, 0, a, b, x, NULL, jobs);
+  if (point) jaxmg_set_fault(point, rank, 1);
+  else setenv("MOCK_DN_POTRF_FAIL", "1", 1);
+  run_op(op, JAXMG_F64, n, tile, 1, P, 0, a, b, x, NULL, jobs);
   jaxmg_set_fault(0, -1, 0);
+  unsetenv("MOCK_DN_POTRF_FAIL");
   for (int r = 0; r < P; r++)
-    CHECK(jobs[r].st != JAXMG_OK && strstr(jobs[r].err.msg, "injected"),
-          "fault %d at rank %d of %d: rank %d status %d msg '%s'", point, rank, P, r, jobs[r].st,
-          jobs[r].err.msg);
+    CHECK(jobs[r].st != JAXMG_OK && strstr(jobs[r].err.msg, want),
+          "op %d fault %d at rank %d of %d: rank %d status %d msg '%s'", op, point, rank, P, r,
+          jobs[r].st, jobs[r].err.msg);
   free(A);
   free_all(a, P);
   free_all(b, P);
@@ -458,10 +546,30 @@ int main(void) {
     }
     unsetenv("MOCK_POTRF_STATUS");
     for (int point = 2; point <= 3; point++) {
-      test_fault(point, P, 0);
-      test_fault(point, P, P - 1);
+      test_fault(JAXMG_OP_POTRS, point, P, 0);
+      test_fault(JAXMG_OP_POTRS, point, P, P - 1);
     }
   }
+  /* potrs's single engine. Position 0 pulls each shard in strips of max(MIN_STRIP = 64,
+   * nloc / STRIPS) rows (whole_potrs.c): nloc 8 and 40 in one strip, 100 in a full and a short
+   * one, 1100 in 16 strips of 69 rows but the last (the only case above MIN_STRIP * STRIPS). */
+  for (int P = 1; P <= 4; P++) {
+    for (int d = 0; d < 4; d++) {
+      const int64_t nlocs[3] = {8, 40, 100};
+      for (int i = 0; i < 3; i++) test_whole(dts[d], nlocs[i], P, 3, 0, -1);
+      test_whole(dts[d], 40, P, 1, P > 1, -1);
+      test_whole(dts[d], 8, P, 0, 0, -1);
+      const int64_t ks[3] = {0, 40 * P / 2 + 1, 40 * P - 3}; /* not positive definite */
+      for (int i = 0; i < 3; i++) test_whole(dts[d], 40, P, 2, P > 1, ks[i]);
+    }
+    for (int point = 2; point <= 3; point++) {
+      test_fault(JAXMG_OP_POTRS_WHOLE, point, P, 0);
+      test_fault(JAXMG_OP_POTRS_WHOLE, point, P, P - 1);
+    }
+    test_fault(JAXMG_OP_POTRS_WHOLE, 0, P, 0);
+  }
+  for (int d = 0; d < 4; d++) test_whole(dts[d], 1100, 1, 3, 0, -1);
+  test_whole(JAXMG_F32, 1100, 2, 1, 1, -1);
   for (int P = 1; P <= 4; P++) {
     test_bytes_moved(JAXMG_OP_POTRS, 24 * P, 4, P);
     test_bytes_moved(JAXMG_OP_POTRS, 24 * P, 24, P); /* one tile per device: nothing moves */
