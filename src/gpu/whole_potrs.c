@@ -203,6 +203,10 @@ jaxmg_status_t jaxmg__gpu_potrs_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g
   if (jaxmg__fault_hit(JAXMG_FAULT_ALLOC, rank)) {
     return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: injected allocation failure", nm);
   }
+  /* A participant that fails must do so before position 0 may read its shard. */
+  if (rank != 0 && jaxmg__fault_hit(JAXMG_FAULT_SOLVER, rank)) {
+    return jaxmg__seterr(err, JAXMG_EFAULT, "jaxmg.%s: injected solver failure", nm);
+  }
   /* 1. Every shard is ready where it lies (position 0 records after allocating M). */
   if (rank != 0) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
   if (!st) st = jaxmg__rv_barrier(t->session, rank, -1, err);
@@ -216,8 +220,6 @@ jaxmg_status_t jaxmg__gpu_potrs_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g
     st = factor_solve(t, g, err);
     pthread_mutex_unlock(&g_dn[g->device].mu);
     if (st) return st;
-  } else if (jaxmg__fault_hit(JAXMG_FAULT_SOLVER, rank)) {
-    return jaxmg__seterr(err, JAXMG_EFAULT, "jaxmg.%s: injected solver failure", nm);
   }
   if ((st = jaxmg__rv_barrier(t->session, rank, 0, err))) return st;
   /* 3. The others take x and info; position 0's stream waits until they have. */
