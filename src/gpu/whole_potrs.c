@@ -3,7 +3,7 @@
  * A lower Cholesky of M (the row-major shards read column-major: M = conj(A)) reads column j
  * from row j down, which is row j of a shard from column j on. Position 0 holds the first
  * rows, whose parts are the longest, so it is the one that factors: it allocates M whole
- * (N x N), copies its own part on its stream while a side stream pulls each peer's part
+ * (N x N), copies its own shard on its stream while a side stream pulls each peer's part
  * (N^2/8 elements from the peer on 2 GPUs, against N^2/2 for an all-gather), then runs
  * cuSOLVERDn's potrf and potrs on its stream, cuSOLVER writing info straight into the info
  * output. The others copy x and info from it, on their streams. Nothing waits on the host:
@@ -157,7 +157,12 @@ static jaxmg_status_t factor_solve(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
     }
     if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->done, side));
   }
-  if (!st) st = pull_shard(t, W, dev, 0, g->stream, err);
+  /* Its own shard is columns 0..nloc-1 of M exactly: one contiguous copy (bench/
+   * probe_potrf.c: a plain copy of the whole shard beats a pitched copy of its lower part;
+   * what it adds lands in the upper triangle, which is never read). */
+  if (!st)
+    st = JAXMG_GPU(err, nm, cudaMemcpyAsync(W, me->a, (size_t)t->lay.nloc * (size_t)N * esz,
+                                            cudaMemcpyDeviceToDevice, g->stream));
   if (!st && P > 1) st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, g->done, 0));
   if (!st && xbytes)
     st = JAXMG_GPU(err, nm, cudaMemcpyAsync(me->x, me->b, xbytes, cudaMemcpyDeviceToDevice,
