@@ -21,28 +21,37 @@
 enum {
   MAX_DN_DEVICES = 64,
   STRIPS = 16,   /* copies per shard: each over-copies a strip's triangle, 1/32 of nloc^2 */
-  MIN_STRIP = 64 /* rows per copy at least */
+  MIN_STRIP = 64, /* rows per copy at least */
+  NSIDE = 4       /* side streams the strips are spread over (several copy engines) */
 };
 
-/* Per device: cuSOLVERDn handle and params, the side stream, peers already enabled. Created
- * on first use; `mu` serialises their users. */
+/* Per device: cuSOLVERDn handle and params, the side streams and an event for each, peers
+ * already enabled. Created on first use; `mu` serialises their users (an event is reused
+ * only under it, after every wait on its previous record has been enqueued). */
 static pthread_mutex_t g_dn_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
   int init;
   cusolverDnHandle_t h;
   cusolverDnParams_t params;
-  cudaStream_t side;
+  cudaStream_t side[NSIDE];
+  cudaEvent_t joined[NSIDE];
   uint64_t peers; /* bit q: peer access to device q attempted */
   pthread_mutex_t mu;
 } g_dn[MAX_DN_DEVICES];
 
 static void dn_destroy(int dev) {
   jaxmg_error_t ignored;
-  if (g_dn[dev].side) (void)JAXMG_GPU(&ignored, "release", cudaStreamDestroy(g_dn[dev].side));
+  for (int i = 0; i < NSIDE; i++) {
+    if (g_dn[dev].side[i])
+      (void)JAXMG_GPU(&ignored, "release", cudaStreamDestroy(g_dn[dev].side[i]));
+    if (g_dn[dev].joined[i])
+      (void)JAXMG_GPU(&ignored, "release", cudaEventDestroy(g_dn[dev].joined[i]));
+    g_dn[dev].side[i] = NULL;
+    g_dn[dev].joined[i] = NULL;
+  }
   if (g_dn[dev].params)
     (void)JAXMG_GPU(&ignored, "release", cusolverDnDestroyParams(g_dn[dev].params));
   if (g_dn[dev].h) (void)JAXMG_GPU(&ignored, "release", cusolverDnDestroy(g_dn[dev].h));
-  g_dn[dev].side = NULL;
   g_dn[dev].params = NULL;
   g_dn[dev].h = NULL;
 }
@@ -58,8 +67,12 @@ static jaxmg_status_t dn_lock(int dev, const char *op, jaxmg_error_t *err) {
   if (!g_dn[dev].init) {
     st = JAXMG_GPU(err, op, cusolverDnCreate(&g_dn[dev].h));
     if (!st) st = JAXMG_GPU(err, op, cusolverDnCreateParams(&g_dn[dev].params));
-    if (!st)
-      st = JAXMG_GPU(err, op, cudaStreamCreateWithFlags(&g_dn[dev].side, cudaStreamNonBlocking));
+    for (int i = 0; i < NSIDE && !st; i++) {
+      st = JAXMG_GPU(err, op, cudaStreamCreateWithFlags(&g_dn[dev].side[i], cudaStreamNonBlocking));
+      if (!st)
+        st = JAXMG_GPU(err, op, cudaEventCreateWithFlags(&g_dn[dev].joined[i],
+                                                         cudaEventDisableTiming));
+    }
     if (st) {
       dn_destroy(dev);
     } else {
@@ -88,9 +101,9 @@ static void enable_peer(int dev, int peer) {
 /* Copies into W (position 0's device) the part of participant r's shard a lower Cholesky
  * reads: shard row i, i.e. column j = r*nloc + i of M, from row j down. In strips of rows,
  * each from its first row's column on (the few extra elements above the diagonal are never
- * read). */
+ * read). Strip k of the call goes to side stream k mod NSIDE (*k counts them). */
 static jaxmg_status_t pull_shard(const jaxmg_task_t *t, char *W, int wdev, int r,
-                                 cudaStream_t s, jaxmg_error_t *err) {
+                                 const cudaStream_t *side, int *k, jaxmg_error_t *err) {
   const jaxmg_part_t *p = jaxmg__gpu_slot(t, r);
   const int64_t N = t->lay.n, nloc = t->lay.nloc;
   const size_t esz = jaxmg_dtype_size(t->dtype), pitch = (size_t)N * esz;
@@ -101,8 +114,8 @@ static jaxmg_status_t pull_shard(const jaxmg_task_t *t, char *W, int wdev, int r
     const int64_t i1 = i0 + h < nloc ? i0 + h : nloc, j0 = (int64_t)r * nloc + i0;
     st = jaxmg__gpu_copy2d(W + ((size_t)j0 * (size_t)N + (size_t)j0) * esz, pitch, wdev,
                            (const char *)p->a + ((size_t)i0 * (size_t)N + (size_t)j0) * esz,
-                           pitch, p->device, (size_t)(N - j0) * esz, (size_t)(i1 - i0), s,
-                           t->name, err);
+                           pitch, p->device, (size_t)(N - j0) * esz, (size_t)(i1 - i0),
+                           side[(*k)++ % NSIDE], t->name, err);
   }
   return st;
 }
@@ -144,18 +157,20 @@ static jaxmg_status_t factor_solve(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
     return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory (%zu bytes)", nm,
                          hbytes);
   }
-  /* M is allocated (on this stream): the side stream may write it once `ready` says so. */
-  if (!g->done) st = JAXMG_GPU(err, nm, cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming));
-  if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
+  /* M is allocated (on this stream): the side streams may write it once `ready` says so. */
+  st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
+  const cudaStream_t *side = g_dn[dev].side;
+  int strips = 0;
   if (P > 1) {
-    cudaStream_t side = g_dn[dev].side;
     for (int q = 0; q < P && !st; q++) {
       const jaxmg_part_t *pq = jaxmg__gpu_slot(t, q);
       if (q) enable_peer(dev, pq->device);
-      st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(side, (cudaEvent_t)pq->ready, 0));
-      if (!st && q) st = pull_shard(t, W, dev, q, side, err);
+      for (int i = 0; i < NSIDE && !st; i++)
+        st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(side[i], (cudaEvent_t)pq->ready, 0));
     }
-    if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->done, side));
+    for (int q = 1; q < P && !st; q++) st = pull_shard(t, W, dev, q, side, &strips, err);
+    for (int i = 0; i < NSIDE && !st; i++)
+      st = JAXMG_GPU(err, nm, cudaEventRecord(g_dn[dev].joined[i], side[i]));
   }
   /* Its own shard is columns 0..nloc-1 of M exactly: one contiguous copy (bench/
    * probe_potrf.c: a plain copy of the whole shard beats a pitched copy of its lower part;
@@ -163,7 +178,8 @@ static jaxmg_status_t factor_solve(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
   if (!st)
     st = JAXMG_GPU(err, nm, cudaMemcpyAsync(W, me->a, (size_t)t->lay.nloc * (size_t)N * esz,
                                             cudaMemcpyDeviceToDevice, g->stream));
-  if (!st && P > 1) st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, g->done, 0));
+  for (int i = 0; i < NSIDE && P > 1 && !st; i++)
+    st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, g_dn[dev].joined[i], 0));
   if (!st && xbytes)
     st = JAXMG_GPU(err, nm, cudaMemcpyAsync(me->x, me->b, xbytes, cudaMemcpyDeviceToDevice,
                                             g->stream));
@@ -188,7 +204,7 @@ static jaxmg_status_t factor_solve(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
   if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
   /* On any failure the peers return at once and M is released: no pull may still read their
    * shards or write M then. */
-  if (st && P > 1) (void)cudaStreamSynchronize(g_dn[dev].side);
+  for (int i = 0; i < NSIDE && st && P > 1; i++) (void)cudaStreamSynchronize(side[i]);
   return st;
 }
 
