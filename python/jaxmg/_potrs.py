@@ -259,9 +259,9 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
       pad: pad shards that ``T_A`` does not divide (identity padding), else raise.
       donate: let the call reuse the buffer of ``a`` (``a`` is deleted).
       engine: ``"auto"`` (default), ``"mg"`` (the distributed backend: cuSOLVERMg on GPUs,
-        tiled LAPACK on CPU devices; O(N^2 / ndev) memory per device), ``"single"`` (gather
-        the matrix and solve with XLA's single-device solver on every device; O(N^2) per
-        device) or ``"split"`` (2 devices only: a two-device Cholesky without a gather;
+        tiled LAPACK on CPU devices; O(N^2 / ndev) memory per device), ``"single"`` (the
+        first device gathers what a Cholesky reads and solves alone with cuSOLVER / LAPACK,
+        the others receive x; O(N^2) on that device) or ``"split"`` (2 devices only: a two-device Cholesky without a gather;
         opt-in, see docs/design.md). ``"auto"``: ``"mg"`` on CPU devices; on GPUs
         ``"single"`` when the matrix fits one device comfortably and N < 24576 or one device,
         else ``"mg"``.
