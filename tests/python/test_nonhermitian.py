@@ -1,7 +1,9 @@
 """What a non-Hermitian input means (docs/errors.md): only Hermitian inputs are meaningful;
 which triangle is read depends on the engine and the layout. Pinned down here so that the
 documentation cannot drift: with one device and the distributed backend the upper triangle
-of ``a`` (row-major a[i, j], j >= i) is read; the single engine reads the lower triangle."""
+of ``a`` (row-major a[i, j], j >= i) is read; so does potrs's single engine (its one-call body,
+JAXMG_OP_POTRS_WHOLE); the single engine's all-gather body (potrs across processes, and
+potri) reads the lower triangle."""
 
 import jax
 import numpy as np
@@ -28,5 +30,8 @@ def test_which_triangle_is_read(mesh_of):
     x_single = np.asarray(jaxmg.potrs(a_s, b, engine="single"))
     np.testing.assert_allclose(x_mg, np.linalg.solve(_herm_from(a_bad, lower=False), b),
                                rtol=1e-10)
-    np.testing.assert_allclose(x_single, np.linalg.solve(_herm_from(a_bad, lower=True), b),
+    np.testing.assert_allclose(x_single, np.linalg.solve(_herm_from(a_bad, lower=False), b),
+                               rtol=1e-10)
+    inv_single = np.asarray(jaxmg.potri(a_s, engine="single"))
+    np.testing.assert_allclose(inv_single, np.linalg.inv(_herm_from(a_bad, lower=True)),
                                rtol=1e-10)
