@@ -189,12 +189,25 @@ def run_raw(op, dtype, devs, n, tile, reps, nrhs=1):
 
 # ---- native JAX on one GPU ------------------------------------------------------------------
 
+# The potrs baseline of every benchmark: cho_factor + cho_solve, jitted, on one device.
+native_potrs = jax.jit(lambda a, b: jax.scipy.linalg.cho_solve(
+    jax.scipy.linalg.cho_factor(a, lower=True), b))
+
+
+def potrs_inputs(n, dtype, mesh):
+    """(a, b) row-sharded / replicated over ``mesh`` and (a1, b1) the same on its first
+    device, for potrs benchmarks that compare jaxmg with native JAX in one process."""
+    a = make_spd(n, dtype, NamedSharding(mesh, P("x", None)))
+    b = jax.device_put(jnp.ones((n, 1), dtype), NamedSharding(mesh, P()))
+    dev = mesh.devices.flat[0]
+    return a, b, jax.device_put(a, dev), jax.device_put(jnp.ones((n, 1), dtype), dev)
+
+
 def run_native(op, dtype, dev, n, reps):
     a = make_spd(n, dtype, jax.sharding.SingleDeviceSharding(dev))
     if op == "potrs":
         b = jax.device_put(jnp.ones((n, 1), dtype), dev)
-        f = jax.jit(lambda a, b: jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), b))
-        fn = lambda: f(a, b)
+        fn = lambda: native_potrs(a, b)
     elif op == "potri":
         f = jax.jit(jnp.linalg.inv)
         fn = lambda: f(a)

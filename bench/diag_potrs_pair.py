@@ -12,7 +12,6 @@ Every jaxmg variant's answer is checked (relative residual).
 
     python3 bench/diag_potrs_pair.py [N,...] [dtype]   # one JSON line per (N, variant)
 """
-import functools
 import json
 import os
 import sys
@@ -22,7 +21,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import Mesh, PartitionSpec as P  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_ops  # noqa: E402
@@ -45,17 +44,11 @@ def main():
     dt = jnp.dtype(sys.argv[2] if len(sys.argv) > 2 else "float64")
     devs = jax.devices()[:2]
     mesh = Mesh(np.array(devs), ("x",))
-    rows = NamedSharding(mesh, P("x", None))
-    repl = NamedSharding(mesh, P())
     reps = 10
     flags = os.environ.get("XLA_FLAGS", "")
     for n in ns:
-        a = bench_ops.make_spd(n, dt, rows)
-        b = jax.device_put(jnp.ones((n, 1), dt), repl)
-        a1 = jax.device_put(a, devs[0])
-        b1 = jax.device_put(jnp.ones((n, 1), dt), devs[0])
-        native = jax.jit(lambda a, b: jax.scipy.linalg.cho_solve(
-            jax.scipy.linalg.cho_factor(a, lower=True), b))
+        a, b, a1, b1 = bench_ops.potrs_inputs(n, dt, mesh)
+        native = bench_ops.native_potrs
 
         def with_engine(use_pair, blocks=None, first=None):
             def fn():

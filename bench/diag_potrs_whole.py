@@ -45,17 +45,15 @@ def main():
     nd = min(2, len(devs))
     mesh2 = Mesh(np.array(devs[:nd]), ("x",))
     mesh1 = Mesh(np.array(devs[:1]), ("x",))
-    native = jax.jit(lambda a, b: jax.scipy.linalg.cho_solve(
-        jax.scipy.linalg.cho_factor(a, lower=True), b))
     for dname in dts:
         dt = jnp.dtype(dname)
         for n in ns:
-            a = bench_ops.make_spd(n, dt, NamedSharding(mesh2, P("x", None)))
-            b = jax.device_put(jnp.ones((n, 1), dt), NamedSharding(mesh2, P()))
-            a1 = jax.device_put(a, NamedSharding(mesh1, P("x", None)))
-            b1 = jax.device_put(b, NamedSharding(mesh1, P()))
+            a, b, a1, b1 = bench_ops.potrs_inputs(n, dt, mesh2)
+            # The same on a 1-device mesh: jaxmg.potrs infers it from the sharding.
+            a1 = jax.device_put(a1, NamedSharding(mesh1, P("x", None)))
+            b1 = jax.device_put(b1, NamedSharding(mesh1, P()))
             cases = [
-                ("native", None, lambda: native(a1, b1)),
+                ("native", None, lambda: bench_ops.native_potrs(a1, b1)),
                 (f"gather/{nd}", False, lambda: jaxmg.potrs(a, b, engine="single",
                                                             return_status=True)),
                 (f"whole/{nd}", True, lambda: jaxmg.potrs(a, b, engine="single",

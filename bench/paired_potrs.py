@@ -15,7 +15,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import Mesh  # noqa: E402
 
 import os  # noqa: E402
 
@@ -36,16 +36,11 @@ def main():
     reps = int(sys.argv[3]) if len(sys.argv) > 3 else 40
     devs = jax.devices()
     mesh = Mesh(np.array(devs[:2]), ("x",))
-    native = jax.jit(lambda a, b: jax.scipy.linalg.cho_solve(
-        jax.scipy.linalg.cho_factor(a, lower=True), b))
     for dname in dts:
         dt = jnp.dtype(dname)
         for n in ns:
-            a = bench_ops.make_spd(n, dt, NamedSharding(mesh, P("x", None)))
-            b = jax.device_put(jnp.ones((n, 1), dt), NamedSharding(mesh, P()))
-            a1 = jax.device_put(a, devs[0])
-            b1 = jax.device_put(jnp.ones((n, 1), dt), devs[0])
-            f_nat = lambda: native(a1, b1)  # noqa: E731
+            a, b, a1, b1 = bench_ops.potrs_inputs(n, dt, mesh)
+            f_nat = lambda: bench_ops.native_potrs(a1, b1)  # noqa: E731
             f_mg = lambda: jaxmg.potrs(a, b, return_status=True)  # noqa: E731
             for f in (f_nat, f_mg, f_nat, f_mg):  # compile and warm both
                 timed(f)

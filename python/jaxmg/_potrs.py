@@ -14,16 +14,18 @@ from ._geometry import (
 )
 
 
+def _conj(x):
+    """The shard read column-major is conj(A): solve conj(A) conj(x) = conj(b)."""
+    return jnp.conj(x) if jnp.iscomplexobj(x) else x
+
+
 def potrs_local(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False):
     """Per-device body: returns (x, info[1]); x replicated, N x k. With ``keep_factor`` also
     the shard overwritten by the factor (an output that a donated ``a`` can alias)."""
     dtype = a_loc.dtype
     ids = _core.mesh_ids(row_axes, group_axes)
     a_p = pad_shard(a_loc, geo, ids[1])
-    c = to_solver_rows(b, geo)
-    # The shard read column-major is conj(A); solve conj(A) conj(x) = conj(b).
-    if jnp.iscomplexobj(c):
-        c = jnp.conj(c)
+    c = _conj(to_solver_rows(b, geo))
     k = b.shape[1]
     a_out, xt, info = _core.call(
         "jaxmg_potrs",
@@ -37,10 +39,7 @@ def potrs_local(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False
         aliases={0: 0},
         axes=(row_axes, group_axes),
     )
-    y = xt.T
-    if jnp.iscomplexobj(y):
-        y = jnp.conj(y)
-    x, info = from_solver_rows(y, geo), unpad_info(info, geo)
+    x, info = from_solver_rows(_conj(xt.T), geo), unpad_info(info, geo)
     return (x, info, unpad_shard(a_out, geo)) if keep_factor else (x, info)
 
 
@@ -82,17 +81,15 @@ def potrs_whole(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False
     dtype = a_loc.dtype
     ids = _core.mesh_ids(row_axes, group_axes)
     whole = Geometry(geo.n, geo.ndev, geo.nloc)  # tile = shard: the identity layout
-    # The shard read column-major is conj(A); solve conj(A) conj(x) = conj(b).
-    c = jnp.conj(b) if jnp.iscomplexobj(b) else b
     k = b.shape[1]
     xt, info = _core.call(
         "jaxmg_potrs_whole",
         (jax.ShapeDtypeStruct((k, geo.n), dtype), jax.ShapeDtypeStruct((1,), jnp.int32)),
-        (a_loc, c.T, ids),
+        (a_loc, _conj(b).T, ids),
         whole,
         axes=(row_axes, group_axes),
     )
-    x = jnp.conj(xt.T) if jnp.iscomplexobj(xt) else xt.T
+    x = _conj(xt.T)
     x = jnp.where(info[0] > 0, jnp.full_like(x, jnp.nan), x)
     return (x, info, a_loc) if keep_factor else (x, info)
 
