@@ -2,7 +2,7 @@
  * GPU (docs/benchmarks.md, potrs vs native). Times with events, best of 20, float32 and
  * float64: cusolverDnXpotrf against the legacy cusolverDn{S,D}potrf, cusolverDnXpotrs with one
  * right-hand side against two cuBLAS trsm, and the pitched copy of the lower trapezoid that
- * position 0 makes of its own shard (16 strips, as src/gpu/whole_potrs.c).
+ * position 0 makes of its own shard (16 strips, as src/gpu/whole.c).
  *   gcc -std=c11 -O2 bench/probe_potrf.c -I/usr/local/cuda/include -L/usr/local/cuda/lib64 \
  *       -lcusolver -lcublas -lcudart -o /tmp/probe_potrf && /tmp/probe_potrf 8192        */
 #define _POSIX_C_SOURCE 200809L

@@ -29,6 +29,8 @@ TARGETS = {
     "jaxmg_syevd": "syevd",
     "jaxmg_syevd_n": "syevd_n",
     "jaxmg_potrs_whole": "potrs_whole",
+    "jaxmg_syevd_whole": "syevd_whole",
+    "jaxmg_syevd_n_whole": "syevd_n_whole",
 }
 
 _HERE = os.path.dirname(os.path.abspath(__file__))

@@ -30,12 +30,27 @@ typedef enum {
   /* factor and solve on one participant (position 0) holding the whole matrix: it gathers
    * from its peers only the part a lower Cholesky reads, the others receive x ("single"
    * engine of potrs); `a` is read, not written */
-  JAXMG_OP_POTRS_WHOLE = 6
+  JAXMG_OP_POTRS_WHOLE = 6,
+  /* eigendecomposition on position 0 holding the whole matrix (gathered as for
+   * POTRS_WHOLE); every participant receives w, info and, with vectors, its rows of the
+   * column-major eigenvector matrix ("single" engine of syevd); `a` is overwritten */
+  JAXMG_OP_SYEVD_WHOLE = 7,
+  JAXMG_OP_SYEVD_N_WHOLE = 8 /* eigenvalues only; `a` is scratch */
 } jaxmg_op_t;
 
 /* Ops with right-hand sides b (operand) and solutions x (result). */
 static inline int jaxmg__op_has_rhs(jaxmg_op_t op) {
   return op == JAXMG_OP_POTRS || op == JAXMG_OP_SOLVE || op == JAXMG_OP_POTRS_WHOLE;
+}
+/* Eigendecompositions (result w). */
+static inline int jaxmg__op_is_evd(jaxmg_op_t op) {
+  return op == JAXMG_OP_SYEVD || op == JAXMG_OP_SYEVD_N || op == JAXMG_OP_SYEVD_WHOLE ||
+         op == JAXMG_OP_SYEVD_N_WHOLE;
+}
+/* Ops computed by position 0 on the whole matrix (identity layout). */
+static inline int jaxmg__op_is_whole(jaxmg_op_t op) {
+  return op == JAXMG_OP_POTRS_WHOLE || op == JAXMG_OP_SYEVD_WHOLE ||
+         op == JAXMG_OP_SYEVD_N_WHOLE;
 }
 /* Ops whose shard `a` is also a result (aliased to the operand). */
 static inline int jaxmg__op_writes_a(jaxmg_op_t op) {

@@ -36,6 +36,7 @@ jaxmg_status_t jaxmg__cpu_factor(const jaxmg_cpu_ctx_t *c, int64_t *ginfo, jaxmg
 void jaxmg__cpu_solve(const jaxmg_cpu_ctx_t *c, void *y, int nc);
 
 jaxmg_status_t jaxmg__cpu_potri(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
+/* JAXMG_OP_SYEVD, _SYEVD_N and their whole-matrix forms _SYEVD_WHOLE, _SYEVD_N_WHOLE. */
 jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
 /* JAXMG_OP_POTRS_WHOLE (cpu_whole.c). */
 jaxmg_status_t jaxmg__cpu_potrs_whole(const jaxmg_cpu_ctx_t *c, int32_t *info,

@@ -170,7 +170,7 @@ static jaxmg_status_t run_potrs(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_e
 
 jaxmg_status_t jaxmg_cpu_run(const jaxmg_task_t *t, int32_t *info, jaxmg_error_t *err) {
   jaxmg_cpu_ctx_t c;
-  int evd = t->op == JAXMG_OP_SYEVD || t->op == JAXMG_OP_SYEVD_N;
+  int evd = jaxmg__op_is_evd(t->op);
   jaxmg_status_t st = jaxmg__cpu_ctx(&c, t, evd, err);
   if (st) return st;
   if (jaxmg__fault_hit(JAXMG_FAULT_ALLOC, t->rank))
@@ -184,7 +184,9 @@ jaxmg_status_t jaxmg_cpu_run(const jaxmg_task_t *t, int32_t *info, jaxmg_error_t
     case JAXMG_OP_SOLVE: return run_potrs(&c, info, err);
     case JAXMG_OP_POTRI: return jaxmg__cpu_potri(&c, info, err);
     case JAXMG_OP_SYEVD:
-    case JAXMG_OP_SYEVD_N: return jaxmg__cpu_syevd(&c, info, err);
+    case JAXMG_OP_SYEVD_N:
+    case JAXMG_OP_SYEVD_WHOLE:
+    case JAXMG_OP_SYEVD_N_WHOLE: return jaxmg__cpu_syevd(&c, info, err);
     case JAXMG_OP_POTRS_WHOLE: return jaxmg__cpu_potrs_whole(&c, info, err);
   }
   return jaxmg__seterr(err, JAXMG_EINTERNAL, "jaxmg.%s: unknown op %d", t->name, (int)t->op);

@@ -4,7 +4,9 @@
  * assembles the matrix from the shards (a copy of N^2 elements), calls LAPACK's divide and
  * conquer (?syevd/?heevd), and writes each participant's share of the eigenvectors back into
  * its shard, in the same block-cyclic arrangement as the GPU backend returns them: row c of
- * the shard of device d holds conj(v_e) for e = g(d, c). The others wait for it. */
+ * the shard of device d holds conj(v_e) for e = g(d, c). The whole-matrix ops (the single
+ * engine) return instead what the CUDA backend's do: rows [d nloc, (d + 1) nloc) of the
+ * column-major eigenvector matrix, as an N x nloc row-major block. The others wait for it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,7 +68,9 @@ done:
 jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err) {
   const jaxmg_task_t *t = c->t;
   const jaxmg_layout_t *lay = &t->lay;
-  const int vectors = t->op == JAXMG_OP_SYEVD;
+  const int vectors = t->op == JAXMG_OP_SYEVD || t->op == JAXMG_OP_SYEVD_WHOLE;
+  const int whole = jaxmg__op_is_whole(t->op);
+  const size_t rowb = (size_t)lay->nloc * c->esz;
   const size_t colb = (size_t)c->N * c->esz, wb = (size_t)c->N * c->k->info->real_size;
   int64_t ginfo = 0;
   jaxmg_status_t st = JAXMG_OK;
@@ -96,7 +100,9 @@ jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_e
           continue;
         }
         if (d) memcpy(p->w, p0->w, wb);
-        for (int64_t col = 0; vectors && col < lay->nloc; col++) {
+        for (int64_t j = 0; vectors && whole && j < c->N; j++)
+          memcpy((char *)p->a + (size_t)j * rowb, full + (size_t)j * colb + (size_t)d * rowb, rowb);
+        for (int64_t col = 0; vectors && !whole && col < lay->nloc; col++) {
           int64_t e = jaxmg_layout_dst(lay, d * lay->nloc + col);
           memcpy((char *)p->a + (size_t)col * colb, full + (size_t)e * colb, colb);
         }

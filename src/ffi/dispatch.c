@@ -8,6 +8,9 @@
  *   potri     a ids         a info
  *   syevd     a ids         a w info
  *   syevd_n   a ids         a w info        (a: scratch)
+ *   potrs_whole    a b ids  x info          (a: read only)
+ *   syevd_whole    a ids    a w info
+ *   syevd_n_whole  a ids    a w info        (a: scratch)
  *
  * Results named `a` alias the operand `a` (input_output_aliases in Python); when XLA did not
  * alias them, the operand is copied into the result before anything else. Attributes:
@@ -32,7 +35,9 @@ static const char *op_name(jaxmg_op_t op) {
     case JAXMG_OP_SOLVE: return "cho_solve";
     case JAXMG_OP_POTRI: return "potri";
     case JAXMG_OP_SYEVD:
-    case JAXMG_OP_SYEVD_N: return "syevd";
+    case JAXMG_OP_SYEVD_N:
+    case JAXMG_OP_SYEVD_WHOLE:
+    case JAXMG_OP_SYEVD_N_WHOLE: return "syevd";
   }
   return "op";
 }
@@ -44,7 +49,7 @@ typedef struct {
 static op_shape_t shape_of(jaxmg_op_t op) {
   op_shape_t s = {0, 0, 0, jaxmg__op_writes_a(op)};
   if (jaxmg__op_has_rhs(op)) s.has_b = s.has_x = 1;
-  if (op == JAXMG_OP_SYEVD || op == JAXMG_OP_SYEVD_N) s.has_w = 1;
+  if (jaxmg__op_is_evd(op)) s.has_w = 1;
   return s;
 }
 

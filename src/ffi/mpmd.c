@@ -36,7 +36,7 @@ void jaxmg__mp_exchange(const jaxmg_task_t *t, jaxmg_mp_exchange_t *ex) {
     ex->x = off;
     off += align_up(ex->x_bytes);
   }
-  if (t->op == JAXMG_OP_SYEVD || t->op == JAXMG_OP_SYEVD_N) {
+  if (jaxmg__op_is_evd(t->op)) {
     ex->w_bytes = n * di->real_size;
     ex->w = off;
     off += align_up(ex->w_bytes);

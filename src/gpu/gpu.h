@@ -148,13 +148,12 @@ jaxmg_status_t jaxmg__gpu_fetch_x(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, ja
 jaxmg_status_t jaxmg__gpu_exchange_done(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, int waiter,
                                         jaxmg_error_t *err);
 
-/* ---- potrs's single engine (whole_potrs.c) -------------------------------------------------- */
-/* JAXMG_OP_POTRS_WHOLE for one participant: position 0 gathers from its peers only the part
- * of the matrix a lower Cholesky reads (peer copies), runs cuSOLVERDn's potrf and potrs on
- * its stream and writes info straight from cuSOLVER; the others copy x and info from it. No
- * host synchronization; info > 0 leaves x unspecified (the caller selects NaN). */
-jaxmg_status_t jaxmg__gpu_potrs_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
-                                      jaxmg_error_t *err);
+/* ---- the single engines of potrs and syevd (whole.c) ----------------------------------------- */
+/* The whole-matrix ops (JAXMG_OP_POTRS_WHOLE, JAXMG_OP_SYEVD_WHOLE, JAXMG_OP_SYEVD_N_WHOLE)
+ * for one participant (whole.c): position 0 gathers from its peers only the part of the
+ * matrix a lower factorization reads and runs cuSOLVERDn alone; the others copy their results
+ * from it. */
+jaxmg_status_t jaxmg__gpu_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
 
 /* ---- device helpers (gpu_util.c) ----------------------------------------------------------- */
 /* Applies the block permutation of the layout (inverse = 0: into solver order) to the

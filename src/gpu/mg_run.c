@@ -14,8 +14,9 @@
 
 static const jaxmg_part_t *slot(const jaxmg_task_t *t, int r) { return jaxmg__gpu_slot(t, r); }
 
-static int has_rhs(jaxmg_op_t op) { return op == JAXMG_OP_POTRS || op == JAXMG_OP_SOLVE; }
-static int is_evd(jaxmg_op_t op) { return op == JAXMG_OP_SYEVD || op == JAXMG_OP_SYEVD_N; }
+/* The whole-matrix ops never come here (jaxmg__gpu_run hands them to whole.c). */
+static int has_rhs(jaxmg_op_t op) { return jaxmg__op_has_rhs(op); }
+static int is_evd(jaxmg_op_t op) { return jaxmg__op_is_evd(op); }
 
 /* Phase timings of the last call (driver's view), for benchmarks: off by default. */
 static int g_timing = 0;
@@ -384,7 +385,7 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   int64_t lwork = 0, ginfo = 0;
   jaxmg_status_t st;
 
-  if (t->op == JAXMG_OP_POTRS_WHOLE) return jaxmg__gpu_potrs_whole(t, g, err);
+  if (jaxmg__op_is_whole(t->op)) return jaxmg__gpu_whole(t, g, err);
   if ((st = check_task(t, err))) return st;
   sh->gp[rank] = g; /* read by the others only after the next barrier */
   if (jaxmg__fault_hit(JAXMG_FAULT_ALLOC, rank)) {
@@ -484,7 +485,9 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
         st = jaxmg__gpu_permute(lay, 1, me->a, esz, g->stage, g->stream, nm, err);
         break;
       case JAXMG_OP_SYEVD_N: break; /* the shard is scratch */
-      case JAXMG_OP_POTRS_WHOLE: break; /* not run here (jaxmg__gpu_potrs_whole) */
+      case JAXMG_OP_POTRS_WHOLE:
+      case JAXMG_OP_SYEVD_WHOLE:
+      case JAXMG_OP_SYEVD_N_WHOLE: break; /* not run here (jaxmg__gpu_whole) */
     }
   }
   if (st) return st;

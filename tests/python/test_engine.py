@@ -133,6 +133,92 @@ def test_single_potrs_is_one_call_without_all_gather(mesh_of):
     assert "all-gather" not in hlo and "jaxmg_potrs\"" not in hlo
 
 
+def _fresh_syevd_programs():
+    from jaxmg import _core, _syevd
+
+    for cached in (_syevd._program, _syevd._differentiable, _core.entry):
+        cached.cache_clear()
+
+
+def _herm(n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, n))
+    if np.iscomplexobj(dtype(0)):
+        x = x + 1j * rng.standard_normal((n, n))
+    return ((x + x.conj().T) / 2).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("idx", [[0], [1, 0], [2, 0, 1], [0, 1, 2, 3]])
+@pytest.mark.parametrize("n_per", [1, 5, 24])
+def test_single_syevd_whole_matches_numpy_and_gather(mesh_of, dtype, idx, n_per, monkeypatch,
+                                                     request):
+    """The single engine's one-call syevd (position 0 gathers what a lower eigensolver reads,
+    solves alone, every device copies w, info and its rows of V; JAXMG_OP_SYEVD_WHOLE and
+    _N_WHOLE) against NumPy with scaled residuals, and against the all-gather + XLA body."""
+    from jaxmg import _syevd
+
+    mesh = mesh_of(idx)
+    n = n_per * len(idx)
+    a = _herm(n, dtype, seed=n)
+    a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    request.addfinalizer(_fresh_syevd_programs)
+    outs = {}
+    for whole in (True, False):
+        monkeypatch.setattr(_syevd, "USE_WHOLE", whole)
+        _fresh_syevd_programs()
+        w, v, info = jaxmg.syevd(a_s, return_status=True, engine="single")
+        w_only, info_n = jaxmg.syevd(a_s, return_eigenvectors=False, return_status=True,
+                                     engine="single")
+        assert int(info) == int(info_n) == 0
+        assert v.sharding.spec == P("x", None) and v.shape == (n, n)
+        shards = [np.asarray(s.data) for s in w.addressable_shards]
+        assert all(np.array_equal(shards[0], s) for s in shards[1:])
+        outs[whole] = [np.asarray(t) for t in (w, v, w_only)]
+    w, v, w_only = outs[True]
+    eps = np.finfo(dtype).eps
+    a64 = a.astype(np.complex128)
+    scale = n * eps * max(np.linalg.norm(a64, 2), np.finfo(np.float64).tiny)
+    w_ref = np.linalg.eigvalsh(a64)
+    assert np.abs(w - w_ref).max() / scale < 30
+    assert np.abs(w_only - w_ref).max() / scale < 30
+    v64 = v.astype(np.complex128)
+    assert np.abs(a64 @ v64 - v64 * w).max() / scale < 30
+    assert np.abs(v64.conj().T @ v64 - np.eye(n)).max() / (n * eps) < 30
+    assert np.abs(w - outs[False][0]).max() / scale < 30
+
+
+def test_single_syevd_is_one_call_without_all_gather(mesh_of):
+    """The compiled single-engine syevd moves the matrix only inside the jaxmg call."""
+    from jaxmg import _core, _syevd
+
+    mesh = mesh_of([0, 1, 2])
+    a = jax.device_put(_herm(12, np.float64), NamedSharding(mesh, P("x", None)))
+    _, place, geo = _core.plan(a, None, None, None, True, "syevd", max_tile=_syevd.MAX_TILE)
+    for vectors, target in ((True, "jaxmg_syevd_whole"), (False, "jaxmg_syevd_n_whole")):
+        hlo = _syevd._program(place, geo, vectors, False, _core.get_timeout(), "single").lower(
+            a).compile().as_text()
+        assert hlo.count(target) >= 1
+        assert "all-gather" not in hlo and "all-to-all" not in hlo
+
+
+@pytest.mark.parametrize("idx", [[0, 1, 2, 3], [1, 0]])
+def test_single_syevd_failure_matches_mg(mesh_of, idx):
+    """A matrix LAPACK's eigensolver cannot reduce (all +inf): the one-call body reports the
+    solver's info, as the distributed backend does, and NaN in w and V."""
+    mesh = mesh_of(idx)
+    a_s = jax.device_put(np.full((16, 16), np.inf), NamedSharding(mesh, P("x", None)))
+    infos = {}
+    for eng in ("mg", "single"):
+        w, v, info = jaxmg.syevd(a_s, return_status=True, engine=eng)
+        assert int(info) > 0, eng
+        assert np.isnan(np.asarray(w)).all() and np.isnan(np.asarray(v)).all(), eng
+        infos[eng] = int(info)
+        w, info = jaxmg.syevd(a_s, return_eigenvectors=False, return_status=True, engine=eng)
+        assert int(info) == infos[eng] and np.isnan(np.asarray(w)).all(), eng
+    assert infos["mg"] == infos["single"]
+
+
 def test_engine_choice_and_bad_name(mesh_of):
     mesh = mesh_of([0, 1])
     a = jax.device_put(_hpd(16, np.float64), NamedSharding(mesh, P("x", None)))

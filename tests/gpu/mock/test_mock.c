@@ -551,7 +551,7 @@ int main(void) {
     }
   }
   /* potrs's single engine. Position 0 pulls each shard in strips of max(MIN_STRIP = 64,
-   * nloc / STRIPS) rows (whole_potrs.c): nloc 8 and 40 in one strip, 100 in a full and a short
+   * nloc / STRIPS) rows (whole.c): nloc 8 and 40 in one strip, 100 in a full and a short
    * one, 1100 in 16 strips of 69 rows but the last (the only case above MIN_STRIP * STRIPS). */
   for (int P = 1; P <= 4; P++) {
     for (int d = 0; d < 4; d++) {

@@ -1,14 +1,21 @@
-/* CUDA backend of JAXMG_OP_POTRS_WHOLE, potrs's "single" engine (docs/design.md, Engines).
+/* CUDA backend of the whole-matrix ops, the "single" engines of potrs and syevd
+ * (docs/design.md, Engines): JAXMG_OP_POTRS_WHOLE, JAXMG_OP_SYEVD_WHOLE, _N_WHOLE.
  *
- * A lower Cholesky of M (the row-major shards read column-major: M = conj(A)) reads column j
- * from row j down, which is row j of a shard from column j on. Position 0 holds the first
- * rows, whose parts are the longest, so it is the one that factors: it allocates M whole
- * (N x N), copies its own shard on its stream while a side stream pulls each peer's part
- * (N^2/8 elements from the peer on 2 GPUs, against N^2/2 for an all-gather), then runs
- * cuSOLVERDn's potrf and potrs on its stream, cuSOLVER writing info straight into the info
- * output. The others copy x and info from it, on their streams. Nothing waits on the host:
- * every cross-device order is an event, and the barriers only make sure each event is
- * recorded before anyone waits on it and outlives every wait. */
+ * A lower Cholesky or eigensolver of M (the row-major shards read column-major: M = conj(A))
+ * reads column j from row j down, which is row j of a shard from column j on. Position 0
+ * holds the first rows, whose parts are the longest, so it is the one that computes: it
+ * allocates M whole (N x N), copies its own shard on its stream while side streams pull
+ * each peer's part (N^2/8 elements from the peer on 2 GPUs, against N^2/2 for an
+ * all-gather), then runs cuSOLVERDn on its stream, cuSOLVER writing info straight into the
+ * info output:
+ *   potrs: Xpotrf + Xpotrs; the others copy x and info from it;
+ *   syevd: Xsyevd (in cuSOLVER's non-deterministic mode, about 10 % faster on an H200, unless
+ *          JAXMG_DETERMINISTIC is set); the others copy w, info and, with vectors, rows
+ *          [r nloc, (r + 1) nloc) of the column-major eigenvector matrix V_M into their
+ *          shard, as an N x nloc row-major block (the caller transposes and conjugates).
+ * Nothing waits on the host but cuSOLVER's syevd itself: every cross-device order is an
+ * event, and the barriers only make sure each event is recorded before anyone waits on it
+ * and outlives every wait. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -120,27 +127,89 @@ static jaxmg_status_t pull_shard(const jaxmg_task_t *t, char *W, int wdev, int r
   return st;
 }
 
-static size_t round_up(size_t x) { return (x + 255) / 256 * 256; }
 
-/* Position 0, with its device's lock held: everything up to the solve, enqueued. */
-static jaxmg_status_t factor_solve(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
-                                   jaxmg_error_t *err) {
+/* JAXMG_DETERMINISTIC set (and not "0"): cuSOLVER's deterministic mode for syevd. */
+static int deterministic(void) {
+  const char *v = getenv("JAXMG_DETERMINISTIC");
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+/* Position 0: M's own shard and the pulls from its peers, enqueued; on return its stream
+ * is ordered after all of them. `ready` is recorded first (M is allocated). */
+static jaxmg_status_t gather(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, char *W,
+                             jaxmg_error_t *err) {
   const char *nm = t->name;
   const int P = (int)t->lay.ndev, dev = g->device;
+  const size_t esz = jaxmg_dtype_size(t->dtype);
+  const jaxmg_part_t *me = jaxmg__gpu_slot(t, 0);
+  const cudaStream_t *side = g_dn[dev].side;
+  int strips = 0;
+  /* M is allocated (on this stream): the side streams may write it once `ready` says so. */
+  jaxmg_status_t st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
+  if (P > 1) {
+    for (int q = 0; q < P && !st; q++) {
+      const jaxmg_part_t *pq = jaxmg__gpu_slot(t, q);
+      if (q) enable_peer(dev, pq->device);
+      for (int i = 0; i < NSIDE && !st; i++)
+        st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(side[i], (cudaEvent_t)pq->ready, 0));
+    }
+    for (int q = 1; q < P && !st; q++) st = pull_shard(t, W, dev, q, side, &strips, err);
+    for (int i = 0; i < NSIDE && !st; i++)
+      st = JAXMG_GPU(err, nm, cudaEventRecord(g_dn[dev].joined[i], side[i]));
+  }
+  /* Its own shard is columns 0..nloc-1 of M exactly: one contiguous copy (bench/
+   * probe_potrf.c: a plain copy of the whole shard beats a pitched copy of its lower part;
+   * what it adds lands in the upper triangle, which is never read). */
+  if (!st)
+    st = JAXMG_GPU(err, nm, cudaMemcpyAsync(W, me->a, (size_t)t->lay.nloc * (size_t)t->lay.n * esz,
+                                            cudaMemcpyDeviceToDevice, g->stream));
+  for (int i = 0; i < NSIDE && P > 1 && !st; i++)
+    st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, g_dn[dev].joined[i], 0));
+  return st;
+}
+
+/* Rows [r nloc, (r + 1) nloc) of the column-major N x N matrix at V (device vdev) into the
+ * shard `a` of participant r (device adev), as the column-major nloc x N block (ld nloc). */
+static jaxmg_status_t copy_rows(const jaxmg_task_t *t, int r, void *a, int adev, const char *V,
+                                int vdev, cudaStream_t s, jaxmg_error_t *err) {
+  const int64_t N = t->lay.n, nloc = t->lay.nloc;
+  const size_t esz = jaxmg_dtype_size(t->dtype);
+  return jaxmg__gpu_copy2d(a, (size_t)nloc * esz, adev, V + (size_t)r * (size_t)nloc * esz,
+                           (size_t)N * esz, vdev, (size_t)nloc * esz, (size_t)N, s, t->name,
+                           err);
+}
+
+static size_t round_up(size_t x) { return (x + 255) / 256 * 256; }
+
+/* Position 0, with its device's lock held: the gather and the solver, enqueued. */
+static jaxmg_status_t compute(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
+  const char *nm = t->name;
+  const int P = (int)t->lay.ndev, dev = g->device;
+  const int evd = jaxmg__op_is_evd(t->op), vectors = t->op == JAXMG_OP_SYEVD_WHOLE;
   const int64_t N = t->lay.n;
   const size_t esz = jaxmg_dtype_size(t->dtype);
   const size_t wbytes = round_up((size_t)N * (size_t)N * esz);
   const size_t xbytes = (size_t)N * (size_t)t->nrhs * esz;
-  const cudaDataType ct = jaxmg__gpu_dtype(t->dtype)->ctype;
+  const jaxmg_gpu_dtype_t *ty = jaxmg__gpu_dtype(t->dtype);
+  const cudaDataType ct = ty->ctype;
+  const cusolverEigMode_t jobz = vectors ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+  const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
   const jaxmg_part_t *me = jaxmg__gpu_slot(t, 0);
   cusolverDnHandle_t h = g_dn[dev].h;
   cusolverDnParams_t prm = g_dn[dev].params;
   size_t dbytes = 0, hbytes = 0;
   void *hwork = NULL;
   jaxmg_status_t st = JAXMG_GPU(err, nm, cusolverDnSetStream(h, g->stream));
-  if (!st)
-    st = JAXMG_GPU(err, nm, cusolverDnXpotrf_bufferSize(h, prm, CUBLAS_FILL_MODE_LOWER, N, ct,
-                                                        NULL, N, ct, &dbytes, &hbytes));
+  if (!st && evd)
+    st = JAXMG_GPU(err, nm, cusolverDnSetDeterministicMode(
+                                h, deterministic() ? CUSOLVER_DETERMINISTIC_RESULTS
+                                                   : CUSOLVER_ALLOW_NON_DETERMINISTIC_RESULTS));
+  if (!st && evd)
+    st = JAXMG_GPU(err, nm, cusolverDnXsyevd_bufferSize(h, prm, jobz, lo, N, ct, NULL, N,
+                                                        ty->rtype, NULL, ct, &dbytes, &hbytes));
+  if (!st && !evd)
+    st = JAXMG_GPU(err, nm, cusolverDnXpotrf_bufferSize(h, prm, lo, N, ct, NULL, N, ct, &dbytes,
+                                                        &hbytes));
   if (st) return st;
   /* One block: M, cuSOLVER's workspace, potrs's info. Freed on this stream by release. */
   const size_t total = wbytes + round_up(dbytes) + sizeof(int);
@@ -157,40 +226,24 @@ static jaxmg_status_t factor_solve(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
     return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory (%zu bytes)", nm,
                          hbytes);
   }
-  /* M is allocated (on this stream): the side streams may write it once `ready` says so. */
-  st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
-  const cudaStream_t *side = g_dn[dev].side;
-  int strips = 0;
-  if (P > 1) {
-    for (int q = 0; q < P && !st; q++) {
-      const jaxmg_part_t *pq = jaxmg__gpu_slot(t, q);
-      if (q) enable_peer(dev, pq->device);
-      for (int i = 0; i < NSIDE && !st; i++)
-        st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(side[i], (cudaEvent_t)pq->ready, 0));
-    }
-    for (int q = 1; q < P && !st; q++) st = pull_shard(t, W, dev, q, side, &strips, err);
-    for (int i = 0; i < NSIDE && !st; i++)
-      st = JAXMG_GPU(err, nm, cudaEventRecord(g_dn[dev].joined[i], side[i]));
-  }
-  /* Its own shard is columns 0..nloc-1 of M exactly: one contiguous copy (bench/
-   * probe_potrf.c: a plain copy of the whole shard beats a pitched copy of its lower part;
-   * what it adds lands in the upper triangle, which is never read). */
-  if (!st)
-    st = JAXMG_GPU(err, nm, cudaMemcpyAsync(W, me->a, (size_t)t->lay.nloc * (size_t)N * esz,
-                                            cudaMemcpyDeviceToDevice, g->stream));
-  for (int i = 0; i < NSIDE && P > 1 && !st; i++)
-    st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, g_dn[dev].joined[i], 0));
+  st = gather(t, g, W, err);
   if (!st && xbytes)
     st = JAXMG_GPU(err, nm, cudaMemcpyAsync(me->x, me->b, xbytes, cudaMemcpyDeviceToDevice,
                                             g->stream));
-  if (!st)
-    st = JAXMG_GPU(err, nm, cusolverDnXpotrf(h, prm, CUBLAS_FILL_MODE_LOWER, N, ct, W, N, ct,
+  if (!st && evd) {
+    st = JAXMG_GPU(err, nm, cusolverDnXsyevd(h, prm, jobz, lo, N, ct, W, N, ty->rtype, me->w, ct,
                                              dwork, dbytes, hwork, hbytes, me->info));
+    /* Its own rows of V_M (unspecified when info > 0: the caller selects NaN). */
+    if (!st && vectors) st = copy_rows(t, 0, me->a, dev, W, dev, g->stream, err);
+  }
+  if (!st && !evd)
+    st = JAXMG_GPU(err, nm, cusolverDnXpotrf(h, prm, lo, N, ct, W, N, ct, dwork, dbytes, hwork,
+                                             hbytes, me->info));
   /* A failed factor makes x unspecified here; the caller replaces it by NaN from info. */
-  if (!st && t->nrhs)
-    st = JAXMG_GPU(err, nm, cusolverDnXpotrs(h, prm, CUBLAS_FILL_MODE_LOWER, N, t->nrhs, ct, W,
-                                             N, ct, me->x, N, sinfo));
-  /* A host workspace must outlive the factorization that uses it. */
+  if (!st && !evd && t->nrhs)
+    st = JAXMG_GPU(err, nm, cusolverDnXpotrs(h, prm, lo, N, t->nrhs, ct, W, N, ct, me->x, N,
+                                             sinfo));
+  /* A host workspace must outlive the solver that uses it. */
   if (hwork) {
     jaxmg_error_t e2;
     jaxmg_status_t st2 = JAXMG_GPU(&e2, nm, cudaStreamSynchronize(g->stream));
@@ -200,20 +253,39 @@ static jaxmg_status_t factor_solve(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
     }
     free(hwork);
   }
-  /* `ready` now means: x and info final, every shard read. */
+  /* `ready` now means: results and info final, every shard read. */
   if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
   /* On any failure the peers return at once and M is released: no pull may still read their
    * shards or write M then. */
-  for (int i = 0; i < NSIDE && st && P > 1; i++) (void)cudaStreamSynchronize(side[i]);
+  for (int i = 0; i < NSIDE && st && P > 1; i++) (void)cudaStreamSynchronize(g_dn[dev].side[i]);
   return st;
 }
 
-jaxmg_status_t jaxmg__gpu_potrs_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
-                                      jaxmg_error_t *err) {
+/* A participant other than position 0, once position 0's `ready` is recorded: its results,
+ * copied from position 0 on its own stream. */
+static jaxmg_status_t fetch(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
+  const char *nm = t->name;
+  const jaxmg_part_t *me = jaxmg__gpu_slot(t, t->rank), *p0 = jaxmg__gpu_slot(t, 0);
+  const jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(t->session);
+  jaxmg_status_t st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, (cudaEvent_t)p0->ready, 0));
+  if (!st && t->nrhs) st = jaxmg__gpu_fetch_x(t, g, err);
+  if (!st && jaxmg__op_is_evd(t->op)) {
+    const size_t wb = (size_t)t->lay.n * jaxmg__dtype_info(t->dtype)->real_size;
+    st = JAXMG_GPU(err, nm, cudaMemcpyPeerAsync(me->w, g->device, p0->w, p0->device, wb,
+                                                g->stream));
+  }
+  if (!st && t->op == JAXMG_OP_SYEVD_WHOLE)
+    st = copy_rows(t, t->rank, me->a, g->device, sh->gp[0]->work, p0->device, g->stream, err);
+  if (!st)
+    st = JAXMG_GPU(err, nm, cudaMemcpyPeerAsync(me->info, g->device, p0->info, p0->device,
+                                                sizeof(int32_t), g->stream));
+  return st;
+}
+
+jaxmg_status_t jaxmg__gpu_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
   const char *nm = t->name;
   const int rank = t->rank, P = (int)t->lay.ndev;
   jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(t->session);
-  const jaxmg_part_t *me = jaxmg__gpu_slot(t, rank), *p0 = jaxmg__gpu_slot(t, 0);
   jaxmg_status_t st = JAXMG_OK;
 
   if (P > JAXMG_MG_MAX_DEVICES) {
@@ -232,27 +304,20 @@ jaxmg_status_t jaxmg__gpu_potrs_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g
   if (rank != 0) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
   if (!st) st = jaxmg__rv_barrier(t->session, rank, -1, err);
   if (st) return st;
-  /* 2. Position 0 gathers, factors and solves (enqueued; it may create handles: no deadline
-   * for the others). */
+  /* 2. Position 0 gathers and computes (enqueued, but for syevd's own host synchronization;
+   * it may create handles: no deadline for the others). */
   if (rank == 0) {
     if (jaxmg__fault_hit(JAXMG_FAULT_SOLVER, rank))
       return jaxmg__seterr(err, JAXMG_EFAULT, "jaxmg.%s: injected solver failure", nm);
     if ((st = dn_lock(g->device, nm, err))) return st;
-    st = factor_solve(t, g, err);
+    st = compute(t, g, err);
     pthread_mutex_unlock(&g_dn[g->device].mu);
     if (st) return st;
   }
   if ((st = jaxmg__rv_barrier(t->session, rank, 0, err))) return st;
-  /* 3. The others take x and info; position 0's stream waits until they have. */
+  /* 3. The others take their results; position 0's stream waits until they have. */
   if (P > 1) {
-    if (rank != 0) {
-      st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, (cudaEvent_t)p0->ready, 0));
-      if (!st && t->nrhs) st = jaxmg__gpu_fetch_x(t, g, err);
-      if (!st)
-        st = JAXMG_GPU(err, nm, cudaMemcpyPeerAsync(me->info, g->device, p0->info, p0->device,
-                                                    sizeof(int32_t), g->stream));
-      if (st) return st;
-    }
+    if (rank != 0 && (st = fetch(t, g, err))) return st;
     if ((st = jaxmg__gpu_exchange_done(t, g, 0, err))) return st;
   }
   /* 4. Nobody releases its events or buffers while another may still enqueue a wait on them. */
