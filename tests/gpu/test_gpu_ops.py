@@ -315,6 +315,31 @@ def test_syevd_values_only(mesh, n, tid, dtype):
     _replicated_equal(w)
 
 
+@pytest.mark.parametrize("deterministic", ["1", None], ids=["det", "nondet"])
+def test_syevd_deterministic_mode(mesh, engine, deterministic, monkeypatch):
+    """syevd's single engine runs cuSOLVER's syevd in its non-deterministic mode unless
+    JAXMG_DETERMINISTIC is set (read at each call). Both modes are accurate; with it set, two
+    calls give bitwise identical w and V."""
+    if engine != "single":
+        pytest.skip("the mode is the single engine's (cuSOLVERDn)")
+    if deterministic is None:
+        monkeypatch.delenv("JAXMG_DETERMINISTIC", raising=False)
+    else:
+        monkeypatch.setenv("JAXMG_DETERMINISTIC", deterministic)
+    n = 2048
+    a, a64 = _hpd(n, "float64")
+    runs = []
+    for _ in range(2):
+        w, v, info = jaxmg.syevd(_rows(a, mesh), return_status=True)
+        assert int(info) == 0
+        _check_eigenvalues(a64, w, np.float64)
+        _check_eigenpairs(a64, w, v, np.float64)
+        runs.append((np.asarray(w), np.asarray(v)))
+    if deterministic:
+        assert np.array_equal(runs[0][0], runs[1][0])
+        assert np.array_equal(runs[0][1], runs[1][1])
+
+
 # ---- Cholesky factor kept on the devices (POTRF + SOLVE targets) ------------------------------
 
 
