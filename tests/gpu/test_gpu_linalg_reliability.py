@@ -15,6 +15,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import jaxmg
 from jaxmg import _ffi, linalg
 
+# Float64 cases: set here too, so the file also runs alone.
+jax.config.update("jax_enable_x64", True)
+
 pytestmark = pytest.mark.gpu
 
 
