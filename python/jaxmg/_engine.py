@@ -10,9 +10,10 @@ and its potrs only wins for large N (docs/benchmarks.md). So every op takes
   runs XLA's own single-device solver (cuSOLVER on GPUs) on it, computing only the part of
   the output it keeps (its rows of the inverse or of V). The devices compute redundantly
   instead of one computing and broadcasting: the same wall time, no broadcast. Memory per
-  device O(N^2). potrs differs: one jaxmg call in which the first device copies from the
-  others only what a lower Cholesky reads and solves alone (``_potrs.potrs_whole``; N^2 on
-  that device only);
+  device O(N^2). potrs and syevd differ: one jaxmg call in which the first device copies from
+  the others only what a lower Cholesky or eigensolver reads and solves alone, the others
+  copying their results from it (``_potrs.potrs_whole``, ``_syevd.syevd_whole``; N^2 on that
+  device only);
 - ``"split"`` (potrs on exactly 2 devices only): a two-device Cholesky with no gather
   (``_split.py``): device 0 factors its diagonal block and streams the off-diagonal block of
   the factor to device 1 chunk by chunk, which forms and factors the Schur complement. Never
@@ -25,7 +26,7 @@ LAPACK ``info`` is kept identical: when the single engine's Cholesky fails, the 
 the failing pivot is recomputed by the distributed factorization (only on failure; all
 devices agree on failing through a collective, so they take the same branch). The single
 eigensolver reports info = 1 when it produced non-finite eigenvalues (XLA's eigh reports no
-count).
+count); its one-call body reports the solver's info.
 """
 
 from __future__ import annotations

@@ -195,10 +195,13 @@ def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, retur
         2 ||A||_inf on its diagonal, above A's spectrum; its eigenpairs are dropped.
       donate: let the call reuse the buffer of ``a`` (``a`` is deleted).
       engine: ``"auto"`` (default), ``"mg"`` (cuSOLVERMg on GPUs, the distributed backend on
-        CPU devices; O(N^2 / ndev) memory per device) or ``"single"`` (gather the matrix and
-        run XLA's eigensolver on every device, each keeping its rows of V; O(N^2) per
-        device). ``"auto"``: ``"mg"`` on CPU devices; on GPUs ``"single"`` when the matrix
-        fits one device comfortably, else ``"mg"``.
+        CPU devices; O(N^2 / ndev) memory per device) or ``"single"`` (the first device of
+        the mesh gathers the matrix and runs cuSOLVER's syevd, LAPACK on CPU devices, alone;
+        every device copies its rows of V; O(N^2) memory on that device). ``"auto"``:
+        ``"mg"`` on CPU devices; on GPUs ``"single"`` when the matrix fits one device
+        comfortably, else ``"mg"``. The single engine runs cuSOLVER in its
+        non-deterministic mode (about 10 % faster, results differ by rounding from run to
+        run) unless the environment sets ``JAXMG_DETERMINISTIC=1``.
 
     Returns:
       ``w``, ``(w, V)``, ``(w, info)`` or ``(w, V, info)`` as in the seeds: ``w`` (N reals,
