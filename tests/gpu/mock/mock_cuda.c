@@ -9,7 +9,8 @@
  * and potri touch the lower triangle only (potri writes garbage above it here, so the
  * completion must not read it), syevd returns W in host memory. potrf and syevd read the
  * lower triangle only and find NaN above it (see poison_upper). cuSOLVERDn's Xpotrf/Xpotrs
- * (JAXMG_OP_POTRS_WHOLE) run reference LAPACK on the matrix as given (lower, lda).
+ * and Xsyevd (the whole-matrix ops) run reference LAPACK on the matrix as given (lower, lda);
+ * the matrix the backend gathers holds the allocator's NaN above the strips it copied.
  *
  * MOCK_POTRF_STATUS=7 in the environment makes a failed potrf report
  * CUSOLVER_STATUS_INTERNAL_ERROR with h_info = 0 (the ambiguous case the backend resolves by
@@ -475,6 +476,37 @@ cusolverStatus_t cusolverMgPotrs(cusolverMgHandle_t h, cublasFillMode_t u, int n
   return CUSOLVER_STATUS_SUCCESS;
 }
 
+/* Reference LAPACK ?syevd/?heevd on the lower triangle of the column-major n x n matrix at A
+ * (ld lda): eigenvalues to W, with `vectors` the eigenvectors over A. Returns info. */
+static int lapack_evd(jaxmg_dtype_t t, int vectors, int n, void *A, int lda, void *W) {
+  const char *jz = vectors ? "V" : "N";
+  int linfo = 0, lw = -1, lrw = -1, liw = -1, iwq = 0;
+  double wq[2] = {0, 0}, rwq = 0;
+  switch (t) {
+    case JAXMG_F32: ssyevd_(jz, "L", &n, A, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
+    case JAXMG_F64: dsyevd_(jz, "L", &n, A, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
+    case JAXMG_C64: cheevd_(jz, "L", &n, A, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo); break;
+    case JAXMG_C128: zheevd_(jz, "L", &n, A, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo); break;
+  }
+  double lwd = (t == JAXMG_F32 || t == JAXMG_C64) ? (double)((float *)wq)[0] : wq[0];
+  double lrwd = (t == JAXMG_F32 || t == JAXMG_C64) ? (double)((float *)&rwq)[0] : rwq;
+  lw = (int)lwd + 1;
+  lrw = (int)lrwd + 1;
+  liw = iwq + 1;
+  void *wk = malloc((size_t)lw * jaxmg_dtype_size(t)), *rw = malloc((size_t)lrw * 8);
+  int *iw = malloc((size_t)liw * sizeof(int));
+  switch (t) {
+    case JAXMG_F32: ssyevd_(jz, "L", &n, A, &lda, W, wk, &lw, iw, &liw, &linfo); break;
+    case JAXMG_F64: dsyevd_(jz, "L", &n, A, &lda, W, wk, &lw, iw, &liw, &linfo); break;
+    case JAXMG_C64: cheevd_(jz, "L", &n, A, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
+    case JAXMG_C128: zheevd_(jz, "L", &n, A, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
+  }
+  free(wk);
+  free(rw);
+  free(iw);
+  return linfo;
+}
+
 cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
                                  cublasFillMode_t u, int n, void *A[], int ia, int ja,
                                  cudaLibMgMatrixDesc_t dd, void *W, cudaDataType wt,
@@ -487,46 +519,17 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
     return CUSOLVER_STATUS_INVALID_VALUE;
   void *full = gathered(d, A, t);
   poison_upper(d, A, full);
-  const char *jz = jobz == CUSOLVER_EIG_MODE_VECTOR ? "V" : "N";
-  int lda = n, linfo = 0, lw = -1, lrw = -1, liw = -1, iwq = 0;
-  double wq[2] = {0, 0}, rwq = 0;
-  switch (t) {
-    case JAXMG_F32: ssyevd_(jz, "L", &n, full, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
-    case JAXMG_F64: dsyevd_(jz, "L", &n, full, &lda, W, wq, &lw, &iwq, &liw, &linfo); break;
-    case JAXMG_C64:
-      cheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo);
-      break;
-    case JAXMG_C128:
-      zheevd_(jz, "L", &n, full, &lda, W, wq, &lw, &rwq, &lrw, &iwq, &liw, &linfo);
-      break;
-  }
-  double lwd = (t == JAXMG_F32 || t == JAXMG_C64) ? (double)((float *)wq)[0] : wq[0];
-  double lrwd = (t == JAXMG_F32 || t == JAXMG_C64) ? (double)((float *)&rwq)[0] : rwq;
-  lw = (int)lwd + 1;
-  lrw = (int)lrwd + 1;
-  liw = iwq + 1;
-  void *wk = malloc((size_t)lw * jaxmg_dtype_size(t)), *rw = malloc((size_t)lrw * 8);
-  int *iw = malloc((size_t)liw * sizeof(int));
-  switch (t) {
-    case JAXMG_F32: ssyevd_(jz, "L", &n, full, &lda, W, wk, &lw, iw, &liw, &linfo); break;
-    case JAXMG_F64: dsyevd_(jz, "L", &n, full, &lda, W, wk, &lw, iw, &liw, &linfo); break;
-    case JAXMG_C64: cheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo); break;
-    case JAXMG_C128:
-      zheevd_(jz, "L", &n, full, &lda, W, wk, &lw, rw, &lrw, iw, &liw, &linfo);
-      break;
-  }
+  const int linfo = lapack_evd(t, jobz == CUSOLVER_EIG_MODE_VECTOR, n, full, n, W);
   if (jobz == CUSOLVER_EIG_MODE_VECTOR) scatter(d, A, full, 0);
-  free(wk);
-  free(rw);
-  free(iw);
   free(full);
   *info = linfo;
   return CUSOLVER_STATUS_SUCCESS;
 }
 
-/* ---- cuSOLVERDn (JAXMG_OP_POTRS_WHOLE) ---------------------------------------------------- */
+/* ---- cuSOLVERDn (the whole-matrix ops) ----------------------------------------------------- */
 struct cusolverDnContext {
   int dev;
+  cusolverDeterministicMode_t mode;
 };
 struct cusolverDnParams {
   int unused;
@@ -534,6 +537,7 @@ struct cusolverDnParams {
 cusolverStatus_t cusolverDnCreate(cusolverDnHandle_t *h) {
   *h = malloc(sizeof **h);
   (*h)->dev = cur_dev;
+  (*h)->mode = CUSOLVER_DETERMINISTIC_RESULTS;
   return CUSOLVER_STATUS_SUCCESS;
 }
 cusolverStatus_t cusolverDnDestroy(cusolverDnHandle_t h) {
@@ -596,7 +600,8 @@ cusolverStatus_t cusolverDnXpotrf(cusolverDnHandle_t h, cusolverDnParams_t p, cu
   mock_dn_potrf_calls++;
   mock_dn_potrf_dev = cur_dev;
   pthread_mutex_unlock(&mg_mu);
-  *info = linfo;
+  const char *forced = getenv("MOCK_DN_SYEVD_INFO");
+  *info = forced && atoi(forced) ? atoi(forced) : linfo;
   return CUSOLVER_STATUS_SUCCESS;
 }
 
@@ -614,5 +619,65 @@ cusolverStatus_t cusolverDnXpotrs(cusolverDnHandle_t h, cusolverDnParams_t p, cu
     case JAXMG_C128: zpotrs_("L", &nn, &k, A, &la, B, &lb, &linfo); break;
   }
   *info = linfo;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+/* syevd (JAXMG_OP_SYEVD_WHOLE, _N_WHOLE): reference LAPACK on the matrix as given. It asks for
+ * host workspace too, so that whole.c's path that keeps it alive until the stream is done
+ * runs (the mock writes it: ASan sees a use after free). The deterministic mode the handle
+ * had at the last call is recorded for the tests. MOCK_DN_SYEVD_INFO=k reports info = k (an
+ * eigensolver that did not converge); MOCK_DN_SYEVD_FAIL=1 fails the call. */
+enum { DN_HWORK = 256 };
+int mock_dn_syevd_calls = 0, mock_dn_syevd_dev = -1, mock_dn_syevd_mode = 0;
+
+cusolverStatus_t cusolverDnSetDeterministicMode(cusolverDnHandle_t h,
+                                                cusolverDeterministicMode_t mode) {
+  if (!h || h->dev != cur_dev || (mode != CUSOLVER_DETERMINISTIC_RESULTS &&
+                                  mode != CUSOLVER_ALLOW_NON_DETERMINISTIC_RESULTS))
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  h->mode = mode;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+static int evd_ok(cusolverDnHandle_t h, cusolverDnParams_t p, cusolverEigMode_t jobz,
+                  cublasFillMode_t u, int64_t n, cudaDataType ta, int64_t lda, cudaDataType tw,
+                  cudaDataType tc) {
+  const cudaDataType real = (ta == CUDA_R_32F || ta == CUDA_C_32F) ? CUDA_R_32F : CUDA_R_64F;
+  return dn_ok(h, p, u, n, ta, lda, tc) && tw == real &&
+         (jobz == CUSOLVER_EIG_MODE_VECTOR || jobz == CUSOLVER_EIG_MODE_NOVECTOR);
+}
+
+cusolverStatus_t cusolverDnXsyevd_bufferSize(cusolverDnHandle_t h, cusolverDnParams_t p,
+                                             cusolverEigMode_t jobz, cublasFillMode_t u,
+                                             int64_t n, cudaDataType ta, const void *A,
+                                             int64_t lda, cudaDataType tw, const void *W,
+                                             cudaDataType tc, size_t *dbytes, size_t *hbytes) {
+  (void)A, (void)W;
+  if (!evd_ok(h, p, jobz, u, n, ta, lda, tw, tc)) return CUSOLVER_STATUS_INVALID_VALUE;
+  *dbytes = DN_WORK;
+  *hbytes = DN_HWORK;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+cusolverStatus_t cusolverDnXsyevd(cusolverDnHandle_t h, cusolverDnParams_t p,
+                                  cusolverEigMode_t jobz, cublasFillMode_t u, int64_t n,
+                                  cudaDataType ta, void *A, int64_t lda, cudaDataType tw, void *W,
+                                  cudaDataType tc, void *dwork, size_t dbytes, void *hwork,
+                                  size_t hbytes, int *info) {
+  if (!evd_ok(h, p, jobz, u, n, ta, lda, tw, tc) || !A || !W || !info || !dwork ||
+      dbytes < DN_WORK || !hwork || hbytes < DN_HWORK)
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  const char *fail = getenv("MOCK_DN_SYEVD_FAIL");
+  if (fail && atoi(fail)) return CUSOLVER_STATUS_INTERNAL_ERROR;
+  memset(hwork, 0, hbytes);
+  const int linfo = lapack_evd(of_cuda(ta), jobz == CUSOLVER_EIG_MODE_VECTOR, (int)n, A,
+                               (int)lda, W);
+  pthread_mutex_lock(&mg_mu);
+  mock_dn_syevd_calls++;
+  mock_dn_syevd_dev = cur_dev;
+  mock_dn_syevd_mode = (int)h->mode;
+  pthread_mutex_unlock(&mg_mu);
+  const char *forced = getenv("MOCK_DN_SYEVD_INFO");
+  *info = forced && atoi(forced) ? atoi(forced) : linfo;
   return CUSOLVER_STATUS_SUCCESS;
 }

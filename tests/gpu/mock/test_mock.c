@@ -2,7 +2,7 @@
  * per "GPU", joined through the real rendezvous exactly as src/ffi/dispatch.c does, for every
  * op x dtype x device count (1-4, also in reversed device order) x tile, plus a matrix that is
  * not positive definite (also in the ambiguous "failure status, no info" mode), injected
- * faults and plan reuse; potrs's single engine (JAXMG_OP_POTRS_WHOLE) likewise. Results are
+ * faults and plan reuse; the single engines of potrs and syevd (the whole-matrix ops) likewise. Results are
  * checked in double precision against the math the Python layer relies on (the same contract
  * as the CPU backend). No GPU needed.
  *
@@ -410,11 +410,93 @@ static void test_whole(jaxmg_dtype_t dt, int64_t nloc, int P, int64_t nrhs, int 
   free_all(x, P);
 }
 
+
 static int all_nan(const void *p, size_t bytes) {
   const unsigned char *c = p;
   for (size_t i = 0; i < bytes; i++)
     if (c[i] != 0xFF) return 0;
   return 1;
+}
+
+extern int mock_dn_syevd_calls, mock_dn_syevd_dev, mock_dn_syevd_mode;
+
+/* syevd's single engine (JAXMG_OP_SYEVD_WHOLE / _N_WHOLE; identity layout, tile = nloc):
+ * exactly one cuSOLVERDn syevd, on position 0's device, in the non-deterministic mode unless
+ * JAXMG_DETERMINISTIC is set; w ascending and equal on every rank; with vectors, shard r holds
+ * rows [r nloc, (r + 1) nloc) of the column-major V_M as an N x nloc row-major block, i.e.
+ * element (j, i) = conj(V[r nloc + i][j]) for V the eigenvectors of A: each eigenpair's
+ * residual and norm are checked. `fail` makes the mock eigensolver report info = 3 (did not
+ * converge): the same info on every rank (w, V unspecified: the Python layer puts NaN). */
+static void test_whole_evd(jaxmg_dtype_t dt, int64_t nloc, int P, int vectors, int reversed,
+                           int fail, int det) {
+  const int64_t n = nloc * P;
+  char what[128];
+  snprintf(what, sizeof what, "syevd%s_whole dt=%d nloc=%lld P=%d rev=%d fail=%d det=%d",
+           vectors ? "" : "_n", dt, (long long)nloc, P, reversed, fail, det);
+  zd *A = random_hpd(n, cplx(dt), (unsigned)(13 * n + dt));
+  void **a = make_shards(A, n, P, dt);
+  jaxmg_dtype_t rt = (dt == JAXMG_F32 || dt == JAXMG_C64) ? JAXMG_F32 : JAXMG_F64;
+  void **w = alloc_all(P, (size_t)n * esz(rt));
+  for (int r = 0; r < P; r++) memset(w[r], 0xFF, (size_t)n * esz(rt));
+  job_t jobs[16];
+  const int calls = mock_dn_syevd_calls;
+  if (det) setenv("JAXMG_DETERMINISTIC", "1", 1);
+  if (fail) setenv("MOCK_DN_SYEVD_INFO", "3", 1);
+  run_op(vectors ? JAXMG_OP_SYEVD_WHOLE : JAXMG_OP_SYEVD_N_WHOLE, dt, n, nloc, 0, P, reversed, a,
+         NULL, NULL, w, jobs);
+  unsetenv("JAXMG_DETERMINISTIC");
+  unsetenv("MOCK_DN_SYEVD_INFO");
+  CHECK(mock_dn_syevd_calls == calls + 1 && mock_dn_syevd_dev == jobs[0].dev,
+        "%s: %d eigensolver calls, the last on device %d", what, mock_dn_syevd_calls - calls,
+        mock_dn_syevd_dev);
+  CHECK(mock_dn_syevd_mode == (det ? CUSOLVER_DETERMINISTIC_RESULTS
+                                   : CUSOLVER_ALLOW_NON_DETERMINISTIC_RESULTS),
+        "%s: cuSOLVER mode %d", what, mock_dn_syevd_mode);
+  if (fail) {
+    for (int r = 0; r < P; r++)
+      CHECK(jobs[r].st == JAXMG_OK && jobs[r].info == 3, "%s: rank %d status %d info %d", what,
+            r, jobs[r].st, jobs[r].info);
+  } else {
+    expect_ok(jobs, P, what);
+    for (int r = 1; r < P; r++)
+      CHECK(!memcmp(w[r], w[0], (size_t)n * esz(rt)), "%s: w differs on rank %d", what, r);
+    double trace = 0, wsum = 0, anorm = norm_inf(A, n, n);
+    for (int64_t i = 0; i < n; i++) {
+      trace += creal(A[i * n + i]);
+      wsum += creal(elem_load(rt, w[0], (size_t)i));
+      if (i)
+        CHECK(creal(elem_load(rt, w[0], (size_t)i)) >= creal(elem_load(rt, w[0], (size_t)i - 1)),
+              "%s: w not ascending at %lld", what, (long long)i);
+    }
+    CHECK(fabs(trace - wsum) < 30 * n * anorm * eps(dt), "%s: sum(w) %.6g != trace %.6g", what,
+          wsum, trace);
+    if (vectors) {
+      /* V[g][e] = conj(shard r's element (e, i)) for g = r nloc + i. */
+      zd *V = malloc(sizeof(zd) * (size_t)(n * n));
+      for (int r = 0; r < P; r++)
+        for (int64_t e = 0; e < n; e++)
+          for (int64_t i = 0; i < nloc; i++)
+            V[(r * nloc + i) * n + e] = conj(elem_load(dt, a[r], (size_t)(e * nloc + i)));
+      double worst = 0, worst_norm = 0;
+      for (int64_t e = 0; e < n; e++) {
+        double we = creal(elem_load(rt, w[0], (size_t)e)), res = 0, nv = 0;
+        for (int64_t i = 0; i < n; i++) {
+          zd s = 0;
+          for (int64_t j = 0; j < n; j++) s += A[i * n + j] * V[j * n + e];
+          res += cabs(s - we * V[i * n + e]) * cabs(s - we * V[i * n + e]);
+          nv += cabs(V[i * n + e]) * cabs(V[i * n + e]);
+        }
+        worst = fmax(worst, sqrt(res) / (n * anorm * eps(dt)));
+        worst_norm = fmax(worst_norm, fabs(nv - 1));
+      }
+      CHECK(worst < 30, "%s: eigenpair residual ratio %.3g", what, worst);
+      CHECK(worst_norm < 1e3 * eps(dt) * n, "%s: | |v| - 1 | up to %.3g", what, worst_norm);
+      free(V);
+    }
+  }
+  free(A);
+  free_all(a, P);
+  free_all(w, P);
 }
 
 /* A diagonal matrix with -1 at row k: info = k + 1 everywhere, NaN outputs. */
@@ -494,21 +576,23 @@ static void test_bytes_moved(jaxmg_op_t op, int64_t n, int64_t tile, int P) {
   free_all(w, P);
 }
 
-/* An injected fault (point 2: allocation, 3: solver) at `rank`, or with point 0 (potrs_whole
- * only) a failing cusolverDnXpotrf: every rank fails, none hangs. */
+/* An injected fault (point 2: allocation, 3: solver) at `rank`, or with point 0 (whole-matrix
+ * ops only) a failing cusolverDnXpotrf / Xsyevd: every rank fails, none hangs. */
 static void test_fault(jaxmg_op_t op, int point, int P, int rank) {
-  const int whole = op == JAXMG_OP_POTRS_WHOLE;
+  const int whole = jaxmg__op_is_whole(op), evd = jaxmg__op_is_evd(op);
   int64_t n = 8 * P, tile = whole ? 8 : 4;
-  const char *want = point ? "injected" : "cusolverDnXpotrf";
+  const char *want = point ? "injected" : evd ? "cusolverDnXsyevd" : "cusolverDnXpotrf";
+  const char *env = evd ? "MOCK_DN_SYEVD_FAIL" : "MOCK_DN_POTRF_FAIL";
   zd *A = random_hpd(n, 0, 5);
   void **a = make_shards(A, n, P, JAXMG_F64);
   void **b = alloc_all(P, (size_t)n * 8), **x = alloc_all(P, (size_t)n * 8);
+  void **w = alloc_all(P, (size_t)n * 8);
   job_t jobs[16];
   if (point) jaxmg_set_fault(point, rank, 1);
-  else setenv("MOCK_DN_POTRF_FAIL", "1", 1);
-  run_op(op, JAXMG_F64, n, tile, 1, P, 0, a, b, x, NULL, jobs);
+  else setenv(env, "1", 1);
+  run_op(op, JAXMG_F64, n, tile, evd ? 0 : 1, P, 0, a, evd ? NULL : b, evd ? NULL : x, w, jobs);
   jaxmg_set_fault(0, -1, 0);
-  unsetenv("MOCK_DN_POTRF_FAIL");
+  unsetenv(env);
   for (int r = 0; r < P; r++)
     CHECK(jobs[r].st != JAXMG_OK && strstr(jobs[r].err.msg, want),
           "op %d fault %d at rank %d of %d: rank %d status %d msg '%s'", op, point, rank, P, r,
@@ -517,6 +601,7 @@ static void test_fault(jaxmg_op_t op, int point, int P, int rank) {
   free_all(a, P);
   free_all(b, P);
   free_all(x, P);
+  free_all(w, P);
 }
 
 int main(void) {
@@ -570,6 +655,23 @@ int main(void) {
   }
   for (int d = 0; d < 4; d++) test_whole(dts[d], 1100, 1, 3, 0, -1);
   test_whole(JAXMG_F32, 1100, 2, 1, 1, -1);
+  /* syevd's single engine: the same strips, both outputs, both cuSOLVER modes, info > 0. */
+  for (int P = 1; P <= 4; P++) {
+    for (int d = 0; d < 4; d++) {
+      const int64_t nlocs[3] = {8, 40, 100};
+      for (int i = 0; i < 3; i++) test_whole_evd(dts[d], nlocs[i], P, 1, 0, 0, 0);
+      test_whole_evd(dts[d], 40, P, 1, P > 1, 0, 1);
+      test_whole_evd(dts[d], 40, P, 0, P > 1, 0, 0);
+      test_whole_evd(dts[d], 8, P, 1, 0, 1, 0);
+      test_whole_evd(dts[d], 8, P, 0, P > 1, 1, 0);
+    }
+    for (int point = 0; point <= 3; point += point ? 1 : 2) {
+      test_fault(JAXMG_OP_SYEVD_WHOLE, point, P, 0);
+      if (point) test_fault(JAXMG_OP_SYEVD_N_WHOLE, point, P, P - 1);
+    }
+  }
+  test_whole_evd(JAXMG_F64, 1100, 1, 1, 0, 0, 0);
+  test_whole_evd(JAXMG_C64, 550, 2, 1, 1, 0, 0);
   for (int P = 1; P <= 4; P++) {
     test_bytes_moved(JAXMG_OP_POTRS, 24 * P, 4, P);
     test_bytes_moved(JAXMG_OP_POTRS, 24 * P, 24, P); /* one tile per device: nothing moves */
