@@ -38,9 +38,12 @@ import jax.numpy as jnp
 
 ENGINES = ("auto", "mg", "single", "split")
 
-# Measured crossover (docs/benchmarks.md): below this N, potrs on 2+ GPUs is faster through
-# the single engine (gather + cuSOLVER) than through cuSOLVERMg.
-POTRS_MG_MIN_N = 24576
+# Measured crossover (docs/benchmarks.md, "potrs engine crossover"; 2 H200, fifth session,
+# the one-call single engine against cuSOLVERMg): from this N on, potrs on 2+ GPUs is faster
+# through cuSOLVERMg than through the single engine. Per dtype: the complex types have 4x the
+# arithmetic per element, so cuSOLVERMg pays off at smaller N. Measured on 2 GPUs; with more,
+# cuSOLVERMg gains and the single engine does not, so these are upper bounds there.
+POTRS_MG_MIN_N = {"float64": 20480, "float32": 16384, "complex128": 8192, "complex64": 12288}
 # The single engine needs about this many matrices' worth of memory per device (the gathered
 # matrix, its factor or eigenvectors, workspace).
 SINGLE_COPIES = 4
@@ -80,7 +83,7 @@ def choose(engine, op: str, place, n: int, dtype) -> str:
         place.mesh.devices.flat[0])
     if not fits:
         return "mg"
-    if op == "potrs" and place.ndev > 1 and n >= POTRS_MG_MIN_N:
+    if op == "potrs" and place.ndev > 1 and n >= POTRS_MG_MIN_N[jnp.dtype(dtype).name]:
         return "mg"
     return "single"
 

@@ -260,8 +260,9 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
         first device gathers what a Cholesky reads and solves alone with cuSOLVER / LAPACK,
         the others receive x; O(N^2) on that device) or ``"split"`` (2 devices only: a two-device Cholesky without a gather;
         opt-in, see docs/design.md). ``"auto"``: ``"mg"`` on CPU devices; on GPUs
-        ``"single"`` when the matrix fits one device comfortably and N < 24576 or one device,
-        else ``"mg"``.
+        ``"single"`` when the matrix fits one device comfortably and either one device holds
+        it or N is below the measured crossover (20480 for float64, 16384 float32, 12288
+        complex64, 8192 complex128; ``_engine.POTRS_MG_MIN_N``), else ``"mg"``.
 
     Returns:
       x with the shape of ``b``, replicated; ``(x, info)`` with ``return_status``. On a

@@ -219,6 +219,25 @@ def test_single_syevd_failure_matches_mg(mesh_of, idx):
     assert infos["mg"] == infos["single"]
 
 
+@pytest.mark.parametrize("dtype,single_n,mg_n", [(np.float64, 16384, 20480),
+                                                  (np.float32, 12288, 16384),
+                                                  (np.complex128, 6144, 8192),
+                                                  (np.complex64, 8192, 12288)])
+def test_auto_potrs_crossover_on_gpus(mesh_of, dtype, single_n, mg_n):
+    """On GPUs ``auto`` runs potrs through the single engine below the crossover measured for
+    the dtype on 2 H200 (the last N where it won) and through cuSOLVERMg from it on (the first
+    N where cuSOLVERMg won); the other ops stay on the single engine while the matrix fits."""
+    import types
+
+    mesh = mesh_of([0, 1])
+    gpu = types.SimpleNamespace(platform="gpu", ndev=2, mesh=mesh)
+    assert _engine.choose("auto", "potrs", gpu, single_n, dtype) == "single"
+    assert _engine.choose("auto", "potrs", gpu, mg_n, dtype) == "mg"
+    assert _engine.choose("auto", "syevd", gpu, mg_n, dtype) == "single"
+    one = types.SimpleNamespace(platform="gpu", ndev=1, mesh=mesh_of([0]))
+    assert _engine.choose("auto", "potrs", one, mg_n, dtype) == "single"
+
+
 def test_engine_choice_and_bad_name(mesh_of):
     mesh = mesh_of([0, 1])
     a = jax.device_put(_hpd(16, np.float64), NamedSharding(mesh, P("x", None)))
