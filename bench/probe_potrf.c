@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define CK(x) do { int e_ = (int)(x); if (e_) { printf("FAIL %s = %d (line %d)\n", #x, e_, __LINE__); exit(1); } } while (0)
+#include "probe_util.h"
 
 static cudaStream_t s;
 static cudaEvent_t e0, e1;
@@ -45,10 +45,7 @@ static void run(int64_t n, int dbl) {
   char *h = malloc(bytes);
   for (int64_t j = 0; j < n; j++)
     for (int64_t i = 0; i < n; i++) {
-      uint64_t lo = i < j ? i : j, hi = i < j ? j : i;
-      uint64_t x = lo * 2654435761u ^ (hi * 2246822519u + 3266489917u);
-      x ^= x >> 15; x *= 2246822519u; x ^= x >> 13;
-      double v = (double)(x & 0xFFFFFF) / 16777216.0 - 0.5 + (i == j ? (double)n : 0.0);
+      double v = probe_sym(i, j, (double)n);
       if (dbl) ((double *)h)[j * n + i] = v; else ((float *)h)[j * n + i] = (float)v;
     }
   void *A0, *A, *B0, *B, *work;

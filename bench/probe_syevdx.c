@@ -14,26 +14,15 @@
 #include <string.h>
 #include <time.h>
 
-#define CK(x) do { int e_ = (int)(x); if (e_) { printf("FAIL %s = %d (line %d)\n", #x, e_, __LINE__); exit(1); } } while (0)
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
+#include "probe_util.h"
 
 int main(int argc, char **argv) {
   const int64_t n = argc > 1 ? atoll(argv[1]) : 4096;
   const size_t bytes = (size_t)n * (size_t)n * sizeof(double);
   double *h = malloc(bytes);
-  /* Symmetric, dense, spread spectrum: a hash in [-0.5, 0.5) plus a ramp on the diagonal. */
+  /* Symmetric, dense, spread spectrum: a ramp on the diagonal. */
   for (int64_t j = 0; j < n; j++)
-    for (int64_t i = 0; i < n; i++) {
-      uint64_t lo = i < j ? i : j, hi = i < j ? j : i;
-      uint64_t x = lo * 2654435761u ^ (hi * 2246822519u + 3266489917u);
-      x ^= x >> 15; x *= 2246822519u; x ^= x >> 13;
-      h[j * n + i] = (double)(x & 0xFFFFFF) / 16777216.0 - 0.5 + (i == j ? (double)i / n : 0.0);
-    }
+    for (int64_t i = 0; i < n; i++) h[j * n + i] = probe_sym(i, j, (double)i / n);
   double *A0, *A, *W, *Wh;
   int *info;
   CK(cudaMalloc((void **)&A0, bytes));
@@ -65,7 +54,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 3; k++) {
       CK(cudaMemcpy(A, A0, bytes, cudaMemcpyDeviceToDevice));
       CK(cudaDeviceSynchronize());
-      double t0 = now();
+      double t0 = probe_now();
       int64_t il = k == 2 ? n / 2 + 1 : 1, iu = k == 1 ? n / 2 : n;
       if (k == 0)
         CK(cusolverDnXsyevd(hd, par, CUSOLVER_EIG_MODE_VECTOR, lo, n, CUDA_R_64F, A, n, CUDA_R_64F,
@@ -75,7 +64,7 @@ int main(int argc, char **argv) {
                              CUDA_R_64F, A, n, &vl, &vu, il, iu, &meig, CUDA_R_64F, W, CUDA_R_64F,
                              dwork, dws, hwork, hws, info));
       CK(cudaDeviceSynchronize());
-      double t = now() - t0;
+      double t = probe_now() - t0;
       int hinfo = 0;
       CK(cudaMemcpy(&hinfo, info, sizeof(int), cudaMemcpyDeviceToHost));
       CK(cudaMemcpy(Wh, W, n * sizeof(double), cudaMemcpyDeviceToHost));

@@ -307,6 +307,24 @@ static void test_potri(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
   free_all(a, P);
 }
 
+/* Eigenvalues: the same on every rank, ascending, summing to the trace of A. */
+static void check_eigenvalues(const char *what, jaxmg_dtype_t dt, const zd *A, int64_t n,
+                              void **w, int P) {
+  const jaxmg_dtype_t rt = (dt == JAXMG_F32 || dt == JAXMG_C64) ? JAXMG_F32 : JAXMG_F64;
+  for (int r = 1; r < P; r++)
+    CHECK(!memcmp(w[r], w[0], (size_t)n * esz(rt)), "%s: w differs on rank %d", what, r);
+  double trace = 0, wsum = 0;
+  for (int64_t i = 0; i < n; i++) {
+    trace += creal(A[i * n + i]);
+    wsum += creal(elem_load(rt, w[0], (size_t)i));
+    if (i)
+      CHECK(creal(elem_load(rt, w[0], (size_t)i)) >= creal(elem_load(rt, w[0], (size_t)i - 1)),
+            "%s: w not ascending at %lld", what, (long long)i);
+  }
+  CHECK(fabs(trace - wsum) < 30 * n * norm_inf(A, n, n) * eps(dt),
+        "%s: sum(w) %.6g != trace %.6g", what, wsum, trace);
+}
+
 /* syevd: w ascending on every rank; row c of shard d holds conj(v_e), e = g(d, c). */
 static void test_syevd(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int reversed,
                        int vectors) {
@@ -323,18 +341,8 @@ static void test_syevd(jaxmg_dtype_t dt, int64_t n, int64_t tile, int P, int rev
   expect_ok(jobs, P, what);
   jaxmg_layout_t lay;
   jaxmg_layout_init(&lay, n / P, P, tile);
-  for (int r = 1; r < P; r++)
-    CHECK(!memcmp(w[r], w[0], (size_t)n * esz(rt)), "%s: w differs on rank %d", what, r);
-  double trace = 0, wsum = 0, anorm = norm_inf(A, n, n);
-  for (int64_t i = 0; i < n; i++) {
-    trace += creal(A[i * n + i]);
-    wsum += creal(elem_load(rt, w[0], (size_t)i));
-    if (i)
-      CHECK(creal(elem_load(rt, w[0], (size_t)i)) >= creal(elem_load(rt, w[0], (size_t)i - 1)),
-            "%s: w not ascending at %lld", what, (long long)i);
-  }
-  CHECK(fabs(trace - wsum) < 30 * n * anorm * eps(dt), "%s: sum(w) %.6g != trace %.6g", what,
-        wsum, trace);
+  check_eigenvalues(what, dt, A, n, w, P);
+  const double anorm = norm_inf(A, n, n);
   if (vectors) {
     int64_t nloc = n / P;
     double worst = 0;
@@ -458,18 +466,8 @@ static void test_whole_evd(jaxmg_dtype_t dt, int64_t nloc, int P, int vectors, i
             r, jobs[r].st, jobs[r].info);
   } else {
     expect_ok(jobs, P, what);
-    for (int r = 1; r < P; r++)
-      CHECK(!memcmp(w[r], w[0], (size_t)n * esz(rt)), "%s: w differs on rank %d", what, r);
-    double trace = 0, wsum = 0, anorm = norm_inf(A, n, n);
-    for (int64_t i = 0; i < n; i++) {
-      trace += creal(A[i * n + i]);
-      wsum += creal(elem_load(rt, w[0], (size_t)i));
-      if (i)
-        CHECK(creal(elem_load(rt, w[0], (size_t)i)) >= creal(elem_load(rt, w[0], (size_t)i - 1)),
-              "%s: w not ascending at %lld", what, (long long)i);
-    }
-    CHECK(fabs(trace - wsum) < 30 * n * anorm * eps(dt), "%s: sum(w) %.6g != trace %.6g", what,
-          wsum, trace);
+    check_eigenvalues(what, dt, A, n, w, P);
+    const double anorm = norm_inf(A, n, n);
     if (vectors) {
       /* V[g][e] = conj(shard r's element (e, i)) for g = r nloc + i. */
       zd *V = malloc(sizeof(zd) * (size_t)(n * n));
