@@ -108,8 +108,9 @@ def test_ops_two_processes_two_devices_each():
 
 
 def test_ops_single_engine_across_processes():
-    """engine="single" on a mesh spanning processes: potrs takes the all-gather body there
-    (its one-call body needs every shard in one process), potri/syevd the gather as always."""
+    """engine="single" on a mesh spanning processes: potrs and syevd take their all-gather
+    bodies there (their one-call bodies need every shard in one process), potri the gather as
+    always."""
     out = _launch(2, "--scenario", "ops", "--engine", "single", "--orders", "reversed",
                   "--dtypes", "float64,complex64", "--linalg", "0")
     _assert_no_segments(_checks(out, expect_rc=0))
