@@ -127,7 +127,6 @@ static jaxmg_status_t pull_shard(const jaxmg_task_t *t, char *W, int wdev, int r
   return st;
 }
 
-
 /* JAXMG_DETERMINISTIC set (and not "0"): cuSOLVER's deterministic mode for syevd. */
 static int deterministic(void) {
   const char *v = getenv("JAXMG_DETERMINISTIC");
