@@ -92,8 +92,38 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   free(s);
   return cudaSuccess;
 }
+/* The host workspace of the last cusolverDnXsyevd: cuSOLVER may use it until its stream gets
+ * past the call, so the mock writes it only when that stream is next synchronized. A caller
+ * that frees it first is a use after free (ASan); one that never waits leaves it pending
+ * (mock_dn_hwork_left). */
+static pthread_mutex_t hwork_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+  cudaStream_t s;
+  void *p;
+  size_t n;
+} hwork_pending;
+static void hwork_defer(cudaStream_t s, void *p, size_t n) {
+  pthread_mutex_lock(&hwork_mu);
+  hwork_pending.s = s;
+  hwork_pending.p = p;
+  hwork_pending.n = n;
+  pthread_mutex_unlock(&hwork_mu);
+}
+/* 1 if a host workspace was never waited for (and forgets it). */
+int mock_dn_hwork_left(void) {
+  pthread_mutex_lock(&hwork_mu);
+  const int left = hwork_pending.p != NULL;
+  hwork_pending.p = NULL;
+  pthread_mutex_unlock(&hwork_mu);
+  return left;
+}
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-  (void)s;
+  pthread_mutex_lock(&hwork_mu);
+  if (hwork_pending.p && hwork_pending.s == s) {
+    memset(hwork_pending.p, 0x5A, hwork_pending.n);
+    hwork_pending.p = NULL;
+  }
+  pthread_mutex_unlock(&hwork_mu);
   return cudaSuccess;
 }
 
@@ -477,8 +507,9 @@ cusolverStatus_t cusolverMgPotrs(cusolverMgHandle_t h, cublasFillMode_t u, int n
 }
 
 /* Reference LAPACK ?syevd/?heevd on the lower triangle of the column-major n x n matrix at A
- * (ld lda): eigenvalues to W, with `vectors` the eigenvectors over A. Returns info. */
-static int lapack_evd(jaxmg_dtype_t t, int vectors, int n, void *A, int lda, void *W) {
+ * (ld lda): eigenvalues to W, with `vectors` the eigenvectors over A. Returns info. Also the
+ * tests' reference (their eigenvalues, the info of a matrix LAPACK fails on). */
+int mock_lapack_evd(jaxmg_dtype_t t, int vectors, int n, void *A, int lda, void *W) {
   const char *jz = vectors ? "V" : "N";
   int linfo = 0, lw = -1, lrw = -1, liw = -1, iwq = 0;
   double wq[2] = {0, 0}, rwq = 0;
@@ -519,7 +550,7 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
     return CUSOLVER_STATUS_INVALID_VALUE;
   void *full = gathered(d, A, t);
   poison_upper(d, A, full);
-  const int linfo = lapack_evd(t, jobz == CUSOLVER_EIG_MODE_VECTOR, n, full, n, W);
+  const int linfo = mock_lapack_evd(t, jobz == CUSOLVER_EIG_MODE_VECTOR, n, full, n, W);
   if (jobz == CUSOLVER_EIG_MODE_VECTOR) scatter(d, A, full, 0);
   free(full);
   *info = linfo;
@@ -530,12 +561,13 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
 struct cusolverDnContext {
   int dev;
   cusolverDeterministicMode_t mode;
+  cudaStream_t stream;
 };
 struct cusolverDnParams {
   int unused;
 };
 cusolverStatus_t cusolverDnCreate(cusolverDnHandle_t *h) {
-  *h = malloc(sizeof **h);
+  *h = calloc(1, sizeof **h);
   (*h)->dev = cur_dev;
   (*h)->mode = CUSOLVER_DETERMINISTIC_RESULTS;
   return CUSOLVER_STATUS_SUCCESS;
@@ -553,8 +585,9 @@ cusolverStatus_t cusolverDnDestroyParams(cusolverDnParams_t p) {
   return CUSOLVER_STATUS_SUCCESS;
 }
 cusolverStatus_t cusolverDnSetStream(cusolverDnHandle_t h, cudaStream_t s) {
-  (void)s;
-  return h->dev == cur_dev ? CUSOLVER_STATUS_SUCCESS : CUSOLVER_STATUS_INVALID_VALUE;
+  if (h->dev != cur_dev) return CUSOLVER_STATUS_INVALID_VALUE;
+  h->stream = s;
+  return CUSOLVER_STATUS_SUCCESS;
 }
 
 enum { DN_WORK = 1024 }; /* device bytes potrf asks for */
@@ -600,8 +633,7 @@ cusolverStatus_t cusolverDnXpotrf(cusolverDnHandle_t h, cusolverDnParams_t p, cu
   mock_dn_potrf_calls++;
   mock_dn_potrf_dev = cur_dev;
   pthread_mutex_unlock(&mg_mu);
-  const char *forced = getenv("MOCK_DN_SYEVD_INFO");
-  *info = forced && atoi(forced) ? atoi(forced) : linfo;
+  *info = linfo;
   return CUSOLVER_STATUS_SUCCESS;
 }
 
@@ -622,11 +654,12 @@ cusolverStatus_t cusolverDnXpotrs(cusolverDnHandle_t h, cusolverDnParams_t p, cu
   return CUSOLVER_STATUS_SUCCESS;
 }
 
-/* syevd (JAXMG_OP_SYEVD_WHOLE, _N_WHOLE): reference LAPACK on the matrix as given. It asks for
- * host workspace too, so that whole.c's path that keeps it alive until the stream is done
- * runs (the mock writes it: ASan sees a use after free). The deterministic mode the handle
- * had at the last call is recorded for the tests. MOCK_DN_SYEVD_INFO=k reports info = k (an
- * eigensolver that did not converge); MOCK_DN_SYEVD_FAIL=1 fails the call. */
+/* syevd (JAXMG_OP_SYEVD_WHOLE, _N_WHOLE): reference LAPACK on the matrix as given. With
+ * vectors it asks for host workspace too, so that both of whole.c's paths run, the one that
+ * keeps the workspace alive until the stream is done included (see hwork_defer). The
+ * deterministic mode the handle had at the last call is recorded for the tests.
+ * MOCK_DN_SYEVD_INFO=k reports info = k (an eigensolver that did not converge);
+ * MOCK_DN_SYEVD_FAIL=1 fails the call. */
 enum { DN_HWORK = 256 };
 int mock_dn_syevd_calls = 0, mock_dn_syevd_dev = -1, mock_dn_syevd_mode = 0;
 
@@ -655,7 +688,7 @@ cusolverStatus_t cusolverDnXsyevd_bufferSize(cusolverDnHandle_t h, cusolverDnPar
   (void)A, (void)W;
   if (!evd_ok(h, p, jobz, u, n, ta, lda, tw, tc)) return CUSOLVER_STATUS_INVALID_VALUE;
   *dbytes = DN_WORK;
-  *hbytes = DN_HWORK;
+  *hbytes = jobz == CUSOLVER_EIG_MODE_VECTOR ? DN_HWORK : 0;
   return CUSOLVER_STATUS_SUCCESS;
 }
 
@@ -665,13 +698,14 @@ cusolverStatus_t cusolverDnXsyevd(cusolverDnHandle_t h, cusolverDnParams_t p,
                                   cudaDataType tc, void *dwork, size_t dbytes, void *hwork,
                                   size_t hbytes, int *info) {
   if (!evd_ok(h, p, jobz, u, n, ta, lda, tw, tc) || !A || !W || !info || !dwork ||
-      dbytes < DN_WORK || !hwork || hbytes < DN_HWORK)
+      dbytes < DN_WORK || (hbytes && !hwork) ||
+      hbytes < (jobz == CUSOLVER_EIG_MODE_VECTOR ? DN_HWORK : 0))
     return CUSOLVER_STATUS_INVALID_VALUE;
   const char *fail = getenv("MOCK_DN_SYEVD_FAIL");
   if (fail && atoi(fail)) return CUSOLVER_STATUS_INTERNAL_ERROR;
-  memset(hwork, 0, hbytes);
-  const int linfo = lapack_evd(of_cuda(ta), jobz == CUSOLVER_EIG_MODE_VECTOR, (int)n, A,
-                               (int)lda, W);
+  if (hbytes) hwork_defer(h->stream, hwork, hbytes);
+  const int linfo = mock_lapack_evd(of_cuda(ta), jobz == CUSOLVER_EIG_MODE_VECTOR, (int)n, A,
+                                    (int)lda, W);
   pthread_mutex_lock(&mg_mu);
   mock_dn_syevd_calls++;
   mock_dn_syevd_dev = cur_dev;
