@@ -200,7 +200,8 @@ static jaxmg_status_t compute(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   void *hwork = NULL;
   jaxmg_status_t st = JAXMG_GPU(err, nm, cusolverDnSetStream(h, g->stream));
   /* The mode stays on the device's shared handle: potrf and potrs ignore it (cuSOLVER's
-   * documentation lists the routines it affects); a routine that does not must set its own. */
+   * documentation lists the routines it affects); a later routine it does affect (geqrf,
+   * gesvd) must set the mode it wants. */
   if (!st && evd)
     st = JAXMG_GPU(err, nm, cusolverDnSetDeterministicMode(
                                 h, deterministic() ? CUSOLVER_DETERMINISTIC_RESULTS
