@@ -41,6 +41,12 @@ class Geometry:
     def identity_layout(self) -> bool:
         return self.ndev == 1 or self.nloc_pad == self.tile
 
+    @property
+    def whole(self) -> "Geometry":
+        """The same matrix with one tile per shard (the identity layout, no padding): what
+        the single engine's one-call bodies run with."""
+        return Geometry(self.n, self.ndev, self.nloc)
+
     @functools.cached_property
     def src(self) -> np.ndarray:
         """src[g]: padded original index stored at solver index g."""

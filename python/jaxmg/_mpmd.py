@@ -76,11 +76,20 @@ def _axes_order(mesh, row_axes, group_axes):
     return [names.index(ax) for ax in tuple(group_axes) + tuple(row_axes)]
 
 
+def _owners(mesh) -> np.ndarray:
+    return np.vectorize(lambda d: d.process_index, otypes=[np.int64])(np.asarray(mesh.devices))
+
+
+def in_this_process(mesh) -> bool:
+    """Every device of the mesh belongs to this process (the one-call bodies of the single
+    engine need every shard in one process)."""
+    return bool(np.all(_owners(mesh) == jax.process_index()))
+
+
 def procs_table(mesh, row_axes, group_axes) -> np.ndarray | None:
     """int32[ngroups * nparts]: the process of each (group, position), or None when every
     device of the mesh belongs to this process."""
-    devs = np.asarray(mesh.devices)
-    owners = np.vectorize(lambda d: d.process_index, otypes=[np.int64])(devs)
+    owners = _owners(mesh)
     if np.all(owners == jax.process_index()):
         return None
     order = _axes_order(mesh, row_axes, group_axes)

@@ -80,13 +80,12 @@ def potrs_whole(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False
     failure x is NaN. Memory: N x N on position 0 only. (x, info[1])."""
     dtype = a_loc.dtype
     ids = _core.mesh_ids(row_axes, group_axes)
-    whole = Geometry(geo.n, geo.ndev, geo.nloc)  # tile = shard: the identity layout
     k = b.shape[1]
     xt, info = _core.call(
         "jaxmg_potrs_whole",
         (jax.ShapeDtypeStruct((k, geo.n), dtype), jax.ShapeDtypeStruct((1,), jnp.int32)),
         (a_loc, _conj(b).T, ids),
-        whole,
+        geo.whole,
         axes=(row_axes, group_axes),
     )
     x = _conj(xt.T)
@@ -184,7 +183,7 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
     # comes out too (and is dropped), so the solver works in the caller's buffer.
     if USE_PAIR and geo.ndev == 2:
         single = functools.partial(potrs_pair, first=PAIR_FIRST)
-    elif USE_WHOLE and _mpmd.procs_table(place.mesh, place.row_axes, place.group_axes) is None:
+    elif USE_WHOLE and _mpmd.in_this_process(place.mesh):
         single = potrs_whole
     else:
         single = potrs_single

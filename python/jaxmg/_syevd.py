@@ -97,7 +97,6 @@ def syevd_whole(a_loc, geo: Geometry, row_axes, group_axes, vectors: bool):
     solver's; on failure w and V are NaN. Memory: N x N and the solver's workspace on
     position 0 only. (w, V_local or None, info[1])."""
     ids = _core.mesh_ids(row_axes, group_axes)
-    whole = Geometry(geo.n, geo.ndev, geo.nloc)  # tile = shard: the identity layout
     s, w, info = _core.call(
         "jaxmg_syevd_whole" if vectors else "jaxmg_syevd_n_whole",
         (
@@ -106,7 +105,7 @@ def syevd_whole(a_loc, geo: Geometry, row_axes, group_axes, vectors: bool):
             jax.ShapeDtypeStruct((1,), jnp.int32),
         ),
         (a_loc, ids),
-        whole,
+        geo.whole,
         aliases={0: 0},
         axes=(row_axes, group_axes),
     )
@@ -133,8 +132,7 @@ def _program(place: _mesh.Placement, geo: Geometry, vectors: bool, donate: bool,
     del timeout  # part of the cache key: read by _core.call at trace time
     local = syevd_local
     if engine == "single":
-        in_process = _mpmd.procs_table(place.mesh, place.row_axes, place.group_axes) is None
-        local = syevd_whole if USE_WHOLE and in_process else syevd_single
+        local = syevd_whole if USE_WHOLE and _mpmd.in_this_process(place.mesh) else syevd_single
 
     def body(a_loc):
         w, v, info = local(a_loc, geo, place.row_axes, place.group_axes, vectors)

@@ -53,11 +53,20 @@ def test_single_engine_matches_mg(mesh_of, dtype, idx):
     assert np.abs(out["single"][0] - x_ref).max() < _tol(dtype) * np.abs(x_ref).max()
 
 
-def _fresh_potrs_programs():
-    from jaxmg import _core, _potrs
+def _fresh_programs(op):
+    """Clears the compiled programs of op's module (a switch like USE_WHOLE is read when a
+    program is traced)."""
+    import importlib
 
-    for cached in (_potrs._program, _potrs._differentiable, _core.entry):
+    from jaxmg import _core
+
+    mod = importlib.import_module(f"jaxmg._{op}")
+    for cached in (mod._program, mod._differentiable, _core.entry):
         cached.cache_clear()
+
+
+def _fresh_potrs_programs():
+    _fresh_programs("potrs")
 
 
 @pytest.mark.parametrize("bad_row", [5, 45])
@@ -134,10 +143,7 @@ def test_single_potrs_is_one_call_without_all_gather(mesh_of):
 
 
 def _fresh_syevd_programs():
-    from jaxmg import _core, _syevd
-
-    for cached in (_syevd._program, _syevd._differentiable, _core.entry):
-        cached.cache_clear()
+    _fresh_programs("syevd")
 
 
 def _herm(n, dtype, seed=0):
