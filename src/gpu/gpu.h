@@ -172,6 +172,10 @@ jaxmg_status_t jaxmg__gpu_permute_lower(const jaxmg_layout_t *lay, int64_t rank,
 /* Fills `bytes` bytes with 0xFF: a quiet NaN in every float type, both parts for complex. */
 jaxmg_status_t jaxmg__gpu_fill_nan(void *p, size_t bytes, cudaStream_t s, const char *op,
                                    jaxmg_error_t *err);
+/* Tries to give the current device, dev, access to peer's memory (dev == peer: nothing).
+ * Peer access only speeds copies up, so failures are dropped; cudaErrorPeerAccessAlreadyEnabled
+ * (XLA enables it too) is fine, and the check clears the runtime's last-error slot. */
+void jaxmg__gpu_enable_peer(int dev, int peer);
 /* Pitched copy of `height` rows of `width` bytes from device `sdev` to device `ddev`. */
 jaxmg_status_t jaxmg__gpu_copy2d(void *dst, size_t dpitch, int ddev, const void *src,
                                  size_t spitch, int sdev, size_t width, size_t height,

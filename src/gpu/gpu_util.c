@@ -154,3 +154,11 @@ jaxmg_status_t jaxmg__gpu_copy2d(void *dst, size_t dpitch, int ddev, const void 
   p.extent.depth = 1;
   return JAXMG_GPU(err, op, cudaMemcpy3DPeerAsync(&p, s));
 }
+
+void jaxmg__gpu_enable_peer(int dev, int peer) {
+  jaxmg_error_t ignored;
+  int can = 0;
+  if (dev == peer || JAXMG_GPU(&ignored, "peer", cudaDeviceCanAccessPeer(&can, dev, peer)) || !can)
+    return;
+  (void)JAXMG_GPU(&ignored, "peer", cudaDeviceEnablePeerAccess(peer, 0));
+}

@@ -34,15 +34,7 @@ static void enable_peers(const int *devs, int ndev) {
   jaxmg_error_t ignored;
   for (int i = 0; i < ndev; i++) {
     if (JAXMG_GPU(&ignored, "peer", cudaSetDevice(devs[i]))) continue;
-    for (int j = 0; j < ndev; j++) {
-      int can = 0;
-      if (i == j || JAXMG_GPU(&ignored, "peer", cudaDeviceCanAccessPeer(&can, devs[i], devs[j])) ||
-          !can)
-        continue;
-      /* cudaErrorPeerAccessAlreadyEnabled (XLA enables it too) is fine; the check clears
-       * the runtime's last-error slot. */
-      (void)JAXMG_GPU(&ignored, "peer", cudaDeviceEnablePeerAccess(devs[j], 0));
-    }
+    for (int j = 0; j < ndev; j++) jaxmg__gpu_enable_peer(devs[i], devs[j]);
   }
 }
 

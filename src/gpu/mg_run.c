@@ -12,11 +12,7 @@
 
 #include "gpu/gpu.h"
 
-static const jaxmg_part_t *slot(const jaxmg_task_t *t, int r) { return jaxmg__gpu_slot(t, r); }
-
 /* The whole-matrix ops never come here (jaxmg__gpu_run hands them to whole.c). */
-static int has_rhs(jaxmg_op_t op) { return jaxmg__op_has_rhs(op); }
-static int is_evd(jaxmg_op_t op) { return jaxmg__op_is_evd(op); }
 
 /* Phase timings of the last call (driver's view), for benchmarks: off by default. */
 static int g_timing = 0;
@@ -126,7 +122,7 @@ static jaxmg_status_t scan_diag(const jaxmg_task_t *t, int64_t *gbad, jaxmg_erro
   *gbad = -1;
   if (!d) return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory", t->name);
   for (int64_t r = 0; r < P && !st; r++) {
-    const jaxmg_part_t *sl = slot(t, (int)r);
+    const jaxmg_part_t *sl = jaxmg__gpu_slot(t, (int)r);
     st = JAXMG_GPU(err, t->name, cudaSetDevice(sl->device));
     for (int64_t l = 0; l < nt && !st; l++) {
       /* Local tile l of position r is solver tile l*P + r; its diagonal runs with stride
@@ -196,11 +192,11 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
       return pst;
     }
   }
-  if (has_rhs(t->op) && t->nrhs > 0) {
+  if (jaxmg__op_has_rhs(t->op) && t->nrhs > 0) {
     /* All of B on grid position 0 (the driver's x), one column tile per call. */
     void *B[JAXMG_MG_MAX_DEVICES];
-    for (int r = 0; r < P; r++) B[r] = slot(t, r)->x;
-    char *x0 = slot(t, 0)->x;
+    for (int r = 0; r < P; r++) B[r] = jaxmg__gpu_slot(t, r)->x;
+    char *x0 = jaxmg__gpu_slot(t, 0)->x;
     for (int64_t c0 = 0; c0 < t->nrhs; c0 += p->chunk) {
       const int last = c0 + p->chunk >= t->nrhs;
       const int nc = last ? p->last : p->chunk;
@@ -229,7 +225,7 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
       return pst;
     }
   }
-  if (is_evd(t->op)) {
+  if (jaxmg__op_is_evd(t->op)) {
     const size_t wb = (size_t)p->n * di->real_size;
     void *w = malloc(wb); /* cuSOLVERMg returns W in host memory */
     if (!w) return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory", nm);
@@ -249,7 +245,7 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
     /* Eigenvalues to every participant's w, on its own stream (its thread is waiting for
      * us; the host buffer is staged before cudaMemcpyAsync returns). */
     for (int r = 0; r < P && !st && !*ginfo; r++) {
-      const jaxmg_part_t *sl = slot(t, r);
+      const jaxmg_part_t *sl = jaxmg__gpu_slot(t, r);
       st = JAXMG_GPU(err, nm, cudaSetDevice(sl->device));
       if (!st) {
         st = JAXMG_GPU(err, nm,
@@ -269,7 +265,7 @@ static jaxmg_status_t driver_plan(const jaxmg_task_t *t, jaxmg_mg_plan_t **plan,
   int devs[JAXMG_MG_MAX_DEVICES];
   void *a[JAXMG_MG_MAX_DEVICES], *b[JAXMG_MG_MAX_DEVICES];
   for (int r = 0; r < P; r++) {
-    const jaxmg_part_t *sl = slot(t, r);
+    const jaxmg_part_t *sl = jaxmg__gpu_slot(t, r);
     devs[r] = sl->device;
     a[r] = sl->a;
     b[r] = sl->x;
@@ -293,7 +289,7 @@ static jaxmg_status_t driver_solve(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
   jaxmg_status_t st = JAXMG_OK;
   double layout_in = 0.0, t_solve;
   for (int r = 0; r < P && !st; r++) {
-    const jaxmg_part_t *sl = slot(t, r);
+    const jaxmg_part_t *sl = jaxmg__gpu_slot(t, r);
     A[r] = sl->a;
     W[r] = sh->gp[r]->work;
     /* Every participant's inputs (its permuted shard, the driver's copy of b) are ready. */
@@ -338,7 +334,7 @@ static jaxmg_status_t check_task(const jaxmg_task_t *t, jaxmg_error_t *err) {
                          "jaxmg.%s: N = %lld exceeds cuSOLVERMg's 32-bit range", t->name,
                          (long long)lay->n);
   }
-  if (is_evd(t->op) && lay->tile > JAXMG_MG_SYEVD_MAX_TILE) {
+  if (jaxmg__op_is_evd(t->op) && lay->tile > JAXMG_MG_SYEVD_MAX_TILE) {
     return jaxmg__seterr(err, JAXMG_EINVAL,
                          "jaxmg.%s: cuSOLVERMg's syevd needs T_A <= %d, got T_A = %lld; pass a "
                          "smaller T_A",
@@ -348,7 +344,7 @@ static jaxmg_status_t check_task(const jaxmg_task_t *t, jaxmg_error_t *err) {
 }
 
 jaxmg_status_t jaxmg__gpu_fetch_x(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
-  const jaxmg_part_t *me = slot(t, t->rank), *p0 = slot(t, 0);
+  const jaxmg_part_t *me = jaxmg__gpu_slot(t, t->rank), *p0 = jaxmg__gpu_slot(t, 0);
   const size_t bytes = (size_t)t->lay.n * (size_t)t->nrhs * jaxmg_dtype_size(t->dtype);
   return JAXMG_GPU(err, t->name,
                    cudaMemcpyPeerAsync(me->x, g->device, p0->x, p0->device, bytes, g->stream));
@@ -380,7 +376,7 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   const size_t xbytes = (size_t)lay->n * (size_t)t->nrhs * esz;
   const int permute = t->op != JAXMG_OP_SOLVE; /* SOLVE's shards already hold the factor */
   jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(s);
-  const jaxmg_part_t *me = slot(t, rank);
+  const jaxmg_part_t *me = jaxmg__gpu_slot(t, rank);
   jaxmg_mg_plan_t *plan = NULL;
   int64_t lwork = 0, ginfo = 0;
   jaxmg_status_t st;
@@ -412,7 +408,7 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
              : jaxmg__gpu_permute_lower(lay, rank, me->a, esz, g->stage, g->stream, nm, err);
     if (st) return st;
   }
-  if (rank == 0 && has_rhs(t->op) && xbytes &&
+  if (rank == 0 && jaxmg__op_has_rhs(t->op) && xbytes &&
       (st = JAXMG_GPU(err, nm,
                       cudaMemcpyAsync(me->x, me->b, xbytes, cudaMemcpyDeviceToDevice, g->stream))))
     return st;
@@ -452,8 +448,9 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   if (ginfo) {
     if (t->op != JAXMG_OP_SOLVE && t->op != JAXMG_OP_SYEVD_N)
       st = jaxmg__gpu_fill_nan(me->a, shard, g->stream, nm, err);
-    if (!st && has_rhs(t->op)) st = jaxmg__gpu_fill_nan(me->x, xbytes, g->stream, nm, err);
-    if (!st && is_evd(t->op))
+    if (!st && jaxmg__op_has_rhs(t->op))
+      st = jaxmg__gpu_fill_nan(me->x, xbytes, g->stream, nm, err);
+    if (!st && jaxmg__op_is_evd(t->op))
       st = jaxmg__gpu_fill_nan(me->w, (size_t)lay->n * di->real_size, g->stream, nm, err);
   } else {
     switch (t->op) {
@@ -472,9 +469,10 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
         if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
         if (!st) st = jaxmg__rv_barrier(s, rank, -1, err);
         for (int q = 0; q < P && !st; q++) {
-          if (q != rank)
-            st = JAXMG_GPU(err, nm,
-                           cudaStreamWaitEvent(g->stream, (cudaEvent_t)slot(t, q)->ready, 0));
+          if (q != rank) {
+            cudaEvent_t ready = (cudaEvent_t)jaxmg__gpu_slot(t, q)->ready;
+            st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, ready, 0));
+          }
         }
         if (!st) st = jaxmg__mg_potri_complete(t, g, err);
         if (!st) st = jaxmg__gpu_exchange_done(t, g, -1, err);

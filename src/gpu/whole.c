@@ -96,13 +96,9 @@ static jaxmg_status_t dn_lock(int dev, const char *op, jaxmg_error_t *err) {
  * (jaxmg__gpu_copy2d works without it); tried once per pair, failures dropped. Called with
  * dev's lock held. */
 static void enable_peer(int dev, int peer) {
-  jaxmg_error_t ignored;
-  int can = 0;
   if (peer == dev || peer < 0 || peer >= MAX_DN_DEVICES || (g_dn[dev].peers >> peer & 1)) return;
   g_dn[dev].peers |= (uint64_t)1 << peer;
-  if (JAXMG_GPU(&ignored, "peer", cudaDeviceCanAccessPeer(&can, dev, peer)) || !can) return;
-  /* cudaErrorPeerAccessAlreadyEnabled (XLA enables it too) is fine. */
-  (void)JAXMG_GPU(&ignored, "peer", cudaDeviceEnablePeerAccess(peer, 0));
+  jaxmg__gpu_enable_peer(dev, peer);
 }
 
 /* Copies into W (position 0's device) the part of participant r's shard a lower Cholesky
