@@ -51,8 +51,11 @@ def main():
             r = np.array(tm) / np.array(tn)
             x, info = f_mg()
             res = float(jnp.max(jnp.abs(a @ x - b)) / jnp.max(jnp.abs(b)))
+            from jaxmg import _engine, _mesh
+            engine = _engine.choose("auto", "potrs", _mesh.resolve(a, None, None, "potrs"), n, dt)
             print(json.dumps({
                 "bench": "paired_potrs", "n": n, "dtype": dname, "ndev": 2, "reps": reps,
+                "engine": engine,
                 "ratio_median": float(np.median(r)), "ratio_q1": float(np.quantile(r, 0.25)),
                 "ratio_q3": float(np.quantile(r, 0.75)),
                 "ratio_of_best": float(min(tm) / min(tn)),
