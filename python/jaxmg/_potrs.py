@@ -71,24 +71,28 @@ def potrs_single(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=Fals
     return (x, info, a_loc) if keep_factor else (x, info)
 
 
-def potrs_whole(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False):
+def potrs_whole(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False,
+                platform="gpu"):
     """Per-device body of the single engine when the mesh lives in this process: one jaxmg
     call (``JAXMG_OP_POTRS_WHOLE``) in which position 0 copies from its peers only the part of
     the matrix a lower Cholesky reads (N²/8 elements from the other device on 2 GPUs, against
     N²/2 for an all-gather), factors and solves alone (cuSOLVERDn on GPUs, LAPACK on CPU
     devices) and the others copy x and info from it. info is LAPACK's (the exact pivot); on
-    failure x is NaN. Memory: N x N on position 0 only. (x, info[1])."""
+    failure x is NaN. Memory: N x N on position 0 only. Computes in
+    ``_engine.potrs_compute_dtype`` (float32 in float64 on GPUs from N = 8192: faster there).
+    (x, info[1])."""
     dtype = a_loc.dtype
+    wide = _engine.potrs_compute_dtype(platform, geo.n, dtype)
     ids = _core.mesh_ids(row_axes, group_axes)
     k = b.shape[1]
     xt, info = _core.call(
         "jaxmg_potrs_whole",
-        (jax.ShapeDtypeStruct((k, geo.n), dtype), jax.ShapeDtypeStruct((1,), jnp.int32)),
-        (a_loc, _conj(b).T, ids),
+        (jax.ShapeDtypeStruct((k, geo.n), wide), jax.ShapeDtypeStruct((1,), jnp.int32)),
+        (a_loc.astype(wide), _conj(b).T.astype(wide), ids),
         geo.whole,
         axes=(row_axes, group_axes),
     )
-    x = _conj(xt.T)
+    x = _conj(xt.T).astype(dtype)
     x = jnp.where(info[0] > 0, jnp.full_like(x, jnp.nan), x)
     return (x, info, a_loc) if keep_factor else (x, info)
 
@@ -184,7 +188,7 @@ def _program(place: _mesh.Placement, geo: Geometry, donate: bool, timeout: float
     if USE_PAIR and geo.ndev == 2:
         single = functools.partial(potrs_pair, first=PAIR_FIRST)
     elif USE_WHOLE and _mpmd.in_this_process(place.mesh):
-        single = potrs_whole
+        single = functools.partial(potrs_whole, platform=place.platform)
     else:
         single = potrs_single
     local = {"single": single, "split": _split.potrs_split}.get(engine, potrs_local)

@@ -238,6 +238,30 @@ def test_potrs_large(mesh, dtype):
     _check_potrs(a64, b, x, dtype)
 
 
+def test_potrs_float32_in_float64(mesh, engine):
+    """The single engine solves float32 problems from N = 8192 in float64 (faster there on
+    H200s, _engine.POTRS_UPCAST): x is float32 and its forward error is float32 rounding, where
+    float32 arithmetic loses far more (cond 1e5 here: 1.5e-5 with LAPACK's spotrf/spotrs)."""
+    if engine != "single":
+        pytest.skip("the single engine's float32-in-float64 path")
+    n = 8192
+    rng = np.random.default_rng(5)
+    a = np.diag(np.logspace(0, -5, n))
+    for _ in range(2):  # H a H with H = I - 2 u u^T: dense, the same eigenvalues, O(n^2)
+        u = rng.standard_normal(n)
+        u /= np.linalg.norm(u)
+        au = a @ u
+        a = a - 2 * np.outer(u, au) - 2 * np.outer(au, u) + 4 * (u @ au) * np.outer(u, u)
+    a = ((a + a.T) / 2).astype(np.float32)
+    b = rng.standard_normal((n, 2)).astype(np.float32)
+    exact = np.linalg.solve(a.astype(np.float64), b.astype(np.float64))
+    x = jaxmg.potrs(_rows(a, mesh), b)
+    assert x.dtype == np.float32
+    err = np.abs(np.asarray(x, np.float64) - exact).max() / np.abs(exact).max()
+    assert err < 1e-6, err
+    _replicated_equal(x)
+
+
 @pytest.mark.parametrize("nrhs", [1, 600])
 def test_potrs_many_rhs_and_vector(mesh, nrhs):
     """600 right-hand sides take three cuSOLVERMg calls (256, 256, 88); a 1-D b one."""

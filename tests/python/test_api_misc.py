@@ -153,9 +153,11 @@ def test_timeout_reaches_the_call(restore_timeout, mesh_of):
 
 # ---- default tile --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("platform,cap", [("cpu", 256), ("gpu", 1024)])
-def test_default_tile(platform, cap):
-    for nloc in range(1, 4 * cap + 3):
+@pytest.mark.parametrize("platform,cap,upto", [("cpu", 256, 4 * 256 + 3), ("gpu", 1024, 4096),
+                                               ("gpu", 2048, 3 * 4096 + 3)])
+def test_default_tile(platform, cap, upto):
+    """GPU shards below 4096 rows cap the tile at 1024, larger ones at 2048."""
+    for nloc in range(1 if cap < 2048 else 4096, upto):
         tile = _geometry.default_tile(nloc, platform)
         assert 1 <= tile <= max(cap, 1), (nloc, tile)
         if nloc <= cap:
@@ -243,7 +245,10 @@ def test_residual_check_rejects_a_wrong_solution(num):
 
 
 def test_default_tile_large_gpu_shards():
-    # Measured: 2048 beats 1024 by 7-9 % for shards of 16384 rows and more (docs/benchmarks.md).
+    # Measured: 2048 beats 1024 by 2-14 % for shards of 4096 rows and more (docs/benchmarks.md).
+    assert _geometry.default_tile(4096, "gpu") == 2048
+    assert _geometry.default_tile(6144, "gpu") == 2048
     assert _geometry.default_tile(16384, "gpu") == 2048
     assert _geometry.default_tile(81920, "gpu") == 2048
-    assert _geometry.default_tile(16383, "gpu") <= 1024
+    assert _geometry.default_tile(4095, "gpu") <= 1024
+    assert _geometry.default_tile(2048, "gpu") == 1024
