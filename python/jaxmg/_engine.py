@@ -46,7 +46,7 @@ ENGINES = ("auto", "mg", "single", "split")
 POTRS_MG_MIN_N = {"float64": 20480, "float32": 16384, "complex128": 8192, "complex64": 12288}
 # The single engine's potrs computes float32 problems in float64 on GPUs from this N on, when
 # float64 is enabled: cuSOLVER's float64 Cholesky is faster than its float32 one there on an
-# H200 (FP64 tensor cores; bench/results/2026-11-22-h200x2-routes/probe_potrf_sizes.jsonl,
+# H200 (FP64 tensor cores; bench/results/2026-11-22-h200x2-sixth/probe_potrf_sizes.jsonl,
 # potrf + potrs: 8.26 against 8.69 ms at 8192, 19.2 against 20.3 at 12288, 38.5 against 41.9
 # at 16384; float32 is faster at 6144 and below), converting costs less than the difference,
 # and x is rounded to float32 once, so it is more accurate.
