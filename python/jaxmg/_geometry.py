@@ -124,7 +124,7 @@ def default_tile(nloc: int, platform: str) -> int:
     """The largest tile up to a platform cap that divides the shard; padding only when the
     shard has no reasonable divisor (then the cap itself)."""
     # GPUs: 2048 measured faster than 1024 for every shard of 4096 rows and more
-    # (docs/benchmarks.md, "Default tile"; cuSOLVERMg potrs on 2 H200: 2-14 %)
+    # (docs/benchmarks.md, "potrs engine crossover"; cuSOLVERMg potrs on 2 H200: 2-14 %)
     cap = 256 if platform == "cpu" else (2048 if nloc >= 4096 else 1024)
     if nloc <= cap:
         return nloc

@@ -248,8 +248,9 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
       a: N x N Hermitian positive definite matrix, sharded by rows (``P('x', None)``).
         Only Hermitian inputs are meaningful: which entries are read depends on the layout.
       b: right-hand side, N or N x k (any k), replicated (resharded if it is not).
-      T_A: tile size; default: the largest divisor of the shard up to 256 (CPU) or 1024
-        (GPU). A tile that does not divide the shard is padded when ``pad`` is True.
+      T_A: tile size; default: the largest divisor of the shard up to 256 (CPU), or on GPUs
+        up to 2048 for shards of 4096 rows or more and 1024 below (measured fastest). A tile
+        that does not divide the shard is padded when ``pad`` is True.
       mesh, in_specs: the mesh and ``(P(row_axes, None), P(None, None))`` as in the seeds;
         inferred from ``a.sharding`` when omitted. Mesh axes that do not shard the rows
         replicate the problem: each replica group solves it independently.
@@ -265,7 +266,9 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
         opt-in, see docs/design.md). ``"auto"``: ``"mg"`` on CPU devices; on GPUs
         ``"single"`` when the matrix fits one device comfortably and either one device holds
         it or N is below the measured crossover (20480 for float64, 16384 float32, 12288
-        complex64, 8192 complex128; ``_engine.POTRS_MG_MIN_N``), else ``"mg"``.
+        complex64, 8192 complex128; ``_engine.POTRS_MG_MIN_N``), else ``"mg"``. On GPUs the
+        single engine solves float32 problems from N = 8192 in float64 (faster there on an
+        H200; x is rounded to float32 once) when float64 is enabled.
 
     Returns:
       x with the shape of ``b``, replicated; ``(x, info)`` with ``return_status``. On a
