@@ -44,13 +44,14 @@ ENGINES = ("auto", "mg", "single", "split")
 # arithmetic per element, so cuSOLVERMg pays off at smaller N. Measured on 2 GPUs; with more,
 # cuSOLVERMg gains and the single engine does not, so these are upper bounds there.
 POTRS_MG_MIN_N = {"float64": 20480, "float32": 16384, "complex128": 8192, "complex64": 12288}
-# The single engine's potrs computes float32 problems in float64 on GPUs from this N on, when
-# float64 is enabled: cuSOLVER's float64 Cholesky is faster than its float32 one there on an
+# The single engine's potrs computes float32 problems in float64 on GPUs for N in this range
+# (inclusive), when float64 is enabled: cuSOLVER's float64 Cholesky is faster than its float32 one there on an
 # H200 (FP64 tensor cores; bench/results/2026-11-22-h200x2-sixth/probe_potrf_sizes.jsonl,
 # potrf + potrs: 8.26 against 8.69 ms at 8192, 19.2 against 20.3 at 12288, 38.5 against 41.9
 # at 16384; float32 is faster at 6144 and below), converting costs less than the difference,
-# and x is rounded to float32 once, so it is more accurate.
-POTRS_UPCAST = {"float32": ("float64", 8192)}
+# and x is rounded to float32 once, so it is more accurate. Not above the measured range: the
+# float64 copy doubles the single engine's memory, which SINGLE_COPIES does not count.
+POTRS_UPCAST = {"float32": ("float64", 8192, 16384)}
 UPCAST_PLATFORMS = ("gpu",)
 # The single engine needs about this many matrices' worth of memory per device (the gathered
 # matrix, its factor or eigenvectors, workspace).
@@ -100,8 +101,8 @@ def potrs_compute_dtype(platform: str, n: int, dtype):
     """The dtype the single engine's potrs computes in: ``dtype``, or a wider one where that
     was measured faster (POTRS_UPCAST; float64 must be enabled)."""
     dtype = jnp.dtype(dtype)
-    wide, min_n = POTRS_UPCAST.get(dtype.name, (None, 0))
-    if wide and platform in UPCAST_PLATFORMS and n >= min_n and (
+    wide, min_n, max_n = POTRS_UPCAST.get(dtype.name, (None, 0, 0))
+    if wide and platform in UPCAST_PLATFORMS and min_n <= n <= max_n and (
             jax.dtypes.canonicalize_dtype(jnp.dtype(wide)) == jnp.dtype(wide)):
         return jnp.dtype(wide)
     return dtype

@@ -79,7 +79,7 @@ def potrs_whole(a_loc, b, geo: Geometry, row_axes, group_axes, keep_factor=False
     N²/2 for an all-gather), factors and solves alone (cuSOLVERDn on GPUs, LAPACK on CPU
     devices) and the others copy x and info from it. info is LAPACK's (the exact pivot); on
     failure x is NaN. Memory: N x N on position 0 only. Computes in
-    ``_engine.potrs_compute_dtype`` (float32 in float64 on GPUs from N = 8192: faster there).
+    ``_engine.potrs_compute_dtype`` (float32 in float64 on GPUs for 8192 <= N <= 16384: faster there).
     (x, info[1])."""
     dtype = a_loc.dtype
     wide = _engine.potrs_compute_dtype(platform, geo.n, dtype)
@@ -267,8 +267,8 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
         ``"single"`` when the matrix fits one device comfortably and either one device holds
         it or N is below the measured crossover (20480 for float64, 16384 float32, 12288
         complex64, 8192 complex128; ``_engine.POTRS_MG_MIN_N``), else ``"mg"``. On GPUs the
-        single engine solves float32 problems from N = 8192 in float64 (faster there on an
-        H200; x is rounded to float32 once) when float64 is enabled.
+        single engine solves float32 problems with 8192 <= N <= 16384 in float64 (faster
+        there on an H200; x is rounded to float32 once) when float64 is enabled.
 
     Returns:
       x with the shape of ``b``, replicated; ``(x, info)`` with ``return_status``. On a

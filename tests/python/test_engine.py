@@ -144,7 +144,7 @@ def test_single_potrs_is_one_call_without_all_gather(mesh_of):
 
 @pytest.mark.parametrize("idx", [[0], [1, 0], [0, 1, 2, 3]])
 def test_single_potrs_float32_in_float64(mesh_of, idx, monkeypatch, request):
-    """Where POTRS_UPCAST applies (GPUs from N = 8192; here forced on CPU devices from N = 16)
+    """Where POTRS_UPCAST applies (GPUs, 8192 <= N <= 16384; here forced on CPU devices)
     the single engine solves a float32 problem in float64 and rounds x once: x is float32 and
     its forward error is at float32 rounding even for an ill-conditioned matrix, where the
     float32 solve (below the threshold, same matrix) is off by far more."""
@@ -163,7 +163,7 @@ def test_single_potrs_float32_in_float64(mesh_of, idx, monkeypatch, request):
     monkeypatch.setattr(_engine, "UPCAST_PLATFORMS", ("gpu", "cpu"))
     errs = {}
     for min_n in (16, n + 1):
-        monkeypatch.setattr(_engine, "POTRS_UPCAST", {"float32": ("float64", min_n)})
+        monkeypatch.setattr(_engine, "POTRS_UPCAST", {"float32": ("float64", min_n, 10**6)})
         _fresh_potrs_programs()
         x, info = jaxmg.potrs(a_s, b, return_status=True, engine="single")
         assert int(info) == 0 and x.dtype == np.float32
@@ -171,7 +171,7 @@ def test_single_potrs_float32_in_float64(mesh_of, idx, monkeypatch, request):
     assert errs[16] < 1e-6, errs  # rounding of x to float32
     assert errs[n + 1] > 1e-4, errs  # float32 arithmetic with cond ~ 1e6
     _, place, geo = _core.plan(a_s, None, None, None, True, "potrs")
-    monkeypatch.setattr(_engine, "POTRS_UPCAST", {"float32": ("float64", 16)})
+    monkeypatch.setattr(_engine, "POTRS_UPCAST", {"float32": ("float64", 16, 10**6)})
     _fresh_potrs_programs()
     hlo = _potrs._program(place, geo, False, _core.get_timeout(), "single").lower(
         a_s, jnp.asarray(b)).as_text()
@@ -179,9 +179,11 @@ def test_single_potrs_float32_in_float64(mesh_of, idx, monkeypatch, request):
 
 
 def test_potrs_compute_dtype_rules(monkeypatch):
-    """float32 only, GPUs only, from the measured N on, and never with float64 disabled."""
+    """float32 only, GPUs only, in the measured range of N, never with float64 disabled."""
     assert _engine.potrs_compute_dtype("gpu", 8192, np.float32) == np.float64
+    assert _engine.potrs_compute_dtype("gpu", 16384, np.float32) == np.float64
     assert _engine.potrs_compute_dtype("gpu", 8191, np.float32) == np.float32
+    assert _engine.potrs_compute_dtype("gpu", 16385, np.float32) == np.float32
     assert _engine.potrs_compute_dtype("cpu", 8192, np.float32) == np.float32
     for dt in (np.float64, np.complex64, np.complex128):
         assert _engine.potrs_compute_dtype("gpu", 8192, dt) == dt
