@@ -239,9 +239,10 @@ def test_potrs_large(mesh, dtype):
 
 
 def test_potrs_float32_in_float64(mesh, engine):
-    """The single engine solves float32 problems with 8192 <= N <= 16384 in float64 (faster there on
-    H200s, _engine.POTRS_UPCAST): x is float32 and its forward error is float32 rounding, where
-    float32 arithmetic loses far more (cond 1e5 here: 1.5e-5 with LAPACK's spotrf/spotrs)."""
+    """The single engine solves float32 problems with 8192 <= N <= 16384 in float64 (faster
+    there on H200s, _engine.POTRS_UPCAST): x is float32 and its forward error is float32
+    rounding, where float32 arithmetic loses far more (cond 1e5 here: 1.5e-5 with LAPACK's
+    spotrf/spotrs)."""
     if engine != "single":
         pytest.skip("the single engine's float32-in-float64 path")
     n = 8192
