@@ -22,6 +22,7 @@ import os  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_ops  # noqa: E402
 import jaxmg  # noqa: E402
+from jaxmg import _engine, _mesh  # noqa: E402
 
 
 def timed(fn):
@@ -51,7 +52,6 @@ def main():
             r = np.array(tm) / np.array(tn)
             x, info = f_mg()
             res = float(jnp.max(jnp.abs(a @ x - b)) / jnp.max(jnp.abs(b)))
-            from jaxmg import _engine, _mesh
             engine = _engine.choose("auto", "potrs", _mesh.resolve(a, None, None, "potrs"), n, dt)
             print(json.dumps({
                 "bench": "paired_potrs", "n": n, "dtype": dname, "ndev": 2, "reps": reps,

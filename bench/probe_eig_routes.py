@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,16 +39,14 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxmg
-from bench_ops import make_spd
+from bench_ops import best_time, make_spd
 
 HI = jax.lax.Precision.HIGHEST
 
 
 def once(fn, *args):
-    jax.block_until_ready(fn(*args))
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0
+    """Seconds of one warm call (after one untimed call)."""
+    return best_time(lambda: fn(*args), 1)[0]
 
 
 def main():
