@@ -120,13 +120,17 @@ def unpad_info(info: jax.Array, geo: Geometry) -> jax.Array:
     return jnp.where(info > 0, orig, info).astype(info.dtype)
 
 
+@functools.lru_cache(maxsize=1024)
 def default_tile(nloc: int, platform: str) -> int:
     """The largest tile up to a platform cap that divides the shard; padding only when the
-    shard has no reasonable divisor (then the cap itself)."""
+    shard has no reasonable divisor (then the cap itself). Cached: every eager call asks
+    (a scan of all divisors up to 2048 cost about 0.1 ms of each call's Python)."""
     # GPUs: 2048 measured faster than 1024 for every shard of 4096 rows and more
     # (docs/benchmarks.md, "potrs engine crossover"; cuSOLVERMg potrs on 2 H200: 2-14 %)
     cap = 256 if platform == "cpu" else (2048 if nloc >= 4096 else 1024)
     if nloc <= cap:
         return nloc
-    best = max(d for d in range(1, cap + 1) if nloc % d == 0)
-    return best if best >= cap // 4 else cap
+    for d in range(cap, cap // 4 - 1, -1):  # the largest divisor, if it is at least cap / 4
+        if nloc % d == 0:
+            return d
+    return cap

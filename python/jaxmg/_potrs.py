@@ -282,7 +282,7 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     if not isinstance(a, jax.Array):
         a = jnp.asarray(a)  # a NumPy array runs on the default device
     n = a.shape[0]
-    b2, vector = _core.check_rhs(b, n, dtype, "potrs")
+    b2, vector = _core.check_rhs(b, n, dtype, "potrs", expand=False)
     place = _mesh.resolve(a, mesh, in_specs, "potrs")
     _core.check_split(n, place.ndev, "potrs")
     tile = _core.choose_tile(T_A, n // place.ndev, place.platform, pad, "potrs")
@@ -293,7 +293,7 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     eng = _engine.choose(engine, "potrs", place, n, dtype)
     fn = _differentiable(place, geo, bool(donate), _core.get_timeout(), eng)
     x, info = _core.run_entry(fn, bool(donate), (a, b2), squeeze=vector,
-                               platform=place.platform)
+                               platform=place.platform, expand=vector)
     return (x, info) if return_status else x
 
 
