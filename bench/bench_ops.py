@@ -91,6 +91,13 @@ def spd_rows(rows, n: int, dtype):
     return spd_entries(rows, jnp.arange(n, dtype=jnp.uint32)[None, :], n, dtype)
 
 
+def timed(fn):
+    """Seconds of one call of ``fn``, its results waited for."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t0
+
+
 def best_time(fn, reps: int):
     out = fn()
     jax.block_until_ready(out)

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import jax
 
@@ -32,11 +31,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_ops  # noqa: E402
 import jaxmg  # noqa: E402
 
-
-def timed(fn):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - t0
 
 
 def main():
@@ -73,11 +67,11 @@ def main():
             "dispatch": lambda: plus(b1),
         }
         for f in list(cases.values()) * 2:  # compile and warm
-            timed(f)
+            bench_ops.timed(f)
         times = {k: [] for k in cases}
         for _ in range(args.reps):
             for k, f in cases.items():
-                times[k].append(timed(f))
+                times[k].append(bench_ops.timed(f))
         times["jit_x10"] = [t / 10 for t in times["jit_x10"]]
         row = {"bench": "diag_potrs_overhead", "n": n, "dtype": args.dtype,
                "ndev": len(devs), "reps": args.reps, "device": devs[0].device_kind,
@@ -89,9 +83,9 @@ def main():
         if args.trace and n == max(int(v) for v in args.n.split(",")):
             with jax.profiler.trace(args.trace):
                 for _ in range(3):
-                    timed(cases["native"])
-                    timed(cases["eager"])
-                    timed(cases["jit"])
+                    bench_ops.timed(cases["native"])
+                    bench_ops.timed(cases["eager"])
+                    bench_ops.timed(cases["jit"])
         del a, a1
 
 

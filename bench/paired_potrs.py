@@ -8,7 +8,6 @@ calls it (engine "auto", eager), native is ``cho_factor`` + ``cho_solve`` jitted
 """
 import json
 import sys
-import time
 
 import jax
 
@@ -25,11 +24,6 @@ import jaxmg  # noqa: E402
 from jaxmg import _engine, _mesh  # noqa: E402
 
 
-def timed(fn):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - t0
-
 
 def main():
     ns = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "8192,16384").split(",")]
@@ -44,11 +38,11 @@ def main():
             f_nat = lambda: bench_ops.native_potrs(a1, b1)  # noqa: E731
             f_mg = lambda: jaxmg.potrs(a, b, return_status=True)  # noqa: E731
             for f in (f_nat, f_mg, f_nat, f_mg):  # compile and warm both
-                timed(f)
+                bench_ops.timed(f)
             tn, tm = [], []
             for _ in range(reps):
-                tn.append(timed(f_nat))
-                tm.append(timed(f_mg))
+                tn.append(bench_ops.timed(f_nat))
+                tm.append(bench_ops.timed(f_mg))
             r = np.array(tm) / np.array(tn)
             x, info = f_mg()
             res = float(jnp.max(jnp.abs(a @ x - b)) / jnp.max(jnp.abs(b)))

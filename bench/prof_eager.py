@@ -1,5 +1,8 @@
-"""cProfile of eager jaxmg.potrs calls (n = 512, 1-device mesh of the first device): where
-the eager path's host time goes. Prints the top entries by own time and by cumulative time.
+"""Where the host time of an eager jaxmg.potrs goes (n = 512, 1-device mesh of the first
+device): the median time until a call returns (its program enqueued, not finished) for the
+eager call, the op's own jitted entry (``_core.entry``), ``_core.run_entry`` and the same op
+inside the user's jit (the eager path's Python is the difference), then a cProfile of eager
+calls, its top entries by own time.
 
     python3 bench/prof_eager.py [calls]
 """
@@ -31,6 +34,8 @@ geo = Geometry(n, 1, _core.choose_tile(None, n, place.platform, True, "potrs"))
 eng = jaxmg._engine.choose("auto", "potrs", place, n, a.dtype)
 fn = _potrs._differentiable(place, geo, False, _core.get_timeout(), eng)
 ent = _core.entry(fn, False, False)
+specs = (P("x", None), P(None, None))
+user_jit = jax.jit(lambda a, b: jaxmg.potrs(a, b, mesh=mesh, in_specs=specs))
 
 
 def host(f):
@@ -44,7 +49,8 @@ def host(f):
 
 
 print("host us: eager", host(lambda: jaxmg.potrs(a, b)), "| entry", host(lambda: ent(a, b)),
-      "| run_entry", host(lambda: _core.run_entry(fn, False, (a, b), platform=place.platform)))
+      "| run_entry", host(lambda: _core.run_entry(fn, False, (a, b), platform=place.platform)),
+      "| user jit", host(lambda: user_jit(a, b)))
 pr = cProfile.Profile()
 pr.enable()
 for _ in range(calls):
