@@ -2,7 +2,7 @@
  * nloc columns of M (its own shard) are local, so potrf of the leading k x k block and the
  * triangular solve below it could run while the peers' columns arrive, then syrk/herk of the
  * trailing block and potrf of it (docs/benchmarks.md, "potrs vs native at N = 8192"). This
- * times, on one GPU with events (best of 20), for float64 / float32 / complex128:
+ * times, on one GPU with events (best of 20), for float64 / float32 / complex128 / complex64:
  *   mono       Xpotrf(N) + Xpotrs(N, 1 rhs)              what whole.c runs now
  *   blocked k  Xpotrf(k) + trsm + syrk/herk + Xpotrf(N - k) + Xpotrs(N, 1)
  *   lead k     Xpotrf(k) + trsm alone (what could hide the pull)
@@ -24,8 +24,8 @@
 
 #include "probe_util.h"
 
-enum { F32, F64, C128 };
-static const char *kname[] = {"float32", "float64", "complex128"};
+enum { F32, F64, C128, C64 };
+static const char *kname[] = {"float32", "float64", "complex128", "complex64"};
 static cudaStream_t s;
 static cudaEvent_t e0, e1;
 static cusolverDnHandle_t sh;
@@ -79,7 +79,12 @@ static void trsm21(ctx_t *c) {
   const double one = 1.0;
   const float onef = 1.0f;
   const cuDoubleComplex onez = {1.0, 0.0};
-  if (c->kind == F64)
+  const cuComplex onec = {1.0f, 0.0f};
+  if (c->kind == C64)
+    CK(cublasCtrsm(bh, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_C,
+                   CUBLAS_DIAG_NON_UNIT, m, kk, &onec, (cuComplex *)at(c, 0, 0), ld,
+                   (cuComplex *)at(c, k, 0), ld));
+  else if (c->kind == F64)
     CK(cublasDtrsm(bh, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T,
                    CUBLAS_DIAG_NON_UNIT, m, kk, &one, (double *)at(c, 0, 0), ld,
                    (double *)at(c, k, 0), ld));
@@ -99,7 +104,10 @@ static void syrk22(ctx_t *c) {
   const int m = (int)(n - k), kk = (int)k, ld = (int)n;
   const double mone = -1.0, one = 1.0;
   const float monef = -1.0f, onef = 1.0f;
-  if (c->kind == F64)
+  if (c->kind == C64)
+    CK(cublasCherk(bh, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, m, kk, &monef,
+                   (cuComplex *)at(c, k, 0), ld, &onef, (cuComplex *)at(c, k, k), ld));
+  else if (c->kind == F64)
     CK(cublasDsyrk(bh, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, m, kk, &mone,
                    (double *)at(c, k, 0), ld, &one, (double *)at(c, k, k), ld));
   else if (c->kind == F32)
@@ -137,11 +145,12 @@ static void body_solve(void *p) { solve(p); }
 
 /* max |x - y| / max |y| over n elements of kind (real parts and imaginary parts alike). */
 static double rel_diff(const ctx_t *c, const void *x, const void *y) {
-  const int64_t m = c->kind == C128 ? 2 * c->n : c->n;
+  const int single = c->kind == F32 || c->kind == C64;
+  const int64_t m = c->kind == C128 || c->kind == C64 ? 2 * c->n : c->n;
   double num = 0, den = 0;
   for (int64_t i = 0; i < m; i++) {
-    double a = c->kind == F32 ? ((const float *)x)[i] : ((const double *)x)[i];
-    double b = c->kind == F32 ? ((const float *)y)[i] : ((const double *)y)[i];
+    double a = single ? ((const float *)x)[i] : ((const double *)x)[i];
+    double b = single ? ((const float *)y)[i] : ((const double *)y)[i];
     if (fabs(a - b) > num || isnan(a)) num = isnan(a) ? INFINITY : fabs(a - b);
     if (fabs(b) > den) den = fabs(b);
   }
@@ -150,8 +159,8 @@ static double rel_diff(const ctx_t *c, const void *x, const void *y) {
 
 static void run(int kind, int64_t n) {
   ctx_t c = {.kind = kind, .n = n};
-  c.esz = kind == F32 ? 4 : kind == F64 ? 8 : 16;
-  c.ct = kind == F32 ? CUDA_R_32F : kind == F64 ? CUDA_R_64F : CUDA_C_64F;
+  c.esz = kind == F32 ? 4 : kind == F64 || kind == C64 ? 8 : 16;
+  c.ct = kind == F32 ? CUDA_R_32F : kind == F64 ? CUDA_R_64F : kind == C64 ? CUDA_C_32F : CUDA_C_64F;
   const size_t bytes = (size_t)n * n * c.esz;
   char *h = malloc(bytes);
   for (int64_t j = 0; j < n; j++)
@@ -162,8 +171,13 @@ static void run(int kind, int64_t n) {
       else if (kind == F64) ((double *)h)[o] = v;
       else {  /* Hermitian: imaginary part antisymmetric, zero on the diagonal */
         double im = i == j ? 0.0 : (i > j ? 0.25 : -0.25) * probe_sym(i + 7, j + 7, 0.0);
-        ((double *)h)[2 * o] = v;
-        ((double *)h)[2 * o + 1] = im;
+        if (kind == C64) {
+          ((float *)h)[2 * o] = (float)v;
+          ((float *)h)[2 * o + 1] = (float)im;
+        } else {
+          ((double *)h)[2 * o] = v;
+          ((double *)h)[2 * o + 1] = im;
+        }
       }
     }
   CK(cudaMalloc(&c.A0, bytes)); CK(cudaMalloc(&c.A, bytes));
@@ -285,7 +299,8 @@ int main(int argc, char **argv) {
     run(F64, n);
     run(F32, n);
     run(C128, n);
-    emulation(n);
+    run(C64, n);
+    if (!getenv("PROBE_NO_EMULATION")) emulation(n);
   }
   cusolverDnDestroyParams(prm); cusolverDnDestroy(sh); cublasDestroy(bh);
   return 0;
