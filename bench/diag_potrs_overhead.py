@@ -32,7 +32,6 @@ import bench_ops  # noqa: E402
 import jaxmg  # noqa: E402
 
 
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", default="512,8192")

@@ -1,8 +1,9 @@
-"""potrs on 2 GPUs (or on every GPU there is, when fewer) against native JAX on one, measured in pairs: for each (dtype, N) the two
-calls alternate ``reps`` times (native, jaxmg, native, jaxmg, ...), so that clock and thermal
-drift hit both alike; reports the median and the quartiles of the per-pair ratio
-jaxmg / native, and each side's best and median time. jaxmg is ``jaxmg.potrs`` as a user
-calls it (engine "auto", eager), native is ``cho_factor`` + ``cho_solve`` jitted on one GPU.
+"""potrs on 2 GPUs (on every GPU there is, when fewer) against native JAX on one, measured in
+pairs: for each (dtype, N) the two calls alternate ``reps`` times (native, jaxmg, native,
+jaxmg, ...), so that clock and thermal drift hit both alike; reports the median and the
+quartiles of the per-pair ratio jaxmg / native, and each side's best and median time.
+jaxmg is ``jaxmg.potrs`` as a user calls it (engine "auto", eager), native is
+``cho_factor`` + ``cho_solve`` jitted on one GPU.
 
     python3 bench/paired_potrs.py [N,...] [dtype,...] [reps]   # one JSON line per case
 """
@@ -22,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_ops  # noqa: E402
 import jaxmg  # noqa: E402
 from jaxmg import _engine, _mesh  # noqa: E402
-
 
 
 def main():
@@ -48,7 +48,8 @@ def main():
             res = float(jnp.max(jnp.abs(a @ x - b)) / jnp.max(jnp.abs(b)))
             engine = _engine.choose("auto", "potrs", _mesh.resolve(a, None, None, "potrs"), n, dt)
             print(json.dumps({
-                "bench": "paired_potrs", "n": n, "dtype": dname, "ndev": mesh.devices.size, "reps": reps,
+                "bench": "paired_potrs", "n": n, "dtype": dname, "ndev": mesh.devices.size,
+                "reps": reps,
                 "engine": engine,
                 "ratio_median": float(np.median(r)), "ratio_q1": float(np.quantile(r, 0.25)),
                 "ratio_q3": float(np.quantile(r, 0.75)),

@@ -33,7 +33,7 @@ place = _mesh.resolve(a, None, None, "potrs")
 geo = Geometry(n, 1, _core.choose_tile(None, n, place.platform, True, "potrs"))
 eng = jaxmg._engine.choose("auto", "potrs", place, n, a.dtype)
 fn = _potrs._differentiable(place, geo, False, _core.get_timeout(), eng)
-ent = _core.entry(fn, False, False)
+ent = _core.entry(fn)
 specs = (P("x", None), P(None, None))
 user_jit = jax.jit(lambda a, b: jaxmg.potrs(a, b, mesh=mesh, in_specs=specs))
 

@@ -105,7 +105,7 @@ def closed_over(x):
 
 def check_rhs(b, n: int, dtype, op: str, expand: bool = True):
     """Returns (b as N x k, was_vector); with ``expand`` False a vector stays a vector (the
-    caller adds the column, e.g. inside its jitted program: ``run_entry(expand=True)``)."""
+    caller adds the column, e.g. inside its jitted program: ``run_entry(vector=True)``)."""
     b = closed_over(b)
     shape = getattr(b, "shape", None)
     if shape is None:
@@ -322,33 +322,28 @@ def context_plan(a, T_A, pad: bool, axis_name, op: str, max_tile: int | None = N
 
 
 @functools.lru_cache(maxsize=256)
-def entry(fn, squeeze: bool = False, expand: bool = False):
+def entry(fn, vector: bool = False):
     """A public op's call as one jitted program: ``fn`` (a cached differentiable function
-    returning ``(*values, info[1])``) plus the indexing of its outputs (``info[0]``, and
-    ``x[:, 0]`` for a vector right-hand side with ``squeeze``) and, with ``expand``, of its
-    second argument (a vector right-hand side made a column inside the program rather than
-    by an eager op of its own: one program dispatch less, about 0.1-0.3 ms on a GPU).
+    returning ``(*values, info[1])``) plus the indexing of its outputs (``info[0]``). With
+    ``vector`` the second argument is a vector right-hand side: it is made the N x 1 column
+    ``fn`` takes inside the program (not by an eager op of its own: one program dispatch
+    less, about 0.1-0.3 ms on a GPU) and the first value's column is taken out.
 
     Called eagerly, a ``custom_jvp``/``custom_vmap`` function is re-processed by JAX on every
     call (about 0.4 ms of Python, measured on CPU); under ``jit`` it is traced once and later
     calls take JAX's C++ dispatch path. Not used with ``donate``: the outer program would
     have no output to alias the donated buffer to, so XLA would copy it instead."""
 
-    return jax.jit(lambda *args: _outputs(fn(*_expanded(args, expand)), squeeze))
+    return jax.jit(lambda *args: _call(fn, args, vector))
 
 
-def _expanded(args, expand: bool):
-    """``args`` with the second (a vector right-hand side) made an N x 1 column."""
-    if not expand:
-        return args
-    return (args[0], args[1][:, None], *args[2:])
-
-
-def _outputs(out, squeeze: bool):
-    """``(*values, info[1])`` -> ``(*values, info)``, the first value's column taken out for
-    a vector right-hand side."""
-    *vals, info = out
-    if squeeze:
+def _call(fn, args, vector: bool):
+    """``fn(*args)`` as ``(*values, info)``: ``info[0]``, and with ``vector`` the second
+    argument made an N x 1 column before and the first value's column taken out after."""
+    if vector:
+        args = (args[0], args[1][:, None], *args[2:])
+    *vals, info = fn(*args)
+    if vector:
         vals[0] = vals[0][:, 0]
     return (*vals, info[0])
 
@@ -359,11 +354,10 @@ _cpu_inflight: collections.deque = collections.deque()
 _cpu_inflight_lock = threading.Lock()
 
 
-def run_entry(fn, donate: bool, args, squeeze: bool = False, platform: str = "",
-              expand: bool = False):
+def run_entry(fn, donate: bool, args, vector: bool = False, platform: str = ""):
     """``entry(fn)(*args)``, or ``fn`` itself when donating (see ``entry``); the same outputs
-    either way: ``(*values, info)`` with ``info`` a scalar. ``expand``: the second argument
-    is a vector right-hand side that ``fn`` takes as an N x 1 column.
+    either way: ``(*values, info)`` with ``info`` a scalar. ``vector``: the second argument is
+    a vector right-hand side (see ``entry``).
 
     On CPU devices at most ``_CPU_INFLIGHT_MAX`` earlier eager call is left in flight: XLA's CPU
     client runs the per-device parts of queued multi-device programs on a small thread pool
@@ -381,9 +375,9 @@ def run_entry(fn, donate: bool, args, squeeze: bool = False, platform: str = "",
     (docs/design.md, "Rendezvous"), so duplicates are not created here on purpose."""
     traced = any(isinstance(x, jax.core.Tracer) for x in args)
     if not donate and not traced:
-        out = entry(fn, squeeze, expand)(*args)
+        out = entry(fn, vector)(*args)
     else:
-        out = _outputs(fn(*_expanded(args, expand)), squeeze)
+        out = _call(fn, args, vector)
     if platform == "cpu" and not traced:
         with _cpu_inflight_lock:
             _cpu_inflight.append(out[-1])

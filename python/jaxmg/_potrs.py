@@ -292,8 +292,8 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     b2 = _mesh.place(b2, jax.sharding.NamedSharding(place.mesh, jax.sharding.PartitionSpec()))
     eng = _engine.choose(engine, "potrs", place, n, dtype)
     fn = _differentiable(place, geo, bool(donate), _core.get_timeout(), eng)
-    x, info = _core.run_entry(fn, bool(donate), (a, b2), squeeze=vector,
-                               platform=place.platform, expand=vector)
+    x, info = _core.run_entry(fn, bool(donate), (a, b2), vector=vector,
+                               platform=place.platform)
     return (x, info) if return_status else x
 
 
