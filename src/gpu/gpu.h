@@ -110,7 +110,6 @@ typedef struct {
   cudaStream_t stream;
   jaxmg_gpu_alloc_t mem;
   cudaEvent_t ready; /* inputs permuted (later re-recorded: rows put back) */
-  cudaEvent_t t0;    /* timing only: before this participant's layout conversion */
   cudaEvent_t done;  /* this participant's reads of peers' memory are finished */
   void *stage;       /* tile x nloc elements */
   size_t stage_bytes;

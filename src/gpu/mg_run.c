@@ -7,49 +7,15 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <pthread.h>
 
 #include "gpu/gpu.h"
 
 /* The whole-matrix ops never come here (jaxmg__gpu_run hands them to whole.c). */
 
-/* Phase timings of the last call (driver's view), for benchmarks: off by default. */
-static int g_timing = 0;
-static double g_last[4];
-static pthread_mutex_t g_timing_mu = PTHREAD_MUTEX_INITIALIZER;
-
-JAXMG_EXPORT void jaxmg_cuda_enable_timings(int on);
-void jaxmg_cuda_enable_timings(int on) { g_timing = on; }
-
-/* [layout in, solver, layout out, driver total] in seconds. */
-JAXMG_EXPORT void jaxmg_cuda_last_timings(double out[4]);
-void jaxmg_cuda_last_timings(double out[4]) {
-  pthread_mutex_lock(&g_timing_mu);
-  memcpy(out, g_last, sizeof g_last);
-  pthread_mutex_unlock(&g_timing_mu);
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double event_s(cudaEvent_t a, cudaEvent_t b) {
-  float ms = 0.0f;
-  if (!a || !b || cudaEventElapsedTime(&ms, a, b) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0.0;
-  }
-  return 1e-3 * (double)ms;
-}
-
 jaxmg_status_t jaxmg__gpu_prepare(const jaxmg_task_t *t, jaxmg_part_t *p, jaxmg_gpu_part_t *g,
                                   jaxmg_error_t *err) {
-  const unsigned flags = g_timing ? cudaEventDefault : cudaEventDisableTiming;
-  jaxmg_status_t st = JAXMG_GPU(err, t->name, cudaEventCreateWithFlags(&g->ready, flags));
-  if (!st && g_timing) st = JAXMG_GPU(err, t->name, cudaEventCreate(&g->t0));
+  jaxmg_status_t st =
+      JAXMG_GPU(err, t->name, cudaEventCreateWithFlags(&g->ready, cudaEventDisableTiming));
   if (st) return st;
   p->device = g->device;
   p->stream = g->stream;
@@ -68,8 +34,7 @@ void jaxmg__gpu_release(jaxmg_gpu_part_t *g) {
   /* An event still pending is released by the driver once it completes. */
   if (g->ready) (void)JAXMG_GPU(&ignored, "release", cudaEventDestroy(g->ready));
   if (g->done) (void)JAXMG_GPU(&ignored, "release", cudaEventDestroy(g->done));
-  if (g->t0) (void)JAXMG_GPU(&ignored, "release", cudaEventDestroy(g->t0));
-  g->ready = g->done = g->t0 = NULL;
+  g->ready = g->done = NULL;
   /* XLA's allocator is stream-ordered with respect to this device's stream, where all our
    * uses of these buffers were enqueued; cuSOLVERMg's use ended at the driver's device sync. */
   mem_free(g, &g->work, &g->work_bytes);
@@ -287,20 +252,14 @@ static jaxmg_status_t driver_solve(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
   const int P = (int)t->lay.ndev;
   void *A[JAXMG_MG_MAX_DEVICES], *W[JAXMG_MG_MAX_DEVICES];
   jaxmg_status_t st = JAXMG_OK;
-  double layout_in = 0.0, t_solve;
   for (int r = 0; r < P && !st; r++) {
     const jaxmg_part_t *sl = jaxmg__gpu_slot(t, r);
     A[r] = sl->a;
     W[r] = sh->gp[r]->work;
     /* Every participant's inputs (its permuted shard, the driver's copy of b) are ready. */
     st = JAXMG_GPU(err, t->name, cudaEventSynchronize((cudaEvent_t)sl->ready));
-    if (!st && g_timing) {
-      double e = event_s(sh->gp[r]->t0, (cudaEvent_t)sl->ready);
-      if (e > layout_in) layout_in = e;
-    }
   }
   if (st) return st;
-  t_solve = now_s();
   if (jaxmg__fault_hit(JAXMG_FAULT_SOLVER, t->rank)) {
     return jaxmg__seterr(err, JAXMG_EFAULT, "jaxmg.%s: injected solver failure", t->name);
   }
@@ -310,12 +269,6 @@ static jaxmg_status_t driver_solve(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
    * released by its participant. */
   if (st) (void)sync_all(p->ctx, t->name, NULL);
   jaxmg__mg_unlock(p->ctx);
-  if (g_timing) {
-    pthread_mutex_lock(&g_timing_mu);
-    g_last[0] = layout_in;
-    g_last[1] = now_s() - t_solve;
-    pthread_mutex_unlock(&g_timing_mu);
-  }
   return st;
 }
 
@@ -397,8 +350,6 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   if (t->op == JAXMG_OP_POTRI) stage = (size_t)lay->tile * (size_t)lay->nloc * esz;
   if ((st = alloc(g, &g->stage, &g->stage_bytes, stage, "the layout staging block", nm, err)))
     return st;
-  const double t_enter = now_s();
-  if (g->t0 && (st = JAXMG_GPU(err, nm, cudaEventRecord(g->t0, g->stream)))) return st;
   /* potrf, potrs and syevd (uplo = lower) read only the lower triangle of M: move only the
    * row blocks they read. potri keeps the full permutation: its output is put back with the
    * full inverse permutation and completed from peers' rows. */
@@ -443,8 +394,6 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   if ((st = jaxmg__rv_allmax(s, rank, 0, &ginfo, err))) return st;
 
   /* 5. Outputs, each on its own stream. */
-  if (g->t0 && rank == 0 && (st = JAXMG_GPU(err, nm, cudaEventRecord(g->t0, g->stream))))
-    return st;
   if (ginfo) {
     if (t->op != JAXMG_OP_SOLVE && t->op != JAXMG_OP_SYEVD_N)
       st = jaxmg__gpu_fill_nan(me->a, shard, g->stream, nm, err);
@@ -489,15 +438,6 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
     }
   }
   if (st) return st;
-  if (g->t0 && rank == 0) {
-    /* Timing only: the driver waits for its own output phase to measure it. */
-    if ((st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream)))) return st;
-    if ((st = JAXMG_GPU(err, nm, cudaEventSynchronize(g->ready)))) return st;
-    pthread_mutex_lock(&g_timing_mu);
-    g_last[2] = event_s(g->t0, g->ready);
-    g_last[3] = now_s() - t_enter;
-    pthread_mutex_unlock(&g_timing_mu);
-  }
   const int32_t info32 = (int32_t)ginfo;
   if ((st = JAXMG_GPU(err, nm,
                       cudaMemcpyAsync(me->info, &info32, sizeof info32, cudaMemcpyHostToDevice,
