@@ -16,9 +16,9 @@
  *                      can express "cuSOLVERMg has finished";
  *   barrier            (no deadline: the driver is computing) everyone learns `info`;
  *   every participant  finishes its own outputs on its own stream (un-permute, NaN on
- *                      failure, copy of the solution, completion of the inverse); where a
- *                      participant reads another's memory the order is expressed with
- *                      events, never with device-wide synchronisation.
+ *                      failure, copy of the solution); where a participant reads another's
+ *                      memory the order is expressed with events, never with device-wide
+ *                      synchronisation.
  *
  * cuSOLVERMg specifics that shape this code:
  *  - 1D column block-cyclic only: grid 1 x P, descriptor (N, N, rowblock N, colblock T).
@@ -35,9 +35,8 @@
  *    tile 0 -> grid position 0) and solve in chunks of at most JAXMG_MG_RHS_CHUNK columns
  *    (bounded workspace, no cap on nrhs); the other positions get valid but unused pointers.
  *    The solution is then copied from the driver's x to every other device (peer copies).
- *  - potri fills the lower triangle of inv(M) only; the upper triangle is completed here
- *    (conjugate transposes of tiles staged from peers, cuBLAS geam; diagonal tiles through
- *    hemm with an identity), after the rows were put back in the original order.
+ *  - No potri: cusolverMgPotri returns wrong inverses on 2 GPUs (docs/design.md), so the
+ *    CUDA library has no potri kernel; Python computes the inverse from potrf and solves.
  *  - syevd: T_A <= 1024 (documented limit of cuSOLVERMg's syevd): larger tiles are refused
  *    with INVALID_ARGUMENT rather than clamped, because the tile fixes the layout.
  *  - N, lda and the chunk of right-hand sides are 32-bit ints in the API: N > INT_MAX is
@@ -56,7 +55,6 @@
 #define DISABLE_CUSOLVERMG_DEPRECATED 1 /* deprecated in CUDA 13, still shipped */
 #endif
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cusolverMg.h>
 #include <stddef.h>
@@ -75,13 +73,10 @@ enum {
  * JAXMG_GPU(err, op, call) evaluates `call` once; on failure it records in *err the call's
  * text, the library's name for the status, file and line, and yields JAXMG_ELIB (JAXMG_ENOMEM
  * for allocation failures); on success JAXMG_OK. The status type selects the library. */
-typedef enum { JAXMG_LIB_CUDA = 0, JAXMG_LIB_CUSOLVER = 1, JAXMG_LIB_CUBLAS = 2 } jaxmg_gpu_lib_t;
+typedef enum { JAXMG_LIB_CUDA = 0, JAXMG_LIB_CUSOLVER = 1 } jaxmg_gpu_lib_t;
 
-#define JAXMG__LIB_OF(call)                 \
-  _Generic((call),                          \
-      cudaError_t: JAXMG_LIB_CUDA,          \
-      cusolverStatus_t: JAXMG_LIB_CUSOLVER, \
-      cublasStatus_t: JAXMG_LIB_CUBLAS)
+#define JAXMG__LIB_OF(call) \
+  _Generic((call), cudaError_t: JAXMG_LIB_CUDA, cusolverStatus_t: JAXMG_LIB_CUSOLVER)
 
 #define JAXMG_GPU(err, op, call) \
   jaxmg__gpu_check(JAXMG__LIB_OF(call), (int)(call), #call, __FILE__, __LINE__, (op), (err))
@@ -115,8 +110,6 @@ typedef struct {
   size_t stage_bytes;
   void *work; /* cuSOLVERMg workspace on this device */
   size_t work_bytes;
-  void *ident; /* T x T identity (potri) */
-  size_t ident_bytes;
 } jaxmg_gpu_part_t;
 
 /* Before the rendezvous: creates the `ready` event and fills device/stream/ready of *p. */
@@ -212,18 +205,5 @@ jaxmg_status_t jaxmg__mg_plan(const int *devs, int ndev, jaxmg_op_t op, jaxmg_dt
                               const char *opname, jaxmg_mg_plan_t **out, jaxmg_error_t *err);
 void jaxmg__mg_lock(jaxmg_mg_ctx_t *c);
 void jaxmg__mg_unlock(jaxmg_mg_ctx_t *c);
-
-/* The cuBLAS handle of a device, created on first use, returned locked (one user at a time);
- * release with jaxmg__gpu_blas_unlock. The caller's current device must be `dev`. */
-jaxmg_status_t jaxmg__gpu_blas(int dev, cublasHandle_t *h, const char *op, jaxmg_error_t *err);
-void jaxmg__gpu_blas_unlock(int dev);
-
-/* ---- potri completion (mg_potri.c) --------------------------------------------------------- */
-/* After potri and the rows put back in the original order on every participant (each has
- * recorded `ready` after that and passed a barrier): fills the entries of this participant's
- * shard that cuSOLVERMg left in the upper triangle of inv(M). Runs on g->stream; reads
- * peers' shards through staged peer copies; g->stage must hold tile x nloc elements. */
-jaxmg_status_t jaxmg__mg_potri_complete(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
-                                        jaxmg_error_t *err);
 
 #endif

@@ -43,11 +43,6 @@ jaxmg_status_t jaxmg__gpu_check(jaxmg_gpu_lib_t lib, int status, const char *tex
       what = "cuSOLVER";
       nomem = status == CUSOLVER_STATUS_ALLOC_FAILED;
       break;
-    case JAXMG_LIB_CUBLAS:
-      name = cublasGetStatusName((cublasStatus_t)status);
-      what = "cuBLAS";
-      nomem = status == CUBLAS_STATUS_ALLOC_FAILED;
-      break;
   }
   const char *base = strrchr(file, '/');
   return jaxmg__seterr(err, nomem ? JAXMG_ENOMEM : JAXMG_ELIB,

@@ -18,14 +18,6 @@ static jaxmg_mg_ctx_t *g_ctx = NULL;
 static jaxmg_mg_plan_t *g_plans = NULL;
 static int64_t g_nplans = 0;
 
-enum { MAX_BLAS_DEVICES = 64 };
-static pthread_mutex_t g_blas_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-  int init;
-  cublasHandle_t h;
-  pthread_mutex_t mu;
-} g_blas[MAX_BLAS_DEVICES];
-
 void jaxmg__mg_lock(jaxmg_mg_ctx_t *c) { pthread_mutex_lock((pthread_mutex_t *)c->mu); }
 void jaxmg__mg_unlock(jaxmg_mg_ctx_t *c) { pthread_mutex_unlock((pthread_mutex_t *)c->mu); }
 
@@ -113,7 +105,7 @@ static jaxmg_status_t query_lwork(jaxmg_mg_plan_t *p, void **a, void **b, const 
   const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
   int64_t lw = 0, best = 0;
   jaxmg_status_t st = JAXMG_OK;
-  const int factor = p->op == JAXMG_OP_POTRF || p->op == JAXMG_OP_POTRS || p->op == JAXMG_OP_POTRI;
+  const int factor = p->op == JAXMG_OP_POTRF || p->op == JAXMG_OP_POTRS;
   const int solve = (p->op == JAXMG_OP_POTRS || p->op == JAXMG_OP_SOLVE) && p->nrhs > 0;
   if (factor) {
     if ((st = JAXMG_GPU(err, op,
@@ -134,12 +126,6 @@ static jaxmg_status_t query_lwork(jaxmg_mg_plan_t *p, void **a, void **b, const 
         return st;
       best = max64(best, lw);
     }
-  }
-  if (p->op == JAXMG_OP_POTRI) {
-    if ((st = JAXMG_GPU(err, op,
-                        cusolverMgPotri_bufferSize(h, lo, n, a, 1, 1, p->a, ty->ctype, &lw))))
-      return st;
-    best = max64(best, lw);
   }
   if (p->op == JAXMG_OP_SYEVD || p->op == JAXMG_OP_SYEVD_N) {
     /* W is a host array; the query gets a real one in case it looks at it. */
@@ -219,28 +205,6 @@ out:
   return st;
 }
 
-jaxmg_status_t jaxmg__gpu_blas(int dev, cublasHandle_t *h, const char *op, jaxmg_error_t *err) {
-  if (dev < 0 || dev >= MAX_BLAS_DEVICES) {
-    return jaxmg__seterr(err, JAXMG_EUNAVAIL, "jaxmg.%s: CUDA device %d beyond the %d supported",
-                         op, dev, MAX_BLAS_DEVICES);
-  }
-  jaxmg_status_t st = JAXMG_OK;
-  pthread_mutex_lock(&g_blas_mu);
-  if (!g_blas[dev].init) {
-    if (!(st = JAXMG_GPU(err, op, cublasCreate(&g_blas[dev].h)))) {
-      pthread_mutex_init(&g_blas[dev].mu, NULL);
-      g_blas[dev].init = 1;
-    }
-  }
-  pthread_mutex_unlock(&g_blas_mu);
-  if (st) return st;
-  pthread_mutex_lock(&g_blas[dev].mu);
-  *h = g_blas[dev].h;
-  return JAXMG_OK;
-}
-
-void jaxmg__gpu_blas_unlock(int dev) { pthread_mutex_unlock(&g_blas[dev].mu); }
-
 int64_t jaxmg_cuda_plan_count(void) {
   pthread_mutex_lock(&g_mu);
   int64_t n = g_nplans;
@@ -267,13 +231,4 @@ __attribute__((destructor)) static void release_all(void) {
     ctx_free(c);
   }
   pthread_mutex_unlock(&g_mu);
-  pthread_mutex_lock(&g_blas_mu);
-  for (int d = 0; d < MAX_BLAS_DEVICES; d++) {
-    if (!g_blas[d].init) continue;
-    if (!JAXMG_GPU(&ignored, "release", cudaSetDevice(d)))
-      (void)JAXMG_GPU(&ignored, "release", cublasDestroy(g_blas[d].h));
-    pthread_mutex_destroy(&g_blas[d].mu);
-    g_blas[d].init = 0;
-  }
-  pthread_mutex_unlock(&g_blas_mu);
 }

@@ -39,7 +39,6 @@ void jaxmg__gpu_release(jaxmg_gpu_part_t *g) {
    * uses of these buffers were enqueued; cuSOLVERMg's use ended at the driver's device sync. */
   mem_free(g, &g->work, &g->work_bytes);
   mem_free(g, &g->stage, &g->stage_bytes);
-  mem_free(g, &g->ident, &g->ident_bytes);
 }
 
 static jaxmg_status_t alloc(jaxmg_gpu_part_t *g, void **p, size_t *have, size_t bytes,
@@ -137,7 +136,7 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
   int hinfo = 0;
   *ginfo = 0;
 
-  if (t->op == JAXMG_OP_POTRF || t->op == JAXMG_OP_POTRS || t->op == JAXMG_OP_POTRI) {
+  if (t->op == JAXMG_OP_POTRF || t->op == JAXMG_OP_POTRS) {
     jaxmg_error_t perr = {JAXMG_OK, ""};
     /* A failure status may be cuSOLVERMg's way of saying "not positive definite": decide
      * after looking at h_info and the factor's diagonal. */
@@ -172,22 +171,6 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
       if (st) return st;
       if (hinfo < 0) return bad_arg(nm, "cusolverMgPotrs", hinfo, err);
       if ((st = sync_all(p->ctx, nm, err))) return st;
-    }
-  }
-  if (t->op == JAXMG_OP_POTRI) {
-    jaxmg_error_t perr = {JAXMG_OK, ""};
-    jaxmg_status_t pst = JAXMG_GPU(&perr, nm,
-                                   cusolverMgPotri(h, lo, n, A, 1, 1, p->a, ty->ctype, W,
-                                                   p->lwork, &hinfo));
-    if ((st = sync_all(p->ctx, nm, err))) return st;
-    if (hinfo < 0) return bad_arg(nm, "cusolverMgPotri", hinfo, err);
-    if (hinfo > 0) {
-      *ginfo = jaxmg_layout_src(lay, hinfo - 1) + 1;
-      return JAXMG_OK;
-    }
-    if (pst) {
-      *err = perr;
-      return pst;
     }
   }
   if (jaxmg__op_is_evd(t->op)) {
@@ -334,6 +317,11 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   int64_t lwork = 0, ginfo = 0;
   jaxmg_status_t st;
 
+  if (t->op == JAXMG_OP_POTRI) {
+    /* cusolverMgPotri returns wrong inverses on 2 GPUs (docs/design.md); Python computes
+     * the inverse on GPUs from potrf and solves. */
+    return jaxmg__seterr(err, JAXMG_EUNAVAIL, "jaxmg.%s: potri has no CUDA kernel", nm);
+  }
   if (jaxmg__op_is_whole(t->op)) return jaxmg__gpu_whole(t, g, err);
   if ((st = check_task(t, err))) return st;
   sh->gp[rank] = g; /* read by the others only after the next barrier */
@@ -347,18 +335,13 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   /* 1. Local preparation on this device's stream: rows into solver order. */
   size_t stage = 0;
   if (permute && !jaxmg_layout_is_identity(lay)) stage = (size_t)lay->tile * (size_t)lay->nloc * esz;
-  if (t->op == JAXMG_OP_POTRI) stage = (size_t)lay->tile * (size_t)lay->nloc * esz;
   if ((st = alloc(g, &g->stage, &g->stage_bytes, stage, "the layout staging block", nm, err)))
     return st;
   /* potrf, potrs and syevd (uplo = lower) read only the lower triangle of M: move only the
-   * row blocks they read. potri keeps the full permutation: its output is put back with the
-   * full inverse permutation and completed from peers' rows. */
-  if (permute) {
-    st = t->op == JAXMG_OP_POTRI
-             ? jaxmg__gpu_permute(lay, 0, me->a, esz, g->stage, g->stream, nm, err)
-             : jaxmg__gpu_permute_lower(lay, rank, me->a, esz, g->stage, g->stream, nm, err);
-    if (st) return st;
-  }
+   * row blocks they read. */
+  if (permute &&
+      (st = jaxmg__gpu_permute_lower(lay, rank, me->a, esz, g->stage, g->stream, nm, err)))
+    return st;
   if (rank == 0 && jaxmg__op_has_rhs(t->op) && xbytes &&
       (st = JAXMG_GPU(err, nm,
                       cudaMemcpyAsync(me->x, me->b, xbytes, cudaMemcpyDeviceToDevice, g->stream))))
@@ -412,26 +395,13 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
           if (!st) st = jaxmg__gpu_exchange_done(t, g, 0, err);
         }
         break;
-      case JAXMG_OP_POTRI:
-        /* Rows back in the original order everywhere, then the upper triangle from peers. */
-        st = jaxmg__gpu_permute(lay, 1, me->a, esz, g->stage, g->stream, nm, err);
-        if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
-        if (!st) st = jaxmg__rv_barrier(s, rank, -1, err);
-        for (int q = 0; q < P && !st; q++) {
-          if (q != rank) {
-            cudaEvent_t ready = (cudaEvent_t)jaxmg__gpu_slot(t, q)->ready;
-            st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, ready, 0));
-          }
-        }
-        if (!st) st = jaxmg__mg_potri_complete(t, g, err);
-        if (!st) st = jaxmg__gpu_exchange_done(t, g, -1, err);
-        break;
       case JAXMG_OP_SYEVD:
         /* Eigenvector e = g(d, c) is local column c; its rows go back to the original
          * order (w was written by the driver). */
         st = jaxmg__gpu_permute(lay, 1, me->a, esz, g->stage, g->stream, nm, err);
         break;
       case JAXMG_OP_SYEVD_N: break; /* the shard is scratch */
+      case JAXMG_OP_POTRI: break;   /* refused above (no CUDA kernel) */
       case JAXMG_OP_POTRS_WHOLE:
       case JAXMG_OP_SYEVD_WHOLE:
       case JAXMG_OP_SYEVD_N_WHOLE: break; /* not run here (jaxmg__gpu_whole) */

@@ -1,13 +1,12 @@
-/* A host-memory stand-in for the parts of the CUDA runtime, cuBLAS, cuSOLVERMg and cuSOLVERDn
- * that the CUDA backend calls, so its orchestration (rendezvous, plans, permutations, pointer arrays,
- * potri completion, info mapping, NaN fills, fault paths) runs without a GPU.
+/* A host-memory stand-in for the parts of the CUDA runtime, cuSOLVERMg and cuSOLVERDn that
+ * the CUDA backend calls, so its orchestration (rendezvous, plans, permutations, pointer
+ * arrays, info mapping, NaN fills, fault paths) runs without a GPU.
  *
  * "Device memory" is host memory, every stream operation runs at once (so ordering bugs
  * between streams cannot show here; the GPU tests cover those), and the cuSOLVERMg routines
  * gather the 1D block-cyclic matrix from the pointer arrays exactly as the descriptors say,
  * call reference LAPACK and scatter the result back the way cuSOLVERMg documents it: potrf
- * and potri touch the lower triangle only (potri writes garbage above it here, so the
- * completion must not read it), syevd returns W in host memory. potrf and syevd read the
+ * touches the lower triangle only, syevd returns W in host memory. potrf and syevd read the
  * lower triangle only and find NaN above it (see poison_upper). cuSOLVERDn's Xpotrf/Xpotrs
  * and Xsyevd (the whole-matrix ops) run reference LAPACK on the matrix as given (lower, lda);
  * the matrix the backend gathers holds the allocator's NaN above the strips it copied.
@@ -24,7 +23,6 @@
 #include <string.h>
 
 #define DISABLE_CUSOLVERMG_DEPRECATED 1
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cusolverDn.h>
 #include <cusolverMg.h>
@@ -127,8 +125,8 @@ static cudaError_t copy2d(void *dst, size_t dp, const void *src, size_t sp, size
   for (size_t r = 0; r < h; r++) memmove((char *)dst + r * dp, (const char *)src + r * sp, w);
   return cudaSuccess;
 }
-/* Bytes moved by cudaMemcpy2DAsync within one device (the layout permutation's copies; the
- * potri completion's too): lets the tests check how much the permutation moves. */
+/* Bytes moved by cudaMemcpy2DAsync within one device (the layout permutation's copies): lets
+ * the tests check how much the permutation moves. */
 static pthread_mutex_t bytes_mu = PTHREAD_MUTEX_INITIALIZER;
 int64_t mock_d2d_2d_bytes = 0;
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dp, const void *src, size_t sp, size_t w,
@@ -177,88 +175,6 @@ static jaxmg_dtype_t of_cuda(cudaDataType d) {
          : d == CUDA_C_32F ? JAXMG_C64
                            : JAXMG_C128;
 }
-
-/* ---- cuBLAS ----------------------------------------------------------------------------- */
-struct cublasContext {
-  int dev;
-};
-cublasStatus_t cublasCreate_v2(cublasHandle_t *h) {
-  *h = malloc(sizeof **h);
-  (*h)->dev = cur_dev;
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
-  free(h);
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
-  (void)s;
-  return h->dev == cur_dev ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
-}
-const char *cublasGetStatusName(cublasStatus_t s) { return s ? "CUBLAS_MOCK_ERROR" : "OK"; }
-
-static zd opv(jaxmg_dtype_t t, cublasOperation_t op, const void *A, int lda, int i, int j) {
-  if (op == CUBLAS_OP_N) return elem_load(t, A, (size_t)i + (size_t)j * (size_t)lda);
-  zd v = elem_load(t, A, (size_t)j + (size_t)i * (size_t)lda);
-  return op == CUBLAS_OP_C ? conj(v) : v;
-}
-static cublasStatus_t geam(jaxmg_dtype_t t, cublasHandle_t h, cublasOperation_t ta,
-                           cublasOperation_t tb, int m, int n, zd al, const void *A, int lda, zd be,
-                           const void *B, int ldb, void *C, int ldc) {
-  if (h->dev != cur_dev) return CUBLAS_STATUS_INVALID_VALUE;
-  if (C == B && (tb != CUBLAS_OP_N || ldb != ldc)) return CUBLAS_STATUS_INVALID_VALUE;
-  for (int j = 0; j < n; j++)
-    for (int i = 0; i < m; i++) {
-      zd v = al * opv(t, ta, A, lda, i, j);
-      if (be != 0) v += be * opv(t, tb, B, ldb, i, j); /* beta = 0: B not read (BLAS rule) */
-      elem_store(t, C, (size_t)i + (size_t)j * (size_t)ldc, v);
-    }
-  return CUBLAS_STATUS_SUCCESS;
-}
-#define GEAM(name, T, mt, TY)                                                                     \
-  cublasStatus_t name(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, \
-                      const TY *al, const TY *A, int lda, const TY *be, const TY *B, int ldb,     \
-                      TY *C, int ldc) {                                                           \
-    return geam(mt, h, ta, tb, m, n, elem_load(mt, al, 0), A, lda, elem_load(mt, be, 0), B, ldb,  \
-                C, ldc);                                                                          \
-  }
-GEAM(cublasSgeam, S, JAXMG_F32, float)
-GEAM(cublasDgeam, D, JAXMG_F64, double)
-GEAM(cublasCgeam, C, JAXMG_C64, cuComplex)
-GEAM(cublasZgeam, Z, JAXMG_C128, cuDoubleComplex)
-
-static cublasStatus_t hemm(jaxmg_dtype_t t, int herm, cublasHandle_t h, cublasSideMode_t side,
-                           cublasFillMode_t uplo, int m, int n, zd al, const void *A, int lda,
-                           const void *B, int ldb, zd be, void *C, int ldc) {
-  if (h->dev != cur_dev || side != CUBLAS_SIDE_LEFT || uplo != CUBLAS_FILL_MODE_LOWER)
-    return CUBLAS_STATUS_NOT_SUPPORTED;
-  for (int j = 0; j < n; j++)
-    for (int i = 0; i < m; i++) {
-      zd s = 0;
-      for (int k = 0; k < m; k++) {
-        zd a = i >= k ? elem_load(t, A, (size_t)i + (size_t)k * lda)
-                      : elem_load(t, A, (size_t)k + (size_t)i * lda);
-        if (herm && i < k) a = conj(a);
-        if (herm && i == k) a = creal(a);
-        s += a * elem_load(t, B, (size_t)k + (size_t)j * ldb);
-      }
-      zd v = al * s;
-      if (be != 0) v += be * elem_load(t, C, (size_t)i + (size_t)j * ldc);
-      elem_store(t, C, (size_t)i + (size_t)j * ldc, v);
-    }
-  return CUBLAS_STATUS_SUCCESS;
-}
-#define HEMM(name, herm, mt, TY)                                                                \
-  cublasStatus_t name(cublasHandle_t h, cublasSideMode_t sd, cublasFillMode_t ul, int m, int n, \
-                      const TY *al, const TY *A, int lda, const TY *B, int ldb, const TY *be,   \
-                      TY *C, int ldc) {                                                         \
-    return hemm(mt, herm, h, sd, ul, m, n, elem_load(mt, al, 0), A, lda, B, ldb,                \
-                elem_load(mt, be, 0), C, ldc);                                                  \
-  }
-HEMM(cublasSsymm_v2, 0, JAXMG_F32, float)
-HEMM(cublasDsymm_v2, 0, JAXMG_F64, double)
-HEMM(cublasChemm_v2, 1, JAXMG_C64, cuComplex)
-HEMM(cublasZhemm_v2, 1, JAXMG_C128, cuDoubleComplex)
 
 /* ---- cuSOLVERMg -------------------------------------------------------------------------- */
 struct cusolverMgContext {
@@ -322,20 +238,10 @@ static void gather(const desc_t *d, void **arr, void *full) {
   size_t cb = (size_t)d->m * jaxmg_dtype_size(of_cuda(d->t));
   for (int64_t j = 0; j < d->n; j++) memcpy((char *)full + (size_t)j * cb, col_ptr(d, arr, j), cb);
 }
-/* which: 0 all, 1 lower (incl. diagonal) only and garbage above. */
-static void scatter(const desc_t *d, void **arr, const void *full, int lower_only) {
-  jaxmg_dtype_t t = of_cuda(d->t);
-  size_t es = jaxmg_dtype_size(t), cb = (size_t)d->m * es;
-  for (int64_t j = 0; j < d->n; j++) {
-    char *dst = col_ptr(d, arr, j);
-    if (!lower_only) {
-      memcpy(dst, (const char *)full + (size_t)j * cb, cb);
-      continue;
-    }
-    for (int64_t i = 0; i < d->m; i++)
-      elem_store(t, dst, (size_t)i,
-                 i >= j ? elem_load(t, full, (size_t)i + (size_t)j * d->m) : 1e30 + 0 * I);
-  }
+static void scatter(const desc_t *d, void **arr, const void *full) {
+  size_t cb = (size_t)d->m * jaxmg_dtype_size(of_cuda(d->t));
+  for (int64_t j = 0; j < d->n; j++)
+    memcpy(col_ptr(d, arr, j), (const char *)full + (size_t)j * cb, cb);
 }
 
 /* The routines called with uplo = lower (potrf, syevd) read only the lower triangle of M, and
@@ -348,7 +254,7 @@ static void poison_upper(const desc_t *d, void **arr, void *full) {
   for (int64_t j = 0; j < d->n; j++)
     for (int64_t i = 0; i < j && i < d->m; i++)
       elem_store(t, full, (size_t)i + (size_t)j * (size_t)d->m, NAN);
-  scatter(d, arr, full, 0);
+  scatter(d, arr, full);
 }
 
 /* Reference LAPACK, Fortran symbols. */
@@ -357,10 +263,6 @@ void spotrf_(const char *, const int *, void *, const int *, int *);
 void dpotrf_(const char *, const int *, void *, const int *, int *);
 void cpotrf_(const char *, const int *, void *, const int *, int *);
 void zpotrf_(const char *, const int *, void *, const int *, int *);
-void spotri_(const char *, const int *, void *, const int *, int *);
-void dpotri_(const char *, const int *, void *, const int *, int *);
-void cpotri_(const char *, const int *, void *, const int *, int *);
-void zpotri_(const char *, const int *, void *, const int *, int *);
 void spotrs_(const char *, const int *, const int *, const void *, const int *, void *,
              const int *, int *);
 void dpotrs_(const char *, const int *, const int *, const void *, const int *, void *,
@@ -395,8 +297,6 @@ static int check_arrays(cusolverMgHandle_t h, const desc_t *d, void **arr) {
     return CUSOLVER_STATUS_SUCCESS;                                  \
   }
 BUFSZ(cusolverMgPotrf_bufferSize, cusolverMgHandle_t h, cublasFillMode_t u, int n, void *A[],
-      int ia, int ja, cudaLibMgMatrixDesc_t d, cudaDataType t)
-BUFSZ(cusolverMgPotri_bufferSize, cusolverMgHandle_t h, cublasFillMode_t u, int n, void *A[],
       int ia, int ja, cudaLibMgMatrixDesc_t d, cudaDataType t)
 BUFSZ(cusolverMgPotrs_bufferSize, cusolverMgHandle_t h, cublasFillMode_t u, int n, int nrhs,
       void *A[], int ia, int ja, cudaLibMgMatrixDesc_t da, void *B[], int ib, int jb,
@@ -441,7 +341,7 @@ cusolverStatus_t cusolverMgPotrf(cusolverMgHandle_t h, cublasFillMode_t u, int n
     case JAXMG_C64: cpotrf_("L", &n, full, &lda, &linfo); break;
     case JAXMG_C128: zpotrf_("L", &n, full, &lda, &linfo); break;
   }
-  scatter(d, A, full, 0);
+  scatter(d, A, full);
   free(full);
   pthread_mutex_lock(&mg_mu);
   mock_potrf_calls++;
@@ -451,26 +351,6 @@ cusolverStatus_t cusolverMgPotrf(cusolverMgHandle_t h, cublasFillMode_t u, int n
     *info = 0;
     return CUSOLVER_STATUS_INTERNAL_ERROR;
   }
-  *info = linfo;
-  return CUSOLVER_STATUS_SUCCESS;
-}
-
-cusolverStatus_t cusolverMgPotri(cusolverMgHandle_t h, cublasFillMode_t u, int n, void *A[],
-                                 int ia, int ja, cudaLibMgMatrixDesc_t dd, cudaDataType ct,
-                                 void *work[], int64_t lwork, int *info) {
-  const desc_t *d = dd;
-  if (!square_ok(h, u, n, A, ia, ja, d, ct, work, lwork)) return CUSOLVER_STATUS_INVALID_VALUE;
-  jaxmg_dtype_t t = of_cuda(ct);
-  void *full = gathered(d, A, t);
-  int lda = n, linfo = 0;
-  switch (t) {
-    case JAXMG_F32: spotri_("L", &n, full, &lda, &linfo); break;
-    case JAXMG_F64: dpotri_("L", &n, full, &lda, &linfo); break;
-    case JAXMG_C64: cpotri_("L", &n, full, &lda, &linfo); break;
-    case JAXMG_C128: zpotri_("L", &n, full, &lda, &linfo); break;
-  }
-  scatter(d, A, full, 1); /* lower triangle; garbage above it */
-  free(full);
   *info = linfo;
   return CUSOLVER_STATUS_SUCCESS;
 }
@@ -494,7 +374,7 @@ cusolverStatus_t cusolverMgPotrs(cusolverMgHandle_t h, cublasFillMode_t u, int n
     case JAXMG_C64: cpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
     case JAXMG_C128: zpotrs_("L", &n, &nrhs, fa, &lda, fb, &lda, &linfo); break;
   }
-  scatter(e, B, fb, 0);
+  scatter(e, B, fb);
   free(fa);
   free(fb);
   *info = linfo;
@@ -546,7 +426,7 @@ cusolverStatus_t cusolverMgSyevd(cusolverMgHandle_t h, cusolverEigMode_t jobz,
   void *full = gathered(d, A, t);
   poison_upper(d, A, full);
   const int linfo = mock_lapack_evd(t, jobz == CUSOLVER_EIG_MODE_VECTOR, n, full, n, W);
-  if (jobz == CUSOLVER_EIG_MODE_VECTOR) scatter(d, A, full, 0);
+  if (jobz == CUSOLVER_EIG_MODE_VECTOR) scatter(d, A, full);
   free(full);
   *info = linfo;
   return CUSOLVER_STATUS_SUCCESS;
