@@ -17,7 +17,16 @@ and JAX's configuration (``jax_enable_x64`` included) is left alone.
 """
 
 from . import linalg
-from ._core import get_timeout, set_timeout
+from ._api import (
+    potri,
+    potri_shardmap_ctx,
+    potri_symmetrize,
+    potrs,
+    potrs_shardmap_ctx,
+    syevd,
+    syevd_shardmap_ctx,
+)
+from ._config import get_timeout, set_timeout
 from ._cyclic import (
     calculate_padding,
     cyclic_1d,
@@ -27,9 +36,6 @@ from ._cyclic import (
     unpad_rows,
     verify_cyclic,
 )
-from ._potri import potri, potri_shardmap_ctx, potri_symmetrize
-from ._potrs import potrs, potrs_shardmap_ctx
-from ._syevd import syevd, syevd_shardmap_ctx
 
 __version__ = "0.1.0"
 

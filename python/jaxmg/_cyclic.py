@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from . import _core
+from . import _spmd
 
 
 def _positive_int(value, what: str, op: str) -> int:
@@ -133,7 +133,7 @@ def _cyclic_program(mesh: Mesh, axes: tuple, rows_src: tuple, n_batch: int):
         )
         return full[mine]  # index len(full) - 1: a padding row of zeros
 
-    return jax.jit(_core.shard_map(body, mesh, in_specs=(spec,), out_specs=spec))
+    return jax.jit(_spmd.shard_map(body, mesh, in_specs=(spec,), out_specs=spec))
 
 
 def cyclic_1d(a, T_A, mesh, in_specs, pad=True):

@@ -34,11 +34,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from . import _spmd
+
 _HI = jax.lax.Precision.HIGHEST
-
-
-def axis_of(row_axes):
-    return row_axes if len(row_axes) > 1 else row_axes[0]
 
 
 def _dot(x, y):
@@ -148,15 +146,4 @@ def shard_map(fn, place, in_specs, out_specs):
     transposes of the collectives), its inputs conformed to ``in_specs`` on Explicit
     meshes like the ops' own programs. Jitted, so that eager derivatives (``jax.grad``
     outside ``jit``) run compiled rings instead of op-by-op dispatch."""
-    from . import _core, _mpmd
-
-    def traced(*args):
-        with _mpmd.mesh_context(place.mesh):
-            return fn(*args)
-
-    inner = jax.shard_map(traced, mesh=place.mesh, in_specs=in_specs, out_specs=out_specs)
-
-    def run(*args):
-        return inner(*(_core.conform(x, place.mesh, s) for x, s in zip(args, in_specs)))
-
-    return jax.jit(run)
+    return jax.jit(_spmd.shard_map(fn, place.mesh, in_specs, out_specs, check_vma=True))

@@ -15,23 +15,11 @@ import re
 import threading
 
 import jax
+from scipy.linalg import cython_blas, cython_lapack
 
 _LOCK = threading.Lock()
 _LIBS: dict[str, ctypes.CDLL] = {}
 _REGISTERED: set[str] = set()
-
-# Target name -> exported symbol stem; the symbol is f"jaxmg_ffi_{stem}_{suffix}".
-TARGETS = {
-    "jaxmg_potrf": "potrf",
-    "jaxmg_potrs": "potrs",
-    "jaxmg_solve": "solve",
-    "jaxmg_potri": "potri",
-    "jaxmg_syevd": "syevd",
-    "jaxmg_syevd_n": "syevd_n",
-    "jaxmg_potrs_whole": "potrs_whole",
-    "jaxmg_syevd_whole": "syevd_whole",
-    "jaxmg_syevd_n_whole": "syevd_n_whole",
-}
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,8 +64,6 @@ def _capsule_pointer(capsule) -> int:
 
 
 def _register_lapack(lib: ctypes.CDLL) -> None:
-    from scipy.linalg import cython_blas, cython_lapack
-
     lib.jaxmg_cpu_lapack_names.restype = ctypes.c_char_p
     lib.jaxmg_cpu_set_lapack.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
     names = [n for n in lib.jaxmg_cpu_lapack_names().decode().split(",") if n]
@@ -159,8 +145,16 @@ def cuda() -> ctypes.CDLL:
         return _load_cuda()
 
 
+def targets(lib: ctypes.CDLL) -> list[str]:
+    """The FFI targets a native library has kernels for ("jaxmg_potrs", ...): its op table
+    (src/common/ops.h) says so, through ``jaxmg_ffi_targets``."""
+    lib.jaxmg_ffi_targets.restype = ctypes.c_char_p
+    return [t for t in lib.jaxmg_ffi_targets().decode().split(",") if t]
+
+
 def ensure_registered(platform: str) -> None:
-    """Registers jaxmg's FFI targets for ``platform`` ("cpu" or "gpu"/"cuda")."""
+    """Registers jaxmg's FFI targets for ``platform`` ("cpu" or "gpu"/"cuda"): every target
+    of the platform's library, handler ``jaxmg_ffi_<op>_<cpu|cuda>``."""
     key = "cpu" if platform == "cpu" else "cuda"
     if key in _REGISTERED:
         return
@@ -170,16 +164,29 @@ def ensure_registered(platform: str) -> None:
         if key == "cpu":
             lib = _load("jaxmg")
             _register_lapack(lib)
-            suffix, xla_platform = "cpu", "cpu"
+            xla_platform = "cpu"
         else:
             lib = _load_cuda()
-            suffix, xla_platform = "cuda", "CUDA"
-        for target, stem in TARGETS.items():
-            handler = jax.ffi.pycapsule(getattr(lib, f"jaxmg_ffi_{stem}_{suffix}"))
+            xla_platform = "CUDA"
+        for target in targets(lib):
+            stem = target.removeprefix("jaxmg_")
+            handler = jax.ffi.pycapsule(getattr(lib, f"jaxmg_ffi_{stem}_{key}"))
             if key == "cpu" and _register_stages(target, handler, xla_platform):
                 continue
             jax.ffi.register_ffi_target(target, handler, platform=xla_platform)
         _REGISTERED.add(key)
+
+
+def ensure_backends() -> None:
+    """Registers the targets of every platform present (for calls inside a user's shard_map,
+    whose platform is only known when the program is lowered)."""
+    ensure_registered("cpu")
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        gpus = []
+    if gpus:
+        ensure_registered("gpu")
 
 
 def _register_stages(target: str, handler, xla_platform: str) -> bool:

@@ -1,6 +1,7 @@
-"""Static geometry of one distributed call: sizes, padding and the block-cyclic index maps.
+"""Static geometry of one distributed call: where it runs (the placement: mesh, row axes,
+replica groups) and how the matrix is cut (sizes, tile, padding, the block-cyclic index maps).
 
-The same maps are implemented in C (``jaxmg_layout_*`` in ``include/jaxmg/jaxmg.h``); the
+The index maps are implemented in C too (``jaxmg_layout_*`` in ``include/jaxmg/jaxmg.h``); the
 tests check that both agree. Here they build the static gathers that put the replicated
 right-hand side into the solver's order and the solution back.
 """
@@ -9,10 +10,44 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+
+
+def axis_of(row_axes):
+    """The axis name (or tuple of names) of ``row_axes`` as collectives take it."""
+    return row_axes if len(row_axes) > 1 else row_axes[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a call runs. The participants are the devices along ``row_axes``, in mesh order
+    (whatever their device ids); the other axes (``group_axes``) replicate the matrix, and
+    each replica group solves the same problem independently."""
+
+    mesh: Mesh
+    row_axes: tuple
+    group_axes: tuple
+
+    @property
+    def ndev(self) -> int:
+        return math.prod(self.mesh.shape[ax] for ax in self.row_axes)
+
+    @property
+    def platform(self) -> str:
+        return self.mesh.devices.flat[0].platform
+
+    @property
+    def axis(self):
+        return axis_of(self.row_axes)
+
+    @property
+    def spec(self) -> P:
+        return P(self.axis, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,19 +153,3 @@ def unpad_info(info: jax.Array, geo: Geometry) -> jax.Array:
     p = jnp.maximum(info - 1, 0)
     orig = (p // geo.nloc_pad) * geo.nloc + p % geo.nloc_pad + 1
     return jnp.where(info > 0, orig, info).astype(info.dtype)
-
-
-@functools.lru_cache(maxsize=1024)
-def default_tile(nloc: int, platform: str) -> int:
-    """The largest tile up to a platform cap that divides the shard; padding only when the
-    shard has no reasonable divisor (then the cap itself). Cached: every eager call asks
-    (a scan of all divisors up to 2048 cost about 0.1 ms of each call's Python)."""
-    # GPUs: 2048 measured faster than 1024 for every shard of 4096 rows and more
-    # (docs/benchmarks.md, "potrs engine crossover"; cuSOLVERMg potrs on 2 H200: 2-14 %)
-    cap = 256 if platform == "cpu" else (2048 if nloc >= 4096 else 1024)
-    if nloc <= cap:
-        return nloc
-    for d in range(cap, cap // 4 - 1, -1):  # the largest divisor, if it is at least cap / 4
-        if nloc % d == 0:
-            return d
-    return cap

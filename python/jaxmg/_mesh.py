@@ -1,4 +1,4 @@
-"""Where a call runs: the mesh, the axes the rows are sharded over, and the replica groups.
+"""Mesh and spec inference: where a call runs, read off its arguments where not given.
 
 The participants of a call are the devices along the row axes, in mesh order (whatever their
 device ids). Mesh axes that do not shard the rows replicate the matrix: each replica group
@@ -8,35 +8,11 @@ rows sharded within a node) needs no communication between groups.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-
-@dataclasses.dataclass(frozen=True)
-class Placement:
-    mesh: Mesh
-    row_axes: tuple
-    group_axes: tuple
-
-    @property
-    def ndev(self) -> int:
-        return math.prod(self.mesh.shape[ax] for ax in self.row_axes)
-
-    @property
-    def platform(self) -> str:
-        return self.mesh.devices.flat[0].platform
-
-    @property
-    def row_entry(self):
-        return self.row_axes[0] if len(self.row_axes) == 1 else self.row_axes
-
-    @property
-    def spec(self) -> P:
-        return P(self.row_entry, None)
+from ._geometry import Placement
 
 
 def _entry_axes(entry) -> tuple:

@@ -2,7 +2,7 @@
 
 When the devices of a mesh belong to several processes of a job (``jax.distributed``), every
 FFI call carries the attribute ``mp_procs``: the process index of each (replica group,
-position along the row axes), in the order of ``_core.mesh_ids``. The native layer then
+position along the row axes), in the order of ``_call.mesh_ids``. The native layer then
 meets the other processes through shared memory (docs/mpmd.md, src/ffi/mpmd.c).
 
 Before the first such call the job is configured once per process and library: a job token
@@ -15,8 +15,6 @@ Nothing happens at import.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import ctypes
 import hashlib
 import itertools
@@ -29,7 +27,18 @@ import uuid
 import jax
 import numpy as np
 
-from . import _ffi
+from . import _ffi, _spmd
+
+# JAX's private modules behind the concrete context mesh and the distributed runtime's
+# client: optional, since private modules move between JAX versions.
+try:
+    from jax._src import mesh as _jax_mesh
+except ImportError:  # pragma: no cover
+    _jax_mesh = None
+try:
+    from jax._src import distributed as _jax_distributed
+except ImportError:  # pragma: no cover
+    _jax_distributed = None
 
 _KEY = "jaxmg/mpmd/v1"
 _LOCK = threading.Lock()
@@ -37,27 +46,14 @@ _CONFIGURED: dict[str, tuple] = {}  # library key -> (token, process index)
 _HOSTS: dict[int, dict] = {}
 _TOKEN: str | None = None
 _SITE_COUNTS: dict[str, itertools.count] = {}
-_MESH = contextvars.ContextVar("jaxmg_mesh", default=None)
-
-
-@contextlib.contextmanager
-def mesh_context(mesh):
-    """Makes ``mesh`` known to ``_core.call`` while a shard_map body over it is traced."""
-    tok = _MESH.set(mesh)
-    try:
-        yield
-    finally:
-        _MESH.reset(tok)
 
 
 def _current_mesh(op: str):
-    mesh = _MESH.get()
+    mesh = _spmd.tracing_mesh()
     if mesh is not None:
         return mesh
     try:
-        from jax._src import mesh as mesh_lib
-
-        concrete = mesh_lib.get_concrete_mesh()
+        concrete = _jax_mesh.get_concrete_mesh()
         if concrete is not None and getattr(concrete, "devices", None) is not None and concrete.size:
             return concrete
     except Exception:  # pragma: no cover - private API moved
@@ -99,10 +95,7 @@ def procs_table(mesh, row_axes, group_axes) -> np.ndarray | None:
 
 
 def _client():
-    try:
-        from jax._src.distributed import global_state
-    except Exception:  # pragma: no cover - private API moved
-        global_state = None
+    global_state = getattr(_jax_distributed, "global_state", None)
     client = getattr(global_state, "client", None)
     if client is None:
         raise RuntimeError(

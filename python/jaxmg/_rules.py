@@ -1,9 +1,16 @@
-"""Derivative rules shared by the ops: every tangent is computed with jaxmg's distributed
-ops (reusing the primal's factorization) and the ring products of ``_dist``, so that no
-device ever holds a whole N x N matrix. Linear in the tangents and built from transposable
-pieces (``custom_linear_solve`` for solves, ``ppermute``/``all_to_all`` rings for products),
-each rule gives the reverse mode by JAX's transposition; the primal values the rules use
-come from differentiable functions, so derivatives of any order work."""
+"""Derivative and batching rules: every op's differentiable function, above the engines.
+
+Each op is a ``jax.custom_jvp`` around its engine's program. Undifferentiated, the program
+runs as it is (one FFI call, ``donate`` honoured). The JVP rule computes the primal with
+differentiable functions (so a second derivative differentiates the rule again) and a
+tangent that is linear in the input tangents and built only from pieces JAX can transpose:
+``lax.custom_linear_solve`` for solves, ``ppermute``/``all_to_all`` rings (``_dist``) for
+products. JAX's transposition of that linear computation is the reverse mode, so there is no
+``custom_vjp`` (which would lose forward mode) and no hand-written transpose to keep in sync.
+The tangents use jaxmg's own distributed ops, reusing the primal's factorization, so that no
+device ever holds a whole N x N matrix; the factorizations of the rules are the platform's
+distributed engine's (``_engines.DISTRIBUTED``) whatever engine ran the primal.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from . import _cholesky, _core, _dist
-from ._dist import axis_of
-
-
-def _conj(x):
-    return jnp.conj(x) if jnp.iscomplexobj(x) else x
+from . import _config, _dist, _engines, _spmd
+from ._engines._base import conj as _conj
 
 
 def float0_like(x):
@@ -27,19 +30,153 @@ def float0_like(x):
     return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
 
 
-# ---- solves with a kept factor ------------------------------------------------------------
+def columns_vmap(fn, n: int):
+    """``fn(m, b)`` (m: a matrix or factor, b: N x k) made to batch a batch of right-hand sides
+    with one matrix as one call, the batch as columns (one factorization, or one solve call,
+    instead of one per element); a batch of matrices runs one call per element, in a loop
+    (as ``vmap_method="sequential"`` would). ``fn`` returns ``x`` or ``(x, info)``."""
+
+    @jax.custom_batching.custom_vmap
+    def batched(m, b):
+        return fn(m, b)
+
+    @batched.def_vmap
+    def _rule(axis_size, in_batched, m, b):
+        m_batched, b_batched = in_batched
+        if not m_batched:
+            k = b.shape[-1]
+            out = batched(m, jnp.moveaxis(b, 0, 1).reshape(n, axis_size * k))
+            x, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+            x = jnp.moveaxis(x.reshape(n, axis_size, k), 1, 0)
+            if rest is None:
+                return x, True
+            return (x, *rest), (True,) + (False,) * len(rest)
+        if not b_batched:
+            b = jnp.broadcast_to(b, (axis_size,) + b.shape)
+        out = jax.lax.map(lambda mb: batched(*mb), (m, b))
+        return out, (jax.tree_util.tree_map(lambda _: True, out))
+
+    return batched
+
+
+# ---- the ops ----------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=256)
+def potrs(engine: str, place, geo, donate: bool, timeout: float):
+    """``(a, b) -> (x, info[1])``, differentiable w.r.t. both (forward and reverse, any order).
+
+    Undifferentiated, the engine's program (one call, ``donate`` honoured); under ``vmap``
+    with only ``b`` batched still one call, the batch as columns. Its JVP factors A once and
+    runs the solves with that factor through ``custom_linear_solve`` (``solve``): x and
+    dx = A⁻¹ (db − dA x) cost one factorization and two solves; the reverse mode reuses the
+    same factor for b̄ = A⁻ᵀ x̄ and forms Ā = −b̄ xᵀ row by row."""
+    program = _engines.program(engine, "potrs", place, geo, donate, timeout=timeout)
+
+    def call(a, b):
+        x, info = program(a, b)[:2]
+        return x, info
+
+    fused = columns_vmap(call, geo.n)
+
+    @jax.custom_jvp
+    def fn(a, b):
+        return fused(a, b)
+
+    @fn.defjvp
+    def _jvp(primals, tangents):
+        a, b = primals
+        fac, info = factor(place, geo, a)
+        x, dx = jax.jvp(lambda a, b: solve(place, geo, fac, a, b), (a, b), tangents)
+        return (x, info), (dx, float0_like(info))
+
+    return fn
+
+
+@functools.lru_cache(maxsize=256)
+def potri(engine: str, place, geo, donate: bool, timeout: float):
+    """``a -> (inv(A), info[1])``, differentiable (forward and reverse, any order).
+
+    Undifferentiated, the engine's program. Its JVP is d(A⁻¹) = −X dA X with X = A⁻¹ from the
+    same call (two ring products, ``inverse_tangent``); the reverse mode is the transpose of
+    those rings, Ā = −Xᵀ X̄ Xᵀ. One factorization either way."""
+    program = _engines.program(engine, "potri", place, geo, donate, timeout=timeout)
+
+    @jax.custom_jvp
+    def fn(a):
+        x, info = program(a)
+        return x, info
+
+    @fn.defjvp
+    def _jvp(primals, tangents):
+        (a,), (da,) = primals, tangents
+        # The rule's primal through the non-donating twin: its result is differentiable
+        # again (second derivatives), and the rule never consumes the caller's buffer.
+        x, info = potri(engine, place, geo, False, timeout)(a)
+        return (x, info), (inverse_tangent(place, x, da), float0_like(info))
+
+    return fn
+
+
+@functools.lru_cache(maxsize=256)
+def syevd(engine: str, place, geo, vectors: bool, donate: bool, timeout: float):
+    """``a -> (w, V, info[1])`` (``(w, info[1])`` without ``vectors``), differentiable
+    (forward and reverse, any order).
+
+    Undifferentiated, the engine's program. The JVP follows ``jnp.linalg.eigh``
+    (``eigh_tangent``) with the eigenvectors of the same decomposition; a values-only call
+    computes the eigenvectors in its JVP (dw_j = v_jᴴ dA v_j needs them)."""
+    program = _engines.program(engine, "syevd", place, geo, donate, vectors, timeout)
+
+    @jax.custom_jvp
+    def fn(a):
+        return tuple(program(a))
+
+    @fn.defjvp
+    def _jvp(primals, tangents):
+        (a,), (da,) = primals, tangents
+        w, v, info = syevd(engine, place, geo, True, False, timeout)(a)
+        dw, dv = eigh_tangent(place, w, v, da, vectors)
+        zero = float0_like(info)
+        if vectors:
+            return (w, v, info), (dw, dv, zero)
+        return (w, info), (dw, zero)
+
+    return fn
+
+
+# ---- solves with a kept factor ----------------------------------------------------------------
+
+def _from_factor(op: str, place, geo, timeout: float, donate: bool = False):
+    """The program of ``op`` ("potrf", "solve", "inverse", "logdet") on the platform's
+    distributed engine, the one whose factors live distributed."""
+    name = _engines.distributed(place.platform).name
+    return _engines.program(name, op, place, geo, donate, timeout=timeout)
+
+
+def factor_program(place, geo, donate: bool):
+    """``a -> (factor, info[1])``: the distributed Cholesky factor (``linalg.cho_factor``)."""
+    return _from_factor("potrf", place, geo, _config.get_timeout(), donate)
+
 
 def factor(place, geo, a):
     """(factor, info[1]) of A, as a constant: the factor is not differentiated as a matrix;
     derivatives w.r.t. A go through A itself (see ``solve``)."""
     if isinstance(a, jax.core.Tracer):
         a = jax.lax.stop_gradient(a)
-    return _cholesky.factor_program(place, geo, False, _core.get_timeout())(a)
+    return factor_program(place, geo, False)(a)
+
+
+@functools.lru_cache(maxsize=256)
+def _solver(place, geo, timeout: float):
+    """The solve with a factor, batching a batch of right-hand sides into one call
+    (``columns_vmap``): ``jax.jacfwd``/``jacrev`` of a solve, or ``vmap`` over right-hand
+    sides, cost one solve."""
+    return columns_vmap(_from_factor("solve", place, geo, timeout), geo.n)
 
 
 @functools.lru_cache(maxsize=256)
 def _matvec(place):
-    body = functools.partial(_dist.matvec, axis=axis_of(place.row_axes))
+    body = functools.partial(_dist.matvec, axis=place.axis)
     return _dist.shard_map(lambda a, x: body(a, x), place, (place.spec, P()), P())
 
 
@@ -50,11 +187,11 @@ def solve(place, geo, fac, a, b):
     dx = A⁻¹ (db − dA x) and its transpose b̄ = A⁻ᵀ x̄, Ā = −b̄ xᵀ (a row-sharded outer
     product): one solve each, never a new factorization. ``a`` may be None (a factor whose
     matrix was donated): then only ``b`` is differentiable."""
-    program = _cholesky.solver(place, geo, _core.get_timeout())
+    program = _solver(place, geo, _config.get_timeout())
     fac = jax.lax.stop_gradient(fac)
     # Replicated like the matvec's result: on Explicit meshes the types (shardings) must
     # match for JAX to transpose the matvec.
-    b = _core.conform(b, place.mesh, P())
+    b = _spmd.conform(b, place.mesh, P())
 
     def sol(_, r):
         return program(fac, r)
@@ -84,7 +221,7 @@ def solve(place, geo, fac, a, b):
 
 @functools.lru_cache(maxsize=256)
 def _inverse_tangent(place):
-    ax, nd = axis_of(place.row_axes), place.ndev
+    ax, nd = place.axis, place.ndev
     ct = functools.partial(_dist.conj_transpose, axis=ax, ndev=nd)
 
     def body(x, da):
@@ -112,7 +249,7 @@ def inverse_from_factor(place, geo, timeout):
     @jax.custom_jvp
     def inverse(a, fac):
         del a
-        return _cholesky.inverse_program(place, geo, timeout)(jax.lax.stop_gradient(fac))
+        return _from_factor("inverse", place, geo, timeout)(jax.lax.stop_gradient(fac))
 
     @inverse.defjvp
     def _jvp(primals, tangents):
@@ -128,7 +265,7 @@ def inverse_from_factor(place, geo, timeout):
 
 @functools.lru_cache(maxsize=256)
 def _trace_product(place):
-    ax, nd = axis_of(place.row_axes), place.ndev
+    ax, nd = place.axis, place.ndev
 
     def body(x, da):
         # Re tr(X dA) = Re sum(Xᵀ ∘ dA), row by row. Xᵀ = conj(X) when X is Hermitian, but
@@ -140,6 +277,11 @@ def _trace_product(place):
     return _dist.shard_map(body, place, (place.spec, place.spec), P())
 
 
+def logdet_of_factor(place, geo, fac):
+    """log det A from the factor alone (a factor that keeps no matrix: not differentiable)."""
+    return _from_factor("logdet", place, geo, _config.get_timeout())(jax.lax.stop_gradient(fac))
+
+
 @functools.lru_cache(maxsize=256)
 def logdet_from_factor(place, geo, timeout):
     """log det A from the factor of A, differentiable w.r.t. ``a``: ``logdet(a, fac)``.
@@ -148,7 +290,7 @@ def logdet_from_factor(place, geo, timeout):
     @jax.custom_jvp
     def logdet(a, fac):
         del a
-        return _cholesky.logdet_program(place, geo)(jax.lax.stop_gradient(fac))
+        return _from_factor("logdet", place, geo, timeout)(jax.lax.stop_gradient(fac))
 
     @logdet.defjvp
     def _jvp(primals, tangents):
@@ -164,7 +306,7 @@ def logdet_from_factor(place, geo, timeout):
 
 @functools.lru_cache(maxsize=256)
 def _eigh_tangent(place, vectors: bool):
-    ax, nd = axis_of(place.row_axes), place.ndev
+    ax, nd = place.axis, place.ndev
     ct = functools.partial(_dist.conj_transpose, axis=ax, ndev=nd)
 
     def values_only(v, da):

@@ -26,11 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _cholesky, _core, _mesh, _rules
-from ._geometry import Geometry
-from ._potri import potri
-from ._potrs import potrs
-from ._syevd import syevd
+from . import _config, _ffi, _plan, _rules
+from ._api import potri, potrs, syevd
+from ._geometry import Geometry, Placement
 
 __all__ = [
     "CholeskyFactor",
@@ -93,7 +91,7 @@ class CholeskyFactor:
 
     factor: jax.Array
     info: jax.Array
-    placement: _mesh.Placement
+    placement: Placement
     geometry: Geometry
     lower: bool = False
     matrix: jax.Array | None = None
@@ -136,14 +134,15 @@ def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None
     factor keeps (see ``CholeskyFactor``).
     """
     del overwrite_a, check_finite
-    _, place, geo = _core.plan(a, T_A, mesh, in_specs, pad, "cho_factor")
-    a = _mesh.place(a, jax.sharding.NamedSharding(place.mesh, place.spec))
+    plan, a, _, _ = _plan.plan("potrf", a, T_A, mesh, in_specs, pad, engine=None,
+                               name="cho_factor")
+    place, geo = plan.place, plan.geo
     traced = isinstance(a, jax.core.Tracer)
     # Tracers are never donated (donation happens at the jit boundary of concrete arrays),
     # so under a transformation the matrix is always kept and stays differentiable.
     keep = traced or not donate
     a_in = jax.lax.stop_gradient(a) if traced else a
-    f, info = _cholesky.factor_program(place, geo, bool(donate), _core.get_timeout())(a_in)
+    f, info = _rules.factor_program(place, geo, bool(donate))(a_in)
     out = CholeskyFactor(f, info[0], place, geo, bool(lower), a if keep else None)
     if check:
         _raise_if_failed(out.info, "cho_factor", _NOT_PD)
@@ -165,7 +164,7 @@ def _as_factor(c_and_lower, op: str) -> CholeskyFactor:
 
 
 @functools.lru_cache(maxsize=256)
-def _cho_solve_program(place: _mesh.Placement, geo: Geometry, timeout: float):
+def _cho_solve_program(place: Placement, geo: Geometry, timeout: float):
     del timeout  # part of the cache key: read at trace time
     return jax.jit(lambda f, a, b: _rules.solve(place, geo, f, a, b))
 
@@ -193,9 +192,11 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_st
     del overwrite_b, check_finite
     fac = _as_factor(c_and_lower, "cho_solve")
     dtype = jnp.dtype(fac.factor.dtype)
-    b2, vector = _core.check_rhs(b, fac.n, dtype, "cho_solve")
-    _core.ensure_backends()
-    x = _cho_solve_program(fac.placement, fac.geometry, _core.get_timeout())(
+    b2, vector = _plan.check_rhs(b, fac.n, dtype, "cho_solve")
+    if vector:
+        b2 = b2[:, None]
+    _ffi.ensure_backends()
+    x = _cho_solve_program(fac.placement, fac.geometry, _config.get_timeout())(
         fac.factor, fac.matrix, b2)
     if vector:
         x = x[:, 0]
@@ -282,14 +283,13 @@ def slogdet(a, *, T_A=None, mesh=None, in_specs=None, pad=True, return_status=Fa
     """
     if isinstance(a, CholeskyFactor):
         fac = a
-        _core.ensure_backends()
+        _ffi.ensure_backends()
     else:
         fac = cho_factor(a, T_A=T_A, mesh=mesh, in_specs=in_specs, pad=pad)
     if fac.matrix is None:
-        value = _cholesky.logdet_program(fac.placement, fac.geometry)(
-            jax.lax.stop_gradient(fac.factor))
+        value = _rules.logdet_of_factor(fac.placement, fac.geometry, fac.factor)
     else:
-        value = _rules.logdet_from_factor(fac.placement, fac.geometry, _core.get_timeout())(
+        value = _rules.logdet_from_factor(fac.placement, fac.geometry, _config.get_timeout())(
             fac.matrix, fac.factor)
     ok = fac.info == 0
     logabs = jnp.where(ok, value, jnp.nan).astype(value.dtype)

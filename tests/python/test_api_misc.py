@@ -15,7 +15,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxmg
-from jaxmg import _ffi, _geometry
+from jaxmg import _engines, _ffi, _geometry
 
 # ---- import has no side effects ------------------------------------------------------------
 
@@ -158,7 +158,7 @@ def test_timeout_reaches_the_call(restore_timeout, mesh_of):
 def test_default_tile(platform, cap, upto):
     """GPU shards below 4096 rows cap the tile at 1024, larger ones at 2048."""
     for nloc in range(1 if cap < 2048 else 4096, upto):
-        tile = _geometry.default_tile(nloc, platform)
+        tile = _engines.tile("potrs", platform, nloc, None)
         assert 1 <= tile <= max(cap, 1), (nloc, tile)
         if nloc <= cap:
             assert tile == nloc  # one tile per device, no padding
@@ -246,9 +246,12 @@ def test_residual_check_rejects_a_wrong_solution(num):
 
 def test_default_tile_large_gpu_shards():
     # Measured: 2048 beats 1024 by 2-14 % for shards of 4096 rows and more (docs/benchmarks.md).
-    assert _geometry.default_tile(4096, "gpu") == 2048
-    assert _geometry.default_tile(6144, "gpu") == 2048
-    assert _geometry.default_tile(16384, "gpu") == 2048
-    assert _geometry.default_tile(81920, "gpu") == 2048
-    assert _geometry.default_tile(4095, "gpu") <= 1024
-    assert _geometry.default_tile(2048, "gpu") == 1024
+    def default(nloc):
+        return _engines.tile("potrs", "gpu", nloc, None)
+
+    assert default(4096) == 2048
+    assert default(6144) == 2048
+    assert default(16384) == 2048
+    assert default(81920) == 2048
+    assert default(4095) <= 1024
+    assert default(2048) == 1024

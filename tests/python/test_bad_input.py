@@ -21,16 +21,16 @@ N = 16
 def nothing_runs(monkeypatch):
     """Fails the test if jaxmg got as far as building a program or staging an FFI call."""
     staged = []
-    real_call = jaxmg._core.call
+    real_call = jaxmg._call.call
 
     def recording_call(*args, **kwargs):
         staged.append(args[0])
         return real_call(*args, **kwargs)
 
-    monkeypatch.setattr(jaxmg._core, "call", recording_call)
-    before = jaxmg._potrs._program.cache_info()
+    monkeypatch.setattr(jaxmg._call, "call", recording_call)
+    before = jaxmg._engines.program.cache_info()
     yield
-    after = jaxmg._potrs._program.cache_info()
+    after = jaxmg._engines.program.cache_info()
     assert (after.hits, after.misses) == (before.hits, before.misses), "a program was built"
     assert staged == [], f"FFI calls were staged: {staged}"
 

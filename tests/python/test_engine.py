@@ -1,8 +1,6 @@
-"""The engine choice: the distributed backend ("mg") and the gather-and-solve engine
-("single") give the same results and the same LAPACK info, including on failure.
-``test_pair_matches_gather`` checks the pipelined two-device factorization
-(``_potrs.potrs_pair``, off by default) against NumPy and the gather body, for every dtype,
-leading-block sizes and block counts; the failure test runs it too."""
+"""The engines (``jaxmg._engines``): the distributed backend (``lapack`` on CPU devices,
+``engine="mg"``), ``one_device`` and ``gather`` give the same results and the same LAPACK
+info, including on failure; the auto rule and the registry's refusals."""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +9,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxmg
-from jaxmg import _engine
+from jaxmg import _api, _config, _engines, _plan, _rules
+from jaxmg._engines import one_device
 
 DTYPES = [np.float64, np.complex128, np.float32]
 
@@ -53,42 +52,26 @@ def test_single_engine_matches_mg(mesh_of, dtype, idx):
     assert np.abs(out["single"][0] - x_ref).max() < _tol(dtype) * np.abs(x_ref).max()
 
 
-def _fresh_programs(op):
-    """Clears the compiled programs of op's module (a switch like USE_WHOLE is read when a
+def _fresh_programs():
+    """Clears the compiled programs (a rule constant such as POTRS_UPCAST is read when a
     program is traced)."""
-    import importlib
-
-    from jaxmg import _core
-
-    mod = importlib.import_module(f"jaxmg._{op}")
-    for cached in (mod._program, mod._differentiable, _core.entry):
+    for cached in (_engines.program, _rules.potrs, _rules.potri, _rules.syevd, _api._entry):
         cached.cache_clear()
 
 
-def _fresh_potrs_programs():
-    _fresh_programs("potrs")
-
-
 @pytest.mark.parametrize("bad_row", [5, 45])
-@pytest.mark.parametrize("idx,body", [([0, 1, 2, 3], "whole"), ([1, 0], "whole"),
-                                      ([0, 1, 2, 3], "gather"), ([1, 0], "pair")])
-def test_single_engine_failure_reports_exact_info(mesh_of, bad_row, idx, body, monkeypatch,
-                                                  request):
-    from jaxmg import _potrs
-
-    if body != "whole":  # the single engine's potrs through another body (fresh programs)
-        monkeypatch.setattr(_potrs, "USE_PAIR", body == "pair")
-        monkeypatch.setattr(_potrs, "USE_WHOLE", False)
-        _fresh_potrs_programs()
-        request.addfinalizer(_fresh_potrs_programs)
+@pytest.mark.parametrize("idx,engine", [([0, 1, 2, 3], "one_device"), ([1, 0], "one_device"),
+                                        ([0, 1, 2, 3], "gather"), ([1, 0], "gather")])
+def test_single_engine_failure_reports_exact_info(mesh_of, bad_row, idx, engine):
     mesh = mesh_of(idx)
     a = _hpd(48, np.float64)
     a[bad_row, bad_row] = -10.0
     a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
-    for eng in ("mg", "single"):
+    for eng in ("mg", engine):
         x, info = jaxmg.potrs(a_s, np.ones(48), T_A=4, return_status=True, engine=eng)
         assert int(info) == bad_row + 1, eng
         assert np.isnan(np.asarray(x)).all()
+    for eng in ("mg", "single"):  # one_device has no potri: "single" is gather there
         inv, info = jaxmg.potri(a_s, T_A=4, return_status=True, engine=eng)
         assert int(info) == bad_row + 1, eng
         assert np.isnan(np.asarray(inv)).all()
@@ -97,25 +80,19 @@ def test_single_engine_failure_reports_exact_info(mesh_of, bad_row, idx, body, m
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
 @pytest.mark.parametrize("idx", [[0], [1, 0], [2, 0, 1], [0, 1, 2, 3]])
 @pytest.mark.parametrize("n_per,k", [(1, None), (5, 3), (24, 1)])
-def test_single_potrs_whole_matches_numpy_and_gather(mesh_of, dtype, idx, n_per, k, monkeypatch,
-                                                     request):
-    """The single engine's one-call body (position 0 copies only what a lower Cholesky reads
-    from its peers, then factors and solves; JAXMG_OP_POTRS_WHOLE) against NumPy with a
-    scaled residual, and against the all-gather + XLA body; every device gets the same x."""
-    from jaxmg import _potrs
-
+def test_single_potrs_whole_matches_numpy_and_gather(mesh_of, dtype, idx, n_per, k):
+    """``one_device`` (position 0 copies only what a lower Cholesky reads from its peers, then
+    factors and solves; JAXMG_OP_POTRS_WHOLE) against NumPy with a scaled residual, and
+    against ``gather`` (all-gather + XLA); every device gets the same x."""
     mesh = mesh_of(idx)
     n = n_per * len(idx)
     a = _hpd(n, dtype, seed=n)
     rng = np.random.default_rng(n)
     b = rng.standard_normal((n,) if k is None else (n, k)).astype(dtype)
     a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
-    request.addfinalizer(_fresh_potrs_programs)
     outs = {}
-    for whole in (True, False):
-        monkeypatch.setattr(_potrs, "USE_WHOLE", whole)
-        _fresh_potrs_programs()
-        x, info = jaxmg.potrs(a_s, b, return_status=True, engine="single")
+    for whole, engine in ((True, "one_device"), (False, "gather")):
+        x, info = jaxmg.potrs(a_s, b, return_status=True, engine=engine)
         assert int(info) == 0
         shards = [np.asarray(s.data) for s in x.addressable_shards]
         assert all(np.array_equal(shards[0], s) for s in shards[1:])
@@ -129,14 +106,13 @@ def test_single_potrs_whole_matches_numpy_and_gather(mesh_of, dtype, idx, n_per,
 
 
 def test_single_potrs_is_one_call_without_all_gather(mesh_of):
-    """The compiled single-engine potrs moves the matrix only inside the jaxmg call."""
-    from jaxmg import _core, _potrs
-
+    """The compiled one_device potrs moves the matrix only inside the jaxmg call."""
     mesh = mesh_of([0, 1, 2])
     a = jax.device_put(_hpd(12, np.float64), NamedSharding(mesh, P("x", None)))
     b = jax.device_put(np.ones((12, 1)), NamedSharding(mesh, P()))
-    _, place, geo = _core.plan(a, None, None, None, True, "potrs")
-    hlo = _potrs._program(place, geo, False, _core.get_timeout(), "single").lower(
+    plan, *_ = _plan.plan("potrs", a, None, None, None, True, "single")
+    assert plan.engine == "one_device"
+    hlo = _engines.program(plan.engine, "potrs", plan.place, plan.geo).lower(
         a, b).compile().as_text()
     assert hlo.count("jaxmg_potrs_whole") >= 1
     assert "all-gather" not in hlo and "jaxmg_potrs\"" not in hlo
@@ -145,10 +121,9 @@ def test_single_potrs_is_one_call_without_all_gather(mesh_of):
 @pytest.mark.parametrize("idx", [[0], [1, 0], [0, 1, 2, 3]])
 def test_single_potrs_float32_in_float64(mesh_of, idx, monkeypatch, request):
     """Where POTRS_UPCAST applies (GPUs, 8192 <= N <= 16384; here forced on CPU devices)
-    the single engine solves a float32 problem in float64 and rounds x once: x is float32 and
+    one_device solves a float32 problem in float64 and rounds x once: x is float32 and
     its forward error is at float32 rounding even for an ill-conditioned matrix, where the
     float32 solve (below the threshold, same matrix) is off by far more."""
-    from jaxmg import _core, _potrs
 
     mesh = mesh_of(idx)
     n = 16 * len(idx)
@@ -159,43 +134,39 @@ def test_single_potrs_float32_in_float64(mesh_of, idx, monkeypatch, request):
     b = rng.standard_normal((n, 2)).astype(np.float32)
     exact = np.linalg.solve(a.astype(np.float64), b.astype(np.float64))
     a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
-    request.addfinalizer(_fresh_potrs_programs)
-    monkeypatch.setattr(_engine, "UPCAST_PLATFORMS", ("gpu", "cpu"))
+    request.addfinalizer(_fresh_programs)
+    monkeypatch.setattr(one_device, "UPCAST_PLATFORMS", ("gpu", "cpu"))
     errs = {}
     for min_n in (16, n + 1):
-        monkeypatch.setattr(_engine, "POTRS_UPCAST", {"float32": ("float64", min_n, 10**6)})
-        _fresh_potrs_programs()
-        x, info = jaxmg.potrs(a_s, b, return_status=True, engine="single")
+        monkeypatch.setattr(one_device, "POTRS_UPCAST", {"float32": ("float64", min_n, 10**6)})
+        _fresh_programs()
+        x, info = jaxmg.potrs(a_s, b, return_status=True, engine="one_device")
         assert int(info) == 0 and x.dtype == np.float32
         errs[min_n] = np.abs(np.asarray(x, np.float64) - exact).max() / np.abs(exact).max()
     assert errs[16] < 1e-6, errs  # rounding of x to float32
     assert errs[n + 1] > 1e-4, errs  # float32 arithmetic with cond ~ 1e6
-    _, place, geo = _core.plan(a_s, None, None, None, True, "potrs")
-    monkeypatch.setattr(_engine, "POTRS_UPCAST", {"float32": ("float64", 16, 10**6)})
-    _fresh_potrs_programs()
-    hlo = _potrs._program(place, geo, False, _core.get_timeout(), "single").lower(
+    plan, *_ = _plan.plan("potrs", a_s, None, None, None, True, "one_device")
+    monkeypatch.setattr(one_device, "POTRS_UPCAST", {"float32": ("float64", 16, 10**6)})
+    _fresh_programs()
+    hlo = _engines.program(plan.engine, "potrs", plan.place, plan.geo).lower(
         a_s, jnp.asarray(b)).as_text()
     assert "jaxmg_potrs_whole" in hlo and "f64" in hlo  # the call's operands are float64
 
 
 def test_potrs_compute_dtype_rules(monkeypatch):
     """float32 only, GPUs only, in the measured range of N, never with float64 disabled."""
-    assert _engine.potrs_compute_dtype("gpu", 8192, np.float32) == np.float64
-    assert _engine.potrs_compute_dtype("gpu", 16384, np.float32) == np.float64
-    assert _engine.potrs_compute_dtype("gpu", 8191, np.float32) == np.float32
-    assert _engine.potrs_compute_dtype("gpu", 16385, np.float32) == np.float32
-    assert _engine.potrs_compute_dtype("cpu", 8192, np.float32) == np.float32
+    assert one_device.potrs_compute_dtype("gpu", 8192, np.float32) == np.float64
+    assert one_device.potrs_compute_dtype("gpu", 16384, np.float32) == np.float64
+    assert one_device.potrs_compute_dtype("gpu", 8191, np.float32) == np.float32
+    assert one_device.potrs_compute_dtype("gpu", 16385, np.float32) == np.float32
+    assert one_device.potrs_compute_dtype("cpu", 8192, np.float32) == np.float32
     for dt in (np.float64, np.complex64, np.complex128):
-        assert _engine.potrs_compute_dtype("gpu", 8192, dt) == dt
+        assert one_device.potrs_compute_dtype("gpu", 8192, dt) == dt
     jax.config.update("jax_enable_x64", False)
     try:
-        assert _engine.potrs_compute_dtype("gpu", 8192, np.float32) == np.float32
+        assert one_device.potrs_compute_dtype("gpu", 8192, np.float32) == np.float32
     finally:
         jax.config.update("jax_enable_x64", True)
-
-
-def _fresh_syevd_programs():
-    _fresh_programs("syevd")
 
 
 def _herm(n, dtype, seed=0):
@@ -209,25 +180,19 @@ def _herm(n, dtype, seed=0):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
 @pytest.mark.parametrize("idx", [[0], [1, 0], [2, 0, 1], [0, 1, 2, 3]])
 @pytest.mark.parametrize("n_per", [1, 5, 24])
-def test_single_syevd_whole_matches_numpy_and_gather(mesh_of, dtype, idx, n_per, monkeypatch,
-                                                     request):
-    """The single engine's one-call syevd (position 0 gathers what a lower eigensolver reads,
-    solves alone, every device copies w, info and its rows of V; JAXMG_OP_SYEVD_WHOLE and
-    _N_WHOLE) against NumPy with scaled residuals, and against the all-gather + XLA body."""
-    from jaxmg import _syevd
-
+def test_single_syevd_whole_matches_numpy_and_gather(mesh_of, dtype, idx, n_per):
+    """``one_device``'s syevd (position 0 gathers what a lower eigensolver reads, solves
+    alone, every device copies w, info and its rows of V; JAXMG_OP_SYEVD_WHOLE and
+    _N_WHOLE) against NumPy with scaled residuals, and against ``gather`` (XLA's eigh)."""
     mesh = mesh_of(idx)
     n = n_per * len(idx)
     a = _herm(n, dtype, seed=n)
     a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
-    request.addfinalizer(_fresh_syevd_programs)
     outs = {}
-    for whole in (True, False):
-        monkeypatch.setattr(_syevd, "USE_WHOLE", whole)
-        _fresh_syevd_programs()
-        w, v, info = jaxmg.syevd(a_s, return_status=True, engine="single")
+    for whole, engine in ((True, "one_device"), (False, "gather")):
+        w, v, info = jaxmg.syevd(a_s, return_status=True, engine=engine)
         w_only, info_n = jaxmg.syevd(a_s, return_eigenvectors=False, return_status=True,
-                                     engine="single")
+                                     engine=engine)
         assert int(info) == int(info_n) == 0
         assert v.sharding.spec == P("x", None) and v.shape == (n, n)
         shards = [np.asarray(s.data) for s in w.addressable_shards]
@@ -247,15 +212,13 @@ def test_single_syevd_whole_matches_numpy_and_gather(mesh_of, dtype, idx, n_per,
 
 
 def test_single_syevd_is_one_call_without_all_gather(mesh_of):
-    """The compiled single-engine syevd moves the matrix only inside the jaxmg call."""
-    from jaxmg import _core, _syevd
-
+    """The compiled one_device syevd moves the matrix only inside the jaxmg call."""
     mesh = mesh_of([0, 1, 2])
     a = jax.device_put(_herm(12, np.float64), NamedSharding(mesh, P("x", None)))
-    _, place, geo = _core.plan(a, None, None, None, True, "syevd", max_tile=_syevd.MAX_TILE)
+    plan, *_ = _plan.plan("syevd", a, None, None, None, True, "one_device")
     for vectors, target in ((True, "jaxmg_syevd_whole"), (False, "jaxmg_syevd_n_whole")):
-        hlo = _syevd._program(place, geo, vectors, False, _core.get_timeout(), "single").lower(
-            a).compile().as_text()
+        hlo = _engines.program("one_device", "syevd", plan.place, plan.geo,
+                               vectors=vectors).lower(a).compile().as_text()
         assert hlo.count(target) >= 1
         assert "all-gather" not in hlo and "all-to-all" not in hlo
 
@@ -282,18 +245,22 @@ def test_single_syevd_failure_matches_mg(mesh_of, idx):
                                                   (np.complex128, 6144, 8192),
                                                   (np.complex64, 8192, 12288)])
 def test_auto_potrs_crossover_on_gpus(mesh_of, dtype, single_n, mg_n):
-    """On GPUs ``auto`` runs potrs through the single engine below the crossover measured for
-    the dtype on 2 H200 (the last N where it won) and through cuSOLVERMg from it on (the first
-    N where cuSOLVERMg won); the other ops stay on the single engine while the matrix fits."""
+    """On GPUs ``auto`` runs potrs through one_device below the crossover measured for the
+    dtype on 2 H200 (the last N where it won) and through cuSOLVERMg from it on (the first N
+    where cuSOLVERMg won); the other ops stay on a single-device engine while the matrix
+    fits (potri on gather: one_device has none)."""
     import types
 
     mesh = mesh_of([0, 1])
     gpu = types.SimpleNamespace(platform="gpu", ndev=2, mesh=mesh)
-    assert _engine.choose("auto", "potrs", gpu, single_n, dtype) == "single"
-    assert _engine.choose("auto", "potrs", gpu, mg_n, dtype) == "mg"
-    assert _engine.choose("auto", "syevd", gpu, mg_n, dtype) == "single"
+    assert _engines.choose("auto", "potrs", gpu, single_n, dtype) == "one_device"
+    assert _engines.choose("auto", "potrs", gpu, mg_n, dtype) == "cusolvermg"
+    assert _engines.choose("auto", "syevd", gpu, mg_n, dtype) == "one_device"
+    assert _engines.choose("auto", "potri", gpu, mg_n, dtype) == "gather"
     one = types.SimpleNamespace(platform="gpu", ndev=1, mesh=mesh_of([0]))
-    assert _engine.choose("auto", "potrs", one, mg_n, dtype) == "single"
+    assert _engines.choose("auto", "potrs", one, mg_n, dtype) == "one_device"
+    huge = int((_engines._device_bytes(mesh.devices.flat[0]) / np.dtype(dtype).itemsize) ** 0.5)
+    assert _engines.choose("auto", "syevd", one, huge, dtype) == "cusolvermg"
 
 
 def test_engine_choice_and_bad_name(mesh_of):
@@ -301,198 +268,81 @@ def test_engine_choice_and_bad_name(mesh_of):
     a = jax.device_put(_hpd(16, np.float64), NamedSharding(mesh, P("x", None)))
     with pytest.raises(ValueError, match="engine must be one of"):
         jaxmg.potrs(a, np.ones(16), engine="fast")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        jaxmg.potrs(a, np.ones(16), engine="split")
     place = jaxmg._mesh.resolve(a, None, None, "potrs")
-    assert _engine.choose("auto", "potrs", place, 16, np.float64) == "mg"  # CPU: distributed
-    assert _engine.choose("single", "potrs", place, 16, np.float64) == "single"
+    assert _engines.choose("auto", "potrs", place, 16, np.float64) == "lapack"  # distributed
+    assert _engines.choose("mg", "potrs", place, 16, np.float64) == "lapack"
+    assert _engines.choose("single", "potrs", place, 16, np.float64) == "one_device"
+    assert _engines.choose("single", "potri", place, 16, np.float64) == "gather"
+
+
+def test_engine_refusals_name_the_reason(mesh_of):
+    """An engine that cannot run a call says why, before anything runs."""
+    mesh = mesh_of([0, 1])
+    a = jax.device_put(_hpd(16, np.float64), NamedSharding(mesh, P("x", None)))
+    with pytest.raises(ValueError, match="'cusolvermg' runs on gpu devices, the mesh has cpu"):
+        jaxmg.potrs(a, np.ones(16), engine="cusolvermg")
+    with pytest.raises(ValueError, match="'one_device' does not implement potri"):
+        jaxmg.potri(a, engine="one_device")
+    place = jaxmg._mesh.resolve(a, None, None, "potrs")
+    one = _engines.ENGINES["one_device"]
+    assert "spans several processes" in one.refuses("potrs", place, False)
+    assert one.refuses("potrs", place, True) is None
+
+
+def test_every_engine_implements_what_it_declares(mesh_of):
+    """Each registered engine runs every op it implements on CPU devices (the GPU-only
+    cusolvermg through its bodies, which run on any platform's FFI targets), against NumPy."""
+    mesh = mesh_of([2, 0, 1])
+    n = 24
+    a = _hpd(n, np.float64, seed=5)
+    b = np.arange(2 * n, dtype=np.float64).reshape(n, 2)
+    a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    b_s = jax.device_put(b, NamedSharding(mesh, P()))
+    plan, *_ = _plan.plan("potrs", a_s, 4, None, None, True, engine=None)
+    place, geo = plan.place, plan.geo
+    inv_ref, x_ref = np.linalg.inv(a), np.linalg.solve(a, b)
+    w_ref = np.linalg.eigvalsh(a)
+    for name, eng in _engines.ENGINES.items():
+        for op in eng.bodies:
+            prog = _engines.program(name, op, place, geo)
+            if op == "potrs":
+                got = prog(a_s, b_s)[0]
+                np.testing.assert_allclose(np.asarray(got), x_ref, rtol=1e-10, err_msg=name)
+            elif op == "potri":
+                got = prog(a_s)[0]
+                np.testing.assert_allclose(np.asarray(got), inv_ref, atol=1e-10, err_msg=name)
+            elif op == "syevd":
+                got = prog(a_s)[0]
+                np.testing.assert_allclose(np.asarray(got), w_ref, atol=1e-10, err_msg=name)
+            elif op == "potrf":
+                f, info = prog(a_s)
+                assert int(info[0]) == 0
+                solve = _engines.program(name, "solve", place, geo)
+                np.testing.assert_allclose(np.asarray(solve(f, b_s)), x_ref, rtol=1e-10)
+                inv = _engines.program(name, "inverse", place, geo)(f)
+                np.testing.assert_allclose(np.asarray(inv), inv_ref, atol=1e-10)
+                ld = _engines.program(name, "logdet", place, geo)(f)
+                np.testing.assert_allclose(float(ld), np.linalg.slogdet(a)[1], rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex64])
 @pytest.mark.parametrize("tile", [4, 5])
 def test_potri_by_solves_matches(mesh_of, dtype, tile):
-    """The GPU's distributed inverse (factor + one solve per device), run on CPU devices."""
-    from jaxmg import _core, _potri
-
+    """The GPU's distributed inverse (cusolvermg: factor + one solve per device), run on CPU
+    devices."""
     mesh = mesh_of([3, 1, 0])
     n = 36
     a = _hpd(n, dtype)
     a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
-    _, place, geo = _core.plan(a_s, tile, None, None, True, "potri")
-    inv, info = _potri._program(place, geo, False, _core.get_timeout(), "solves")(a_s)
+    plan, *_ = _plan.plan("potri", a_s, tile, None, None, True, engine=None)
+    prog = _engines.program("cusolvermg", "potri", plan.place, plan.geo)
+    inv, info = prog(a_s)
     assert int(info[0]) == 0 and inv.sharding.spec == P("x", None)
     x = np.asarray(inv, np.complex128)
     assert np.abs(a @ x - np.eye(n)).max() < 50 * _tol(dtype)
     a[30, 30] = -5.0
     a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
-    inv, info = _potri._program(place, geo, False, _core.get_timeout(), "solves")(a_s)
+    inv, info = prog(a_s)
     assert int(info[0]) == 31 and np.isnan(np.asarray(inv)).all()
-
-
-# ---- the split engine: two-device Cholesky, no gather (python/jaxmg/_split.py) -----------
-
-ALL_DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
-
-
-def _rows(a, mesh, spec=P("x", None)):
-    return jax.device_put(a, NamedSharding(mesh, spec))
-
-
-@pytest.mark.parametrize("dtype", ALL_DTYPES)
-@pytest.mark.parametrize("n", [48, 46, 2])  # h = 24 (4 chunks divide it), 23 (they do not), 1
-@pytest.mark.parametrize("k", [None, 3])  # a vector, and 3 right-hand sides
-def test_split_engine_solves(mesh_of, num, dtype, n, k):
-    mesh = mesh_of([3, 1])  # scrambled order, a partial mesh of the 4 devices
-    a = num.hpd(n, dtype, seed=n)
-    b = num.rhs((n,) if k is None else (n, k), dtype, seed=n + 1)
-    a_s = _rows(a, mesh)
-    x, info = jaxmg.potrs(a_s, b, return_status=True, engine="split")
-    assert int(info) == 0
-    num.assert_solves(a, x, b, dtype)
-    num.assert_on_every_device(x, list(mesh.devices.flat))
-    x_mg = np.asarray(jaxmg.potrs(a_s, b, engine="mg"), np.complex128)
-    x_ref = np.linalg.solve(a.astype(np.complex128), b.astype(np.complex128))
-    scale = np.abs(x_ref).max()
-    assert np.abs(np.asarray(x, np.complex128) - x_ref).max() < _tol(dtype) * scale
-    assert np.abs(np.asarray(x, np.complex128) - x_mg).max() < _tol(dtype) * scale
-
-
-@pytest.mark.parametrize("chunks,blocks", [(1, 1), (3, 2), (8, 3), (100, 100)])
-@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-def test_split_engine_chunk_counts(mesh_of, num, chunks, blocks, dtype):
-    """Any number of chunks of U and block rows of S (more than the 11 rows clamp to 11)."""
-    import functools
-
-    from jaxmg import _core, _split
-
-    mesh = mesh_of([0, 1])
-    n = 22
-    a, b = num.hpd(n, dtype, seed=3), num.rhs((n, 2), dtype, seed=4)
-    a_s = _rows(a, mesh)
-    _, place, geo = _core.plan(a_s, None, None, None, True, "potrs")
-    body = functools.partial(_split.potrs_split, geo=geo, row_axes=place.row_axes,
-                             group_axes=place.group_axes, chunks=chunks, blocks=blocks)
-    fn = jax.jit(_core.shard_map(body, mesh, in_specs=(place.spec, P()), out_specs=(P(), P())))
-    x, info = fn(a_s, jax.device_put(b, NamedSharding(mesh, P())))
-    assert int(info[0]) == 0
-    num.assert_solves(a, x, b, dtype)
-
-
-def test_split_engine_reads_only_the_upper_triangle(mesh_of, num):
-    """A21 and the strict lower triangles of A11 and A22 are never read (NaN there is fine)."""
-    mesh = mesh_of([0, 1])
-    n, h = 40, 20
-    a = num.hpd(n, np.complex128, seed=8)
-    b = num.rhs((n, 2), np.complex128, seed=9)
-    junk = a.copy()
-    junk[np.tril_indices(n, -1)] = np.nan
-    x = jaxmg.potrs(_rows(junk, mesh), b, engine="split")
-    num.assert_solves(a, x, b, np.complex128)
-    assert h == n // 2
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.complex64])
-@pytest.mark.parametrize("bad_row", [3, 17, 20, 38])  # pivots in the first and second halves
-def test_split_engine_failure_reports_exact_info(mesh_of, num, dtype, bad_row):
-    mesh = mesh_of([0, 1])
-    a = num.hpd(40, dtype, seed=2)
-    a[bad_row, bad_row] = -50.0
-    a_s = _rows(a, mesh)
-    want = num.lapack_info(a)
-    assert want > 0
-    for eng in ("mg", "split"):
-        x, info = jaxmg.potrs(a_s, np.ones(40, dtype), T_A=4, return_status=True, engine=eng)
-        assert int(info) == want, eng
-        assert np.isnan(np.asarray(x)).all(), eng
-
-
-def test_split_engine_under_jit_vmap_and_donate(mesh_of, num):
-    mesh = mesh_of([2, 0])
-    n = 30
-    a = num.hpd(n, np.float64, seed=11)
-    a_s = _rows(a, mesh)
-    bs = num.rhs((4, n), np.float64, seed=12)
-    specs = (P("x", None), P(None, None))
-    got = jax.jit(lambda m, r: jaxmg.potrs(m, r, mesh=mesh, in_specs=specs, engine="split"))(
-        a_s, bs[0])
-    num.assert_solves(a, got, bs[0], np.float64)
-    batched = jax.vmap(lambda r: jaxmg.potrs(a_s, r, engine="split"))(bs)
-    want = np.linalg.solve(a, bs.T).T
-    np.testing.assert_allclose(np.asarray(batched), want, rtol=1e-10, atol=1e-12)
-    donated = _rows(a, mesh)
-    x = jaxmg.potrs(donated, bs[1], engine="split", donate=True)
-    num.assert_solves(a, x, bs[1], np.float64)
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-def test_split_engine_grad_matches_mg(mesh_of, num, dtype):
-    mesh = mesh_of([0, 1])
-    n = 24
-    a, b = num.hpd(n, dtype, seed=13), num.rhs((n, 2), dtype, seed=14)
-    w = num.rhs((n, 2), dtype, seed=15)
-
-    def loss(eng):
-        return lambda m, r: jnp.sum(jnp.abs(jaxmg.potrs(m, r, engine=eng) * w) ** 2)
-
-    a_s = _rows(a, mesh)
-    got = jax.grad(loss("split"), argnums=(0, 1))(a_s, b)
-    want = jax.grad(loss("mg"), argnums=(0, 1))(a_s, b)
-    for g, m in zip(got, want):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(m), rtol=1e-9, atol=1e-11)
-    dense = jax.grad(lambda m, r: jnp.sum(jnp.abs(jnp.linalg.solve(m, r) * w) ** 2),
-                     argnums=1)(jnp.asarray(a), jnp.asarray(b))
-    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(dense), rtol=1e-9, atol=1e-11)
-
-
-def test_split_engine_with_replica_groups(mesh_of, num):
-    """Rows over one axis of a 2 x 2 mesh: each replica group solves on its own 2 devices."""
-    mesh = mesh_of([0, 1, 2, 3], names=("S", "T"), shape=(2, 2))
-    n = 20
-    a, b = num.hpd(n, np.complex128, seed=16), num.rhs((n, 2), np.complex128, seed=17)
-    x, info = jaxmg.potrs(_rows(a, mesh, P("T", None)), b, return_status=True, engine="split")
-    assert int(info) == 0
-    num.assert_solves(a, x, b, np.complex128)
-
-
-def test_split_engine_rejections(mesh_of, num):
-    a = num.hpd(24, np.float64)
-    two = _rows(a, mesh_of([0, 1]))
-    with pytest.raises(ValueError, match="only implemented for potrs"):
-        jaxmg.potri(two, engine="split")
-    with pytest.raises(ValueError, match="only implemented for potrs"):
-        jaxmg.syevd(two, engine="split")
-    for ids in ([0, 1, 2, 3], [0, 1, 2], [1]):
-        with pytest.raises(ValueError, match="exactly 2 devices"):
-            jaxmg.potrs(_rows(a, mesh_of(ids)), np.ones(24), engine="split")
-    place = jaxmg._mesh.resolve(two, None, None, "potrs")
-    assert _engine.choose("auto", "potrs", place, 24, np.float64) != "split"
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
-@pytest.mark.parametrize("blocks,first", [(1, None), (2, None), (3, 1), (2, 7), (3, 1000)])
-@pytest.mark.parametrize("n", [10, 96])
-def test_pair_matches_gather(mesh_of, dtype, blocks, first, n):
-    """potrs_pair (own rows first, only the other diagonal block moves) against NumPy, with
-    a scaled residual, and against the gather body of the single engine."""
-    import functools
-
-    from jaxmg import _core, _potrs
-    from jaxmg._geometry import Geometry
-
-    mesh = mesh_of([1, 0])
-    a = _hpd(n, dtype, seed=n + blocks)
-    rng = np.random.default_rng(blocks)
-    b = rng.standard_normal((n, 3)).astype(dtype)
-    geo = Geometry(n, 2, n // 2)
-    outs = []
-    for body in (_potrs.potrs_pair, _potrs.potrs_single):
-        kw = {"blocks": blocks, "first": first} if body is _potrs.potrs_pair else {}
-        fn = functools.partial(body, geo=geo, row_axes=("x",), group_axes=(), **kw)
-        prog = jax.jit(_core.shard_map(fn, mesh, in_specs=(P("x", None), P()),
-                                       out_specs=(P(), P())))
-        x, info = prog(jax.device_put(a, NamedSharding(mesh, P("x", None))), b)
-        assert int(info[0]) == 0
-        outs.append(np.asarray(x))
-    x = outs[0]
-    eps = np.finfo(dtype).eps
-    res = np.abs(a @ x - b).max() / (n * eps * np.abs(a).sum(1).max() * np.abs(x).max())
-    assert res < 30, res
-    assert np.abs(x - outs[1]).max() <= _tol(dtype) * np.abs(outs[1]).max()

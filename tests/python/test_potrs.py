@@ -36,14 +36,14 @@ def mesh_devices(mesh):
 
 def _record_tiles(monkeypatch):
     tiles = []
-    real = jaxmg._core.choose_tile
+    real = jaxmg._engines.tile
 
-    def spy(T_A, nloc, *args, **kwargs):
-        tile = real(T_A, nloc, *args, **kwargs)
+    def spy(op, platform, nloc, T_A):
+        tile = real(op, platform, nloc, T_A)
         tiles.append((nloc, tile))
         return tile
 
-    monkeypatch.setattr(jaxmg._core, "choose_tile", spy)
+    monkeypatch.setattr(jaxmg._engines, "tile", spy)
     return tiles
 
 
@@ -313,13 +313,13 @@ def test_good_solve_after_a_failure(mesh_of, num):
 
 def test_repeated_calls_do_not_retrace_or_recompile(mesh_of, num, monkeypatch):
     traces = []
-    real_call = jaxmg._core.call
+    real_call = jaxmg._call.call
 
     def counting_call(*args, **kwargs):
         traces.append(args[0])
         return real_call(*args, **kwargs)
 
-    monkeypatch.setattr(jaxmg._core, "call", counting_call)
+    monkeypatch.setattr(jaxmg._call, "call", counting_call)
     mesh = mesh_of([1, 0])
     n = 20  # a shape no other test uses, so the first call below must trace
     args = dict(T_A=5, mesh=mesh, in_specs=(ROWS, REPL))
@@ -328,16 +328,16 @@ def test_repeated_calls_do_not_retrace_or_recompile(mesh_of, num, monkeypatch):
 
     num.assert_solves(a1, jaxmg.potrs(put(a1, mesh, ROWS), b1, **args), b1, np.float64)
     assert len(traces) == 1
-    info0 = jaxmg._potrs._program.cache_info()
+    info0 = jaxmg._engines.program.cache_info()
     compiles0 = len(_COMPILES)
 
     A2 = put(a2, mesh, ROWS)
     for _ in range(3):  # new values, same shapes: the cached program runs
         num.assert_solves(a2, jaxmg.potrs(A2, b2, **args), b2, np.float64)
-    info1 = jaxmg._potrs._program.cache_info()
+    info1 = jaxmg._engines.program.cache_info()
     assert len(traces) == 1, "potrs traced again for a repeated call"
     assert len(_COMPILES) == compiles0, "a repeated call compiled again"
-    # The program is not even looked up again: the call's jitted entry (_core.entry) runs.
+    # The program is not even looked up again: the call's jitted entry (_api._entry) runs.
     assert info1.misses == info0.misses
 
     # The counters can fail: another number of right-hand sides traces and compiles again.

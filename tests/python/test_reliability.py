@@ -173,7 +173,7 @@ def test_two_python_threads_on_disjoint_meshes():
 
 def test_many_eager_calls_in_flight_on_cpu(short_timeout):
     """300 eager calls dispatched without waiting (1 s timeout): every one solves, and when a
-    call returns, the one before it has finished (_core.run_entry keeps one earlier call in
+    call returns, the one before it has finished (_api._run keeps one earlier call in
     flight). Without that bound XLA's CPU client can starve a device's part of a deeply
     queued call and the other devices time out in the rendezvous (seen with 2 devices on 2
     cores; timing-dependent, hence also the direct check of the bound)."""

@@ -12,7 +12,7 @@ The snippets below are the seeds' text. The only edits, each marked where it hap
   positionally, as ``jax.experimental.shard_map`` allowed).
 The tutorial's ``potrs_shardmap_ctx`` example closes over a right-hand side placed on a
 ``jax.make_mesh`` mesh, whose axes are Explicit in recent JAX; JAX cannot close over such
-arrays inside shard_map, so jaxmg copies them in as constants (``_core.closed_over``).
+arrays inside shard_map, so jaxmg copies them in as constants (``_plan.closed_over``).
 Fragments that use names they never define (``local_sum``, ``some_scaling_factor``,
 ``zeros``, ...) get those names from a prelude; the glue between fragments is ours and
 commented as such. The two complete programs (the README example and the tutorial's

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxmg import _core, syevd, syevd_shardmap_ctx
+from jaxmg import _plan, syevd, syevd_shardmap_ctx
 
 GEOMETRIES = [(1, 7, None), (2, 12, 3), (3, 15, 2), (4, 16, 3), (4, 24, 2), (4, 8, None)]
 
@@ -114,9 +114,9 @@ def test_syevd_tile_cap():
     # cuSOLVERMg's syevd takes tiles up to 1024: larger T_A values are clamped, not refused.
     mesh = mesh_1d(1)
     spec = jax.ShapeDtypeStruct((4096, 4096), jnp.float32, sharding=NamedSharding(mesh, P("x", None)))
-    _, _, geo = _core.plan(spec, 4096, None, None, True, "syevd", max_tile=1024)
+    geo = _plan.plan("syevd", spec, 4096, None, None, True)[0].geo
     assert geo.tile == 1024 and not geo.padded
-    _, _, geo = _core.plan(spec, 4096, None, None, True, "potri")
+    geo = _plan.plan("potri", spec, 4096, None, None, True)[0].geo
     assert geo.tile == 4096
     # End to end, a T_A larger than everything still works.
     a = herm(8, np.float64, np.random.default_rng(13))

@@ -1,0 +1,43 @@
+"""Engine ``cusolvermg``: NVIDIA's cuSOLVERMg over the GPUs of the mesh, driven from one
+process (src/gpu/mg_*.c), in the 1D block-cyclic layout reached without moving a byte
+between GPUs (docs/design.md, "Layout"). Memory per device O(N² / ndev): what runs when the
+matrix does not fit one GPU, and potrs from the measured crossover on.
+
+potri is not cuSOLVERMg's potri, which returns wrong inverses on 2 GPUs: one distributed
+factorization and one distributed solve per device (``potri_by_solves``). syevd runs
+cuSOLVERMg's syevd, whose tile is limited to 1024.
+"""
+
+from __future__ import annotations
+
+from . import _blockcyclic as bc
+from ._base import SYEVD_MAX_TILE, Engine, largest_tile
+
+
+def tile(op: str, nloc: int, T_A) -> int:
+    """The tile: the user's ``T_A`` (at most the shard; for syevd at most 1024), else the
+    largest divisor of the shard up to 2048 for shards of 4096 rows and more and up to 1024
+    below (cuSOLVERMg's potrs measured 2-14 % faster at 2048 than 1024 at every shard from
+    4096 rows on 2 H200; docs/benchmarks.md, "Default tile"), up to 1024 for syevd."""
+    cap = SYEVD_MAX_TILE if op == "syevd" else (2048 if nloc >= 4096 else 1024)
+    if T_A is None:
+        return largest_tile(nloc, cap)
+    t = min(int(T_A), nloc)
+    return min(t, SYEVD_MAX_TILE) if op == "syevd" else t
+
+
+ENGINE = Engine(
+    name="cusolvermg",
+    platforms=("gpu",),
+    bodies={
+        "potrs": bc.potrs,
+        "potri": bc.potri_by_solves,
+        "syevd": bc.syevd,
+        "potrf": bc.potrf,
+        "solve": bc.solve,
+        "inverse": bc.inverse,
+        "logdet": bc.logdet,
+    },
+    summary="cuSOLVERMg over every GPU of the mesh, O(N^2 / ndev) memory per device",
+    tile=tile,
+)

@@ -1,0 +1,223 @@
+"""Checks and placement: everything a call decides before any program is built.
+
+Bad input gets a clear Python error here, before anything is traced or runs; what is left
+is a ``Plan``: the op, the dtype, where it runs (``Placement``), how the matrix is cut
+(``Geometry``, the tile chosen by the platform's distributed engine) and which engine runs
+it (``_engines.choose``). The arguments come back placed as the plan says (moved or
+resharded to its layout where needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from . import _engines, _ffi, _mesh, _spmd
+from ._geometry import Geometry, Placement
+
+SUPPORTED_DTYPES = (jnp.float32, jnp.float64, jnp.complex64, jnp.complex128)
+_SUPPORTED = frozenset(jnp.dtype(d) for d in SUPPORTED_DTYPES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    op: str
+    dtype: np.dtype
+    place: Placement
+    geo: Geometry
+    engine: str
+
+
+def check_matrix(a, op: str, name: str = "a"):
+    """Rank-2, square, supported dtype; returns the dtype."""
+    shape = getattr(a, "shape", None)
+    dtype = getattr(a, "dtype", None)
+    if shape is None or dtype is None:
+        raise TypeError(f"jaxmg.{op}: '{name}' must be an array, got {type(a).__name__}")
+    if len(shape) != 2:
+        raise ValueError(f"jaxmg.{op}: '{name}' must be a matrix (rank 2), got shape {tuple(shape)}")
+    if shape[0] != shape[1]:
+        raise ValueError(f"jaxmg.{op}: '{name}' must be square, got shape {tuple(shape)}")
+    return check_dtype(dtype, op, name)
+
+
+def check_dtype(dtype, op: str, name: str = "a"):
+    dtype = jnp.dtype(dtype)
+    if dtype not in _SUPPORTED:
+        raise TypeError(
+            f"jaxmg.{op}: '{name}' must be float32, float64, complex64 or complex128, got {dtype}"
+        )
+    return dtype
+
+
+def _in_manual_context() -> bool:
+    manual = getattr(getattr(jax.sharding, "AxisType", None), "Manual", None)
+    mesh = jax.sharding.get_abstract_mesh()
+    types = getattr(mesh, "axis_types", None) or ()
+    return manual is not None and any(t == manual for t in types)
+
+
+def closed_over(x):
+    """A concrete array captured by a function traced inside shard_map (the tutorial's
+    ``partial(custom_solve, b=b_replicated)``), made usable there.
+
+    JAX refuses any operation on a captured array that lives on a mesh with Explicit axes
+    (``jax.make_mesh``'s default in recent JAX): "Closing over inputs to shard_map where the
+    input is sharded on `Explicit` axes is not implemented". Such an array is copied to the
+    host and enters the program as a constant; pass it as an argument of the shard_map
+    instead to avoid the copy. Everything else is returned unchanged."""
+    if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
+        return x
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, NamedSharding) or not _spmd.explicit_axes(sharding.mesh):
+        return x
+    if not _in_manual_context():
+        return x
+    return np.asarray(x)
+
+
+def check_rhs(b, n: int, dtype, op: str):
+    """Returns (b, was_vector): ``b`` (N or N x k) checked against ``a``'s N and dtype."""
+    b = closed_over(b)
+    shape = getattr(b, "shape", None)
+    if shape is None:
+        raise TypeError(f"jaxmg.{op}: 'b' must be an array, got {type(b).__name__}")
+    if len(shape) not in (1, 2):
+        raise ValueError(f"jaxmg.{op}: 'b' must be a vector or a matrix, got shape {tuple(shape)}")
+    if shape[0] != n:
+        raise ValueError(f"jaxmg.{op}: 'b' must have {n} rows to match 'a', got {shape[0]}")
+    if jnp.dtype(b.dtype) != dtype:
+        raise TypeError(f"jaxmg.{op}: 'b' must have the dtype of 'a' ({dtype}), got {jnp.dtype(b.dtype)}")
+    return b, len(shape) == 1
+
+
+def check_tile(T_A, op: str):
+    """``T_A`` as given: None (the engine's default) or a positive integer."""
+    if T_A is None:
+        return None
+    if isinstance(T_A, bool) or not isinstance(T_A, numbers.Integral) or T_A < 1:
+        raise ValueError(f"jaxmg.{op}: T_A must be a positive integer, got {T_A!r}")
+    return int(T_A)
+
+
+def check_padding(tile: int, nloc: int, pad: bool, op: str) -> None:
+    if nloc % tile and not pad:
+        raise ValueError(
+            f"jaxmg.{op}: T_A={tile} does not divide the {nloc} rows of each shard and pad=False; "
+            "pass pad=True or a T_A that divides the shard"
+        )
+
+
+def check_split(n: int, ndev: int, op: str) -> None:
+    if n < ndev:
+        raise ValueError(
+            f"jaxmg.{op}: 'a' has {n} rows, fewer than the {ndev} devices it is sharded over"
+        )
+    if n % ndev:
+        raise ValueError(
+            f"jaxmg.{op}: the {n} rows of 'a' do not split evenly over {ndev} devices"
+        )
+
+
+def geometry(op: str, platform: str, n: int, ndev: int, T_A, pad: bool, name: str) -> Geometry:
+    """The call's geometry: the tile from the platform's distributed engine (``T_A`` or its
+    default), checked against ``pad``."""
+    nloc = n // ndev
+    tile = _engines.tile(op, platform, nloc, check_tile(T_A, name))
+    check_padding(tile, nloc, pad, name)
+    return Geometry(n, ndev, tile)
+
+
+def plan(op: str, a, T_A, mesh, in_specs, pad: bool, engine="auto", b=None, name=None):
+    """Checks a whole-array call of ``op`` and resolves where and how it runs.
+
+    Returns ``(plan, a, b, vector)``: ``a`` (and ``b``, when given) placed as the plan says
+    (``b`` replicated, a vector ``b`` left a vector with ``vector`` True); a
+    ``jax.ShapeDtypeStruct`` is planned for, not placed. ``name`` is the op's name in
+    messages (default ``op``)."""
+    name = name or op
+    dtype = check_matrix(a, name)
+    abstract = isinstance(a, jax.ShapeDtypeStruct)
+    if not abstract and not isinstance(a, jax.Array):
+        a = jnp.asarray(a)  # a NumPy array runs on the default device
+    n = a.shape[0]
+    vector = False
+    if b is not None:
+        b, vector = check_rhs(b, n, dtype, name)
+    place = _mesh.resolve(a, mesh, in_specs, name)
+    check_split(n, place.ndev, name)
+    geo = geometry(op, place.platform, n, place.ndev, T_A, pad, name)
+    _ffi.ensure_registered(place.platform)
+    if not abstract:
+        a = _mesh.place(a, NamedSharding(place.mesh, place.spec))
+    if b is not None:
+        b = _mesh.place(b, NamedSharding(place.mesh, P()))
+    eng = _engines.choose(engine, op, place, n, dtype) if engine is not None else None
+    return Plan(op, dtype, place, geo, eng), a, b, vector
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextPlan:
+    """A call inside the user's own shard_map: the row and replica axes of the enclosing
+    mesh, the geometry of each platform the program may be lowered for, the shard's N."""
+
+    row_axes: tuple
+    group_axes: tuple
+    n: int
+    ndev: int
+
+
+def context_axes(axis_name, op: str):
+    """(row_axes, group_axes, ndev) inside a user's shard_map."""
+    mesh = jax.sharding.get_abstract_mesh()
+    names = tuple(getattr(mesh, "axis_names", ()) or ())
+    if not names:
+        raise ValueError(
+            f"jaxmg.{op}_shardmap_ctx must be called inside jax.shard_map (no mesh axes in scope)"
+        )
+    manual = tuple(getattr(mesh, "manual_axes", names) or names)
+    if axis_name is None:
+        sized = [ax for ax in manual if mesh.shape[ax] > 1]
+        if len(sized) > 1:
+            raise ValueError(
+                f"jaxmg.{op}_shardmap_ctx: the mesh has several axes {tuple(sized)}; pass "
+                "axis_name= naming the axis the rows of 'a' are sharded over"
+            )
+        axis_name = sized[0] if sized else manual[0]
+    rows = tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
+    for ax in rows:
+        if ax not in manual:
+            raise ValueError(
+                f"jaxmg.{op}_shardmap_ctx: axis {ax!r} is not a manual axis of the enclosing "
+                f"shard_map (axes {manual})"
+            )
+    groups = tuple(ax for ax in manual if ax not in rows)
+    ndev = int(np.prod([mesh.shape[ax] for ax in rows]))
+    return rows, groups, ndev
+
+
+def context_plan(a, T_A, pad: bool, axis_name, op: str) -> tuple[ContextPlan, dict]:
+    """Checks a call inside the user's shard_map from the local shard: the ``ContextPlan``
+    and the geometry on each platform (``{"cpu": geo, "gpu": geo}``: which one runs is
+    known only when the program is lowered, and each platform's distributed engine has its
+    own tile rule)."""
+    name = f"{op}_shardmap_ctx"
+    rows, groups, ndev = context_axes(axis_name, op)
+    shape = getattr(a, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(f"jaxmg.{name}: 'a' must be a matrix shard, got shape {shape}")
+    n = shape[1]
+    if shape[0] * ndev != n:
+        raise ValueError(
+            f"jaxmg.{name}: the shard of 'a' must have N / {ndev} = {n // ndev} rows for "
+            f"N = {n}, got {shape[0]}"
+        )
+    check_dtype(a.dtype, name)
+    geos = {p: geometry(op, p, n, ndev, T_A, pad, name) for p in _engines.DISTRIBUTED}
+    _ffi.ensure_backends()
+    return ContextPlan(rows, groups, n, ndev), geos
