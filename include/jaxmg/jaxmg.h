@@ -143,6 +143,13 @@ JAXMG_EXPORT void jaxmg_set_fault(int point, int rank, int count);
  * timeout); for leak tests. */
 JAXMG_EXPORT int64_t jaxmg_live_sessions(void);
 
+/* The FFI targets this library has kernels for, comma-separated in the order of the op
+ * table (src/common/ops.h): "jaxmg_potrf,jaxmg_potrs,...". Target jaxmg_<stem> is served by
+ * the exported handler jaxmg_ffi_<stem>_cpu (libjaxmg.so) or jaxmg_ffi_<stem>_cuda
+ * (libjaxmg_cuda.so); register exactly these. The string belongs to the library and stays
+ * valid until the calling thread calls this function again. */
+JAXMG_EXPORT const char *jaxmg_ffi_targets(void);
+
 /* Number of call instances this library has given (one per jaxmg custom call of every
  * executable XLA compiled with jaxmg's INSTANTIATE stage; docs/design.md, "Rendezvous");
  * 0 where the runtime offers no per-call state. For tests. */

@@ -1,5 +1,5 @@
-/* What every participant of a call publishes in the rendezvous, and the op codes the FFI layer
- * hands to the backends. Backends see plain pointers only. */
+/* The op table, what every participant of a call publishes in the rendezvous, and the task
+ * the FFI layer hands to the backends. Backends see plain pointers only. */
 #ifndef JAXMG_COMMON_OPS_H_
 #define JAXMG_COMMON_OPS_H_
 
@@ -8,58 +8,98 @@
 #include "common/rendezvous.h"
 #include "jaxmg/jaxmg.h"
 
+/* What an op takes and returns (operands and results in src/ffi/dispatch.c's order: a, b,
+ * ids; then a, x, w, info), and what its math does where a kernel serves several ops. */
+enum {
+  JAXMG_OPF_B = 1u << 0,       /* operand b (nrhs x N) and result x (nrhs x N): a solve */
+  JAXMG_OPF_W = 1u << 1,       /* result w: N eigenvalues in the real type of a */
+  JAXMG_OPF_A_OUT = 1u << 2,   /* result a (the first), aliased to the operand a */
+  JAXMG_OPF_WHOLE = 1u << 3,   /* computed by position 0 on the whole matrix (identity
+                                * layout: one tile per shard) */
+  JAXMG_OPF_FACTOR = 1u << 4,  /* factors A = L L^H from the operand a */
+  JAXMG_OPF_VECTORS = 1u << 5  /* returns eigenvectors in the result a */
+};
+
+/* ONE row per op, and no list of ops anywhere else:
+ *
+ *   X(OP, stem, name, flags, cpu, cuda)
+ *
+ *   OP     the enum suffix: JAXMG_OP_<OP>;
+ *   stem   the FFI target jaxmg_<stem> and the exported handlers jaxmg_ffi_<stem>_cpu and
+ *          jaxmg_ffi_<stem>_cuda (src/ffi/entry_*.c);
+ *   name   the op in messages ("jaxmg.<name>: ..."), as the user called it;
+ *   flags  JAXMG_OPF_*: the operands and results dispatch.c checks, and the math;
+ *   cpu    the CPU kernel (src/cpu/cpu.h), cuda the CUDA kernel (src/gpu/gpu.h); NULL where
+ *          the platform has none: its library does not list the target in
+ *          jaxmg_ffi_targets() and its handler refuses the call (UNAVAILABLE).
+ *
+ * The kernel names are expanded only where the platform's kernel table is built
+ * (src/cpu/cpu_run.c, src/gpu/gpu_run.c). potri has no CUDA kernel: cusolverMgPotri returns
+ * wrong inverses on 2 GPUs (docs/design.md), and Python computes the inverse on GPUs from
+ * potrf and solves. The *_whole ops are the "single" engines of potrs and syevd: position 0
+ * gathers from its peers only the part a lower factorization reads and computes alone. */
+#define JAXMG_OPS(X)                                                                          \
+  X(POTRF, potrf, "cho_factor", JAXMG_OPF_A_OUT | JAXMG_OPF_FACTOR,                           \
+    jaxmg__cpu_potrs, jaxmg__mg_run)                                                          \
+  X(POTRS, potrs, "potrs", JAXMG_OPF_B | JAXMG_OPF_A_OUT | JAXMG_OPF_FACTOR,                  \
+    jaxmg__cpu_potrs, jaxmg__mg_run)                                                          \
+  X(SOLVE, solve, "cho_solve", JAXMG_OPF_B, /* a: the factor from potrf, read only */        \
+    jaxmg__cpu_potrs, jaxmg__mg_run)                                                          \
+  X(POTRI, potri, "potri", JAXMG_OPF_A_OUT | JAXMG_OPF_FACTOR,                                \
+    jaxmg__cpu_potri, NULL)                                                                   \
+  X(SYEVD, syevd, "syevd", JAXMG_OPF_W | JAXMG_OPF_A_OUT | JAXMG_OPF_VECTORS,                 \
+    jaxmg__cpu_syevd, jaxmg__mg_run)                                                          \
+  X(SYEVD_N, syevd_n, "syevd", JAXMG_OPF_W | JAXMG_OPF_A_OUT, /* a: scratch */               \
+    jaxmg__cpu_syevd, jaxmg__mg_run)                                                          \
+  X(POTRS_WHOLE, potrs_whole, "potrs",                                                        \
+    JAXMG_OPF_B | JAXMG_OPF_WHOLE | JAXMG_OPF_FACTOR, /* a: read only */                     \
+    jaxmg__cpu_potrs_whole, jaxmg__gpu_whole)                                                 \
+  X(SYEVD_WHOLE, syevd_whole, "syevd",                                                        \
+    JAXMG_OPF_W | JAXMG_OPF_A_OUT | JAXMG_OPF_WHOLE | JAXMG_OPF_VECTORS,                      \
+    jaxmg__cpu_syevd, jaxmg__gpu_whole)                                                       \
+  X(SYEVD_N_WHOLE, syevd_n_whole, "syevd",                                                    \
+    JAXMG_OPF_W | JAXMG_OPF_A_OUT | JAXMG_OPF_WHOLE, /* a: scratch */                        \
+    jaxmg__cpu_syevd, jaxmg__gpu_whole)
+
+/* What one participant is asked to do. The values count from 0 in table order. */
+typedef enum {
+#define JAXMG_OP_ENUM(OP, stem, name, flags, cpu, cuda) JAXMG_OP_##OP,
+  JAXMG_OPS(JAXMG_OP_ENUM)
+#undef JAXMG_OP_ENUM
+  JAXMG_NOPS /* the number of ops, not an op */
+} jaxmg_op_t;
+
+typedef struct {
+  jaxmg_op_t op;
+  const char *stem;   /* "potrs_whole" */
+  const char *target; /* "jaxmg_potrs_whole": the FFI target */
+  const char *name;   /* "potrs": the op in messages */
+  unsigned flags;     /* JAXMG_OPF_* */
+} jaxmg_op_info_t;
+
+/* The table row of op (src/common/ops.c); NULL for a value that is no op. */
+const jaxmg_op_info_t *jaxmg__op_info(jaxmg_op_t op);
+
+/* 1 when op has any of the JAXMG_OPF_* bits in `flags`. */
+static inline int jaxmg__op_has(jaxmg_op_t op, unsigned flags) {
+  const jaxmg_op_info_t *oi = jaxmg__op_info(op);
+  return oi && (oi->flags & flags) != 0;
+}
+
 typedef struct {
   void *a;          /* this device's matrix shard: nloc x N row-major (in/out) */
-  const void *b;    /* right-hand sides, column-major N x nrhs, replicated (potrs) */
-  void *x;          /* solution, column-major N x nrhs, replicated (potrs) */
-  void *w;          /* eigenvalues, N reals, replicated (syevd) */
+  const void *b;    /* right-hand sides, column-major N x nrhs, replicated (JAXMG_OPF_B) */
+  void *x;          /* solution, column-major N x nrhs, replicated (JAXMG_OPF_B) */
+  void *w;          /* eigenvalues, N reals, replicated (JAXMG_OPF_W) */
   int32_t *info;    /* LAPACK info, one int32, replicated */
   int device;       /* device ordinal (GPU) */
   void *stream;     /* the device's XLA stream (GPU) */
   void *ready;      /* event recorded on `stream` once this device's inputs are ready (GPU) */
 } jaxmg_part_t;
 
-/* What one participant is asked to do. */
-typedef enum {
-  JAXMG_OP_POTRF = 0,   /* factor A = L L^H in place, in the block-cyclic layout */
-  JAXMG_OP_POTRS = 1,   /* factor, then solve for the right-hand sides */
-  JAXMG_OP_SOLVE = 2,   /* solve with a factor produced by JAXMG_OP_POTRF */
-  JAXMG_OP_POTRI = 3,   /* inverse, returned as rows of inv(A) in the original order */
-  JAXMG_OP_SYEVD = 4,   /* eigenvalues and eigenvectors */
-  JAXMG_OP_SYEVD_N = 5, /* eigenvalues only */
-  /* factor and solve on one participant (position 0) holding the whole matrix: it gathers
-   * from its peers only the part a lower Cholesky reads, the others receive x ("single"
-   * engine of potrs); `a` is read, not written */
-  JAXMG_OP_POTRS_WHOLE = 6,
-  /* eigendecomposition on position 0 holding the whole matrix (gathered as for
-   * POTRS_WHOLE); every participant receives w, info and, with vectors, its rows of the
-   * column-major eigenvector matrix ("single" engine of syevd); `a` is overwritten */
-  JAXMG_OP_SYEVD_WHOLE = 7,
-  JAXMG_OP_SYEVD_N_WHOLE = 8 /* eigenvalues only; `a` is scratch */
-} jaxmg_op_t;
-
-/* Ops with right-hand sides b (operand) and solutions x (result). */
-static inline int jaxmg__op_has_rhs(jaxmg_op_t op) {
-  return op == JAXMG_OP_POTRS || op == JAXMG_OP_SOLVE || op == JAXMG_OP_POTRS_WHOLE;
-}
-/* Eigendecompositions (result w). */
-static inline int jaxmg__op_is_evd(jaxmg_op_t op) {
-  return op == JAXMG_OP_SYEVD || op == JAXMG_OP_SYEVD_N || op == JAXMG_OP_SYEVD_WHOLE ||
-         op == JAXMG_OP_SYEVD_N_WHOLE;
-}
-/* Ops computed by position 0 on the whole matrix (identity layout). */
-static inline int jaxmg__op_is_whole(jaxmg_op_t op) {
-  return op == JAXMG_OP_POTRS_WHOLE || op == JAXMG_OP_SYEVD_WHOLE ||
-         op == JAXMG_OP_SYEVD_N_WHOLE;
-}
-/* Ops whose shard `a` is also a result (aliased to the operand). */
-static inline int jaxmg__op_writes_a(jaxmg_op_t op) {
-  return op != JAXMG_OP_SOLVE && op != JAXMG_OP_POTRS_WHOLE;
-}
-
 typedef struct {
   jaxmg_op_t op;
-  const char *name;          /* "potrs", ... for messages */
+  const char *name;          /* the op's name for messages (jaxmg__op_info(op)->name) */
   jaxmg_dtype_t dtype;
   jaxmg_layout_t lay;        /* N, nloc, ndev = number of participants, tile */
   int64_t nrhs;

@@ -12,11 +12,14 @@
 #include "common/ops.h"
 #include "cpu/lapack.h"
 
-/* Runs task t for one participant. Returns JAXMG_OK also when the matrix is not positive
- * definite or the eigensolver does not converge: then *info > 0 and the outputs hold NaN. */
+/* Runs task t for one participant (cpu_run.c: the op's kernel from the op table). Returns
+ * JAXMG_OK also when the matrix is not positive definite or the eigensolver does not
+ * converge: then *info > 0 and the outputs hold NaN. */
 jaxmg_status_t jaxmg_cpu_run(const jaxmg_task_t *t, int32_t *info, jaxmg_error_t *err);
+/* 1 when the CPU has a kernel for op (its column of the op table is not NULL). */
+int jaxmg__cpu_has_kernel(jaxmg_op_t op);
 
-/* Internal: the pieces shared by the algorithms (cpu_potrf.c). */
+/* What every kernel gets: the task, the dtype's LAPACK kernels and the geometry. */
 typedef struct {
   const jaxmg_task_t *t;
   const jaxmg_cpu_kernels_t *k;
@@ -25,8 +28,7 @@ typedef struct {
   int ld;
 } jaxmg_cpu_ctx_t;
 
-jaxmg_status_t jaxmg__cpu_ctx(jaxmg_cpu_ctx_t *c, const jaxmg_task_t *t, int need_evd,
-                              jaxmg_error_t *err);
+/* ---- the pieces shared by the algorithms (cpu_potrf.c) ---------------------------------- */
 /* Address of row `row` of global tile column j (in its owner's shard). */
 char *jaxmg__cpu_at(const jaxmg_cpu_ctx_t *c, int64_t j, int64_t row);
 /* Distributed Cholesky of the (already permuted) shards; *ginfo = LAPACK info in original
@@ -35,10 +37,19 @@ jaxmg_status_t jaxmg__cpu_factor(const jaxmg_cpu_ctx_t *c, int64_t *ginfo, jaxmg
 /* Solves L L^H Y = Y for nc columns of Y (ld N) using the distributed factor. */
 void jaxmg__cpu_solve(const jaxmg_cpu_ctx_t *c, void *y, int nc);
 
+/* ---- the kernels: the op table's CPU column (src/common/ops.h) ------------------------- *
+ * Each runs one participant's share of its ops; *info is 0 on entry. */
+typedef jaxmg_status_t (*jaxmg_cpu_kernel_t)(const jaxmg_cpu_ctx_t *c, int32_t *info,
+                                             jaxmg_error_t *err);
+/* Ops with JAXMG_OPF_FACTOR permute and factor the shards, ops with JAXMG_OPF_B solve for the
+ * right-hand sides (cho_solve: with the factor potrf left; cpu_potrf.c). */
+jaxmg_status_t jaxmg__cpu_potrs(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
+/* The inverse, as rows of inv(A) in the original order (cpu_potri.c). */
 jaxmg_status_t jaxmg__cpu_potri(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
-/* JAXMG_OP_SYEVD, _SYEVD_N and their whole-matrix forms _SYEVD_WHOLE, _SYEVD_N_WHOLE. */
+/* Eigenvalues, with JAXMG_OPF_VECTORS eigenvectors; JAXMG_OPF_WHOLE selects the single
+ * engine's layout of them (cpu_syevd.c). */
 jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
-/* JAXMG_OP_POTRS_WHOLE (cpu_whole.c). */
+/* potrs's single engine (cpu_whole.c). */
 jaxmg_status_t jaxmg__cpu_potrs_whole(const jaxmg_cpu_ctx_t *c, int32_t *info,
                                       jaxmg_error_t *err);
 

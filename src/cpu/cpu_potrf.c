@@ -1,5 +1,4 @@
-/* CPU backend: distributed Cholesky factorization and solve, and the dispatcher. */
-#include <limits.h>
+/* CPU backend: distributed Cholesky factorization and solve (potrf, potrs, cho_solve). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,24 +6,6 @@
 
 static const jaxmg_part_t *part(const jaxmg_cpu_ctx_t *c, int64_t r) {
   return jaxmg__rv_slot(c->t->session, (int)r);
-}
-
-jaxmg_status_t jaxmg__cpu_ctx(jaxmg_cpu_ctx_t *c, const jaxmg_task_t *t, int need_evd,
-                              jaxmg_error_t *err) {
-  jaxmg_status_t st = jaxmg__cpu_kernels(t->dtype, need_evd, &c->k, t->name, err);
-  if (st) return st;
-  c->t = t;
-  c->esz = c->k->info->size;
-  c->N = t->lay.n;
-  c->T = t->lay.tile;
-  c->K = c->N / c->T;
-  c->P = t->lay.ndev;
-  if (c->N > INT_MAX) {
-    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: N = %lld exceeds LAPACK's 32-bit range",
-                         t->name, (long long)c->N);
-  }
-  c->ld = (int)c->N;
-  return JAXMG_OK;
 }
 
 char *jaxmg__cpu_at(const jaxmg_cpu_ctx_t *c, int64_t j, int64_t row) {
@@ -153,41 +134,17 @@ static jaxmg_status_t solve_rhs(const jaxmg_cpu_ctx_t *c, int64_t ginfo, jaxmg_e
   return jaxmg__rv_barrier(t->session, t->rank, -1, err);
 }
 
-static jaxmg_status_t run_potrs(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err) {
+jaxmg_status_t jaxmg__cpu_potrs(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err) {
   const jaxmg_task_t *t = c->t;
   jaxmg_status_t st;
   int64_t ginfo = 0;
-  if (t->op != JAXMG_OP_SOLVE) {
+  if (jaxmg__op_has(t->op, JAXMG_OPF_FACTOR)) {
     if ((st = permute_own(c, err))) return st;
     if ((st = jaxmg__rv_barrier(t->session, t->rank, -1, err))) return st;
     if ((st = jaxmg__cpu_factor(c, &ginfo, err))) return st;
   }
-  if (t->op != JAXMG_OP_POTRF && (st = solve_rhs(c, ginfo, err))) return st;
+  if (jaxmg__op_has(t->op, JAXMG_OPF_B) && (st = solve_rhs(c, ginfo, err))) return st;
   if (ginfo) jaxmg__fill_nan(part(c, t->rank)->a, t->lay.nloc * c->N, t->dtype);
   *info = (int32_t)ginfo;
   return JAXMG_OK;
-}
-
-jaxmg_status_t jaxmg_cpu_run(const jaxmg_task_t *t, int32_t *info, jaxmg_error_t *err) {
-  jaxmg_cpu_ctx_t c;
-  int evd = jaxmg__op_is_evd(t->op);
-  jaxmg_status_t st = jaxmg__cpu_ctx(&c, t, evd, err);
-  if (st) return st;
-  if (jaxmg__fault_hit(JAXMG_FAULT_ALLOC, t->rank))
-    return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: injected allocation failure", t->name);
-  if (jaxmg__fault_hit(JAXMG_FAULT_SOLVER, t->rank))
-    return jaxmg__seterr(err, JAXMG_EFAULT, "jaxmg.%s: injected solver failure", t->name);
-  *info = 0;
-  switch (t->op) {
-    case JAXMG_OP_POTRF:
-    case JAXMG_OP_POTRS:
-    case JAXMG_OP_SOLVE: return run_potrs(&c, info, err);
-    case JAXMG_OP_POTRI: return jaxmg__cpu_potri(&c, info, err);
-    case JAXMG_OP_SYEVD:
-    case JAXMG_OP_SYEVD_N:
-    case JAXMG_OP_SYEVD_WHOLE:
-    case JAXMG_OP_SYEVD_N_WHOLE: return jaxmg__cpu_syevd(&c, info, err);
-    case JAXMG_OP_POTRS_WHOLE: return jaxmg__cpu_potrs_whole(&c, info, err);
-  }
-  return jaxmg__seterr(err, JAXMG_EINTERNAL, "jaxmg.%s: unknown op %d", t->name, (int)t->op);
 }

@@ -68,8 +68,8 @@ done:
 jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err) {
   const jaxmg_task_t *t = c->t;
   const jaxmg_layout_t *lay = &t->lay;
-  const int vectors = t->op == JAXMG_OP_SYEVD || t->op == JAXMG_OP_SYEVD_WHOLE;
-  const int whole = jaxmg__op_is_whole(t->op);
+  const int vectors = jaxmg__op_has(t->op, JAXMG_OPF_VECTORS);
+  const int whole = jaxmg__op_has(t->op, JAXMG_OPF_WHOLE);
   const size_t rowb = (size_t)lay->nloc * c->esz;
   const size_t colb = (size_t)c->N * c->esz, wb = (size_t)c->N * c->k->info->real_size;
   int64_t ginfo = 0;

@@ -1,57 +1,25 @@
-/* Operand layout of every op (a: the shard, nloc x N; b and x: nrhs x N, i.e. column-major
- * N x nrhs; ids: int32[2]; info: int32[1]; w: N reals):
+/* Operand layout of every op, from its flags in the op table (src/common/ops.h), in this
+ * order (a: the shard, nloc x N; b and x: nrhs x N, i.e. column-major N x nrhs; ids:
+ * int32[2]; w: N reals; info: int32[1]):
  *
- *   op        operands      results
- *   potrf     a ids         a info
- *   potrs     a b ids       a x info
- *   solve     a b ids       x info          (a: the factor from potrf, read only)
- *   potri     a ids         a info
- *   syevd     a ids         a w info
- *   syevd_n   a ids         a w info        (a: scratch)
- *   potrs_whole    a b ids  x info          (a: read only)
- *   syevd_whole    a ids    a w info
- *   syevd_n_whole  a ids    a w info        (a: scratch)
+ *   operands   a, b (JAXMG_OPF_B), ids
+ *   results    a (JAXMG_OPF_A_OUT), x (JAXMG_OPF_B), w (JAXMG_OPF_W), info
  *
- * Results named `a` alias the operand `a` (input_output_aliases in Python); when XLA did not
- * alias them, the operand is copied into the result before anything else. Attributes:
- * tile, nparts, site, timeout_ms (all integers), and when the mesh spans several processes
- * mp_procs (int32[groups * nparts]: the process index of each (group, position)). */
+ * decode() reads exactly those. Results named `a` alias the operand `a`
+ * (input_output_aliases in Python); when XLA did not alias them, the operand is copied into
+ * the result before anything else. An op without JAXMG_OPF_A_OUT only reads `a` (cho_solve:
+ * the factor potrf left; potrs_whole: the matrix). Attributes, looked up by name
+ * (jaxmg_attrs_t): tile, nparts, site, timeout_ms (integers), and when the mesh spans several
+ * processes mp_procs (int32[groups * nparts]: the process index of each (group, position)). */
 #include "ffi/dispatch.h"
 
 #include <limits.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/mp.h"
 #include "common/workers.h"
-
-static const char *op_name(jaxmg_op_t op) {
-  switch (op) {
-    case JAXMG_OP_POTRF: return "cho_factor";
-    case JAXMG_OP_POTRS:
-    case JAXMG_OP_POTRS_WHOLE: return "potrs";
-    case JAXMG_OP_SOLVE: return "cho_solve";
-    case JAXMG_OP_POTRI: return "potri";
-    case JAXMG_OP_SYEVD:
-    case JAXMG_OP_SYEVD_N:
-    case JAXMG_OP_SYEVD_WHOLE:
-    case JAXMG_OP_SYEVD_N_WHOLE: return "syevd";
-  }
-  return "op";
-}
-
-typedef struct {
-  int has_b, has_x, has_w, a_out;
-} op_shape_t;
-
-static op_shape_t shape_of(jaxmg_op_t op) {
-  op_shape_t s = {0, 0, 0, jaxmg__op_writes_a(op)};
-  if (jaxmg__op_has_rhs(op)) s.has_b = s.has_x = 1;
-  if (jaxmg__op_is_evd(op)) s.has_w = 1;
-  return s;
-}
 
 static jaxmg_status_t expect_dims(const jaxmg_buf_t *b, const char *op, const char *what,
                                   int64_t rank, int64_t d0, int64_t d1, jaxmg_error_t *err) {
@@ -85,19 +53,28 @@ static int real_xla_dtype(jaxmg_dtype_t dt) {
   return (dt == JAXMG_F32 || dt == JAXMG_C64) ? XLA_FFI_DataType_F32 : XLA_FFI_DataType_F64;
 }
 
-/* Decodes and validates the frame into the task and this participant's slot. */
-static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *t,
-                             jaxmg_part_t *p, jaxmg_buf_t *ids, int64_t attrs[4],
+/* The attributes, each by its name (their order in the frame does not matter). */
+static jaxmg_status_t decode_attrs(const XLA_FFI_CallFrame *f, const char *nm, jaxmg_attrs_t *at,
+                                   jaxmg_error_t *err) {
+  jaxmg_status_t st;
+  if ((st = jaxmg__ffi_attr_i64(f, "tile", &at->tile, nm, err))) return st;
+  if ((st = jaxmg__ffi_attr_i64(f, "nparts", &at->nparts, nm, err))) return st;
+  if ((st = jaxmg__ffi_attr_i64(f, "site", &at->site, nm, err))) return st;
+  if ((st = jaxmg__ffi_attr_i64(f, "timeout_ms", &at->timeout_ms, nm, err))) return st;
+  return jaxmg__ffi_attr_i32_array(f, "mp_procs", &at->mp_procs, &at->mp_procs_len, nm, err);
+}
+
+/* Decodes and validates the frame into the task and this participant's slot: the operands
+ * and results the op's flags name, in the order of the table above. */
+static jaxmg_status_t decode(XLA_FFI_CallFrame *f, const jaxmg_op_info_t *oi, jaxmg_task_t *t,
+                             jaxmg_part_t *p, jaxmg_buf_t *ids, jaxmg_attrs_t *at,
                              const void **a_in, jaxmg_error_t *err) {
-  const char *nm = op_name(op);
-  op_shape_t sh = shape_of(op);
+  const char *nm = oi->name;
   jaxmg_buf_t a, b, r;
   jaxmg_status_t st;
   int64_t ia = 0, ir = 0;
-  static const char *attr_names[4] = {"tile", "nparts", "site", "timeout_ms"};
-  for (int i = 0; i < 4; i++)
-    if ((st = jaxmg__ffi_attr_i64(f, attr_names[i], &attrs[i], nm, err))) return st;
-  const int64_t tile = attrs[0], nparts = attrs[1];
+  if ((st = decode_attrs(f, nm, at, err))) return st;
+  const int64_t tile = at->tile, nparts = at->nparts;
 
   if ((st = jaxmg__ffi_buffer(f, 0, ia++, &a, nm, "a", err))) return st;
   if (!a.known) {
@@ -130,14 +107,14 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
                          "(%lld, %lld)",
                          nm, (long long)nloc, (long long)n);
   }
-  t->op = op;
+  t->op = oi->op;
   t->name = nm;
   t->dtype = a.dtype;
   t->nrhs = 0;
   memset(p, 0, sizeof *p);
   p->a = a.data;
   *a_in = a.data;
-  if (sh.has_b) {
+  if (oi->flags & JAXMG_OPF_B) {
     if ((st = jaxmg__ffi_buffer(f, 0, ia++, &b, nm, "b", err))) return st;
     if ((st = expect_xla_dtype(&b, a.xla_dtype, nm, "b", err))) return st;
     if (b.rank != 2) {
@@ -152,7 +129,7 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
   if ((st = expect_xla_dtype(ids, XLA_FFI_DataType_S32, nm, "ids", err))) return st;
   if ((st = expect_dims(ids, nm, "ids", 1, 2, 0, err))) return st;
 
-  if (sh.a_out) {
+  if (oi->flags & JAXMG_OPF_A_OUT) {
     if ((st = jaxmg__ffi_buffer(f, 1, ir++, &r, nm, "a (result)", err))) return st;
     if ((st = expect_xla_dtype(&r, a.xla_dtype, nm, "a (result)", err))) return st;
     if ((st = expect_dims(&r, nm, "a (result)", 2, nloc, n, err))) return st;
@@ -160,13 +137,13 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
      * a batched loop on GPU), the platform copies the operand into the result first. */
     p->a = r.data;
   }
-  if (sh.has_x) {
+  if (oi->flags & JAXMG_OPF_B) {
     if ((st = jaxmg__ffi_buffer(f, 1, ir++, &r, nm, "x", err))) return st;
     if ((st = expect_xla_dtype(&r, a.xla_dtype, nm, "x", err))) return st;
     if ((st = expect_dims(&r, nm, "x", 2, t->nrhs, n, err))) return st;
     p->x = r.data;
   }
-  if (sh.has_w) {
+  if (oi->flags & JAXMG_OPF_W) {
     if ((st = jaxmg__ffi_buffer(f, 1, ir++, &r, nm, "w", err))) return st;
     if ((st = expect_xla_dtype(&r, real_xla_dtype(a.dtype), nm, "w", err))) return st;
     if ((st = expect_dims(&r, nm, "w", 1, n, 0, err))) return st;
@@ -176,9 +153,9 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
   if ((st = expect_xla_dtype(&r, XLA_FFI_DataType_S32, nm, "info", err))) return st;
   if ((st = expect_dims(&r, nm, "info", 1, 1, 0, err))) return st;
   p->info = r.data;
-  if (attrs[3] <= 0) {
+  if (at->timeout_ms <= 0) {
     return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: timeout_ms must be positive, got %lld", nm,
-                         (long long)attrs[3]);
+                         (long long)at->timeout_ms);
   }
   return JAXMG_OK;
 }
@@ -189,14 +166,6 @@ static jaxmg_status_t decode(XLA_FFI_CallFrame *f, jaxmg_op_t op, jaxmg_task_t *
  * and the work to a jaxmg worker and returns a future to XLA, so that the thread is free for
  * the device's other calls, which its peers may be waiting in (docs/design.md). */
 static const int64_t kInlineWaitMs = 2;
-
-jaxmg_status_t jaxmg__ffi_run_joined(XLA_FFI_CallFrame *f, const jaxmg_platform_t *pf,
-                                     jaxmg_task_t *t, jaxmg_error_t *err) {
-  jaxmg_status_t st = pf->run(f, t, err);
-  if (st && !jaxmg__is_peer_status(st)) jaxmg__rv_fail(t->session, t->rank, err);
-  jaxmg__rv_leave(t->session, t->rank);
-  return st;
-}
 
 typedef struct {
   const XLA_FFI_Api *api;
@@ -253,35 +222,47 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
   if (f->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL;
 
   jaxmg_error_t err = {JAXMG_OK, ""};
+  const jaxmg_op_info_t *oi = jaxmg__op_info(op);
+  if (!oi) {
+    jaxmg__seterr(&err, JAXMG_EINTERNAL, "jaxmg: unknown op %d", (int)op);
+    return jaxmg__ffi_error(f->api, &err);
+  }
+  /* The library does not register such a target (jaxmg_ffi_targets); someone did. */
+  if (!pf->has_kernel(op)) {
+    jaxmg__seterr(&err, JAXMG_EUNAVAIL,
+                  "jaxmg.%s: %s has no %s kernel (this library's jaxmg_ffi_targets() does not "
+                  "list it)",
+                  oi->name, oi->target, pf->platform);
+    return jaxmg__ffi_error(f->api, &err);
+  }
   jaxmg_task_t t;
   jaxmg_part_t part;
   jaxmg_buf_t ids;
-  int64_t attrs[4], run_id = 0;
+  jaxmg_attrs_t at;
+  int64_t run_id = 0;
   /* Which copy of the traced call this is, the same on every device (docs/design.md). */
   const int64_t instance = pf->instances ? jaxmg__ffi_instance(f) : 0;
   int32_t gr[2] = {0, 0};
   int prepared = 0;
   const void *a_in = NULL;
-  jaxmg_status_t st = decode(f, op, &t, &part, &ids, attrs, &a_in, &err);
+  jaxmg_status_t st = decode(f, oi, &t, &part, &ids, &at, &a_in, &err);
   if (!st) st = jaxmg__ffi_run_id(f, &run_id, t.name, &err);
   if (!st) st = pf->read_ids(f, ids.data, gr, &err);
-  if (!st && (gr[1] < 0 || gr[1] >= attrs[1])) {
+  if (!st && (gr[1] < 0 || gr[1] >= at.nparts)) {
     st = jaxmg__seterr(&err, JAXMG_EINVAL, "jaxmg.%s: mesh position %d outside [0, %lld)", t.name,
-                       gr[1], (long long)attrs[1]);
+                       gr[1], (long long)at.nparts);
   }
-  const int32_t *procs = NULL;
-  int64_t nprocs_attr = 0;
-  if (!st) st = jaxmg__ffi_attr_i32_array(f, "mp_procs", &procs, &nprocs_attr, t.name, &err);
+  const int32_t *procs = at.mp_procs;
   if (!st && procs) {
-    if (nprocs_attr % attrs[1] != 0 || gr[0] < 0 || gr[0] >= nprocs_attr / attrs[1]) {
+    if (at.mp_procs_len % at.nparts != 0 || gr[0] < 0 || gr[0] >= at.mp_procs_len / at.nparts) {
       st = jaxmg__seterr(&err, JAXMG_EINVAL,
                          "jaxmg.%s: attribute 'mp_procs' has %lld entries, not one per position "
                          "of group %d",
-                         t.name, (long long)nprocs_attr, gr[0]);
+                         t.name, (long long)at.mp_procs_len, gr[0]);
     } else {
-      procs += (int64_t)gr[0] * attrs[1];
+      procs += (int64_t)gr[0] * at.nparts;
       int spans = 0;
-      for (int64_t r = 1; r < attrs[1]; r++) spans |= procs[r] != procs[0];
+      for (int64_t r = 1; r < at.nparts; r++) spans |= procs[r] != procs[0];
       if (!spans) {
         procs = NULL; /* the whole group is in this process */
       } else if (procs[gr[1]] != jaxmg__mp_process()) {
@@ -307,9 +288,17 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
   /* One process per device: position 0 of the leader's process and every position of
    * another process go through src/ffi/mpmd.c; the leader's other positions join as usual. */
   if (procs && (t.rank == 0 || procs[t.rank] != procs[0]))
-    return jaxmg__ffi_mpmd(f, &t, &part, attrs, run_id, instance, gr[0], procs, pf);
-  jaxmg_join_t j = {run_id,  attrs[2], instance, gr[0], (int)attrs[1], t.rank, attrs[3],
-                    t.name,  &part,    sizeof part};
+    return jaxmg__ffi_mpmd(f, &t, &part, &at, run_id, instance, gr[0], procs, pf);
+  const jaxmg_join_t j = {.run_id = run_id,
+                          .site = at.site,
+                          .instance = instance,
+                          .group = gr[0],
+                          .nparts = (int)at.nparts,
+                          .rank = t.rank,
+                          .timeout_ms = at.timeout_ms,
+                          .op = t.name,
+                          .slot = &part,
+                          .slot_size = sizeof part};
   if (pf->async && !pf->prepare) {
     /* A device may run a program's calls in any order here (CPU): the call must not hold
      * one of XLA's threads for long while it waits for its peers (docs/design.md). */
@@ -328,4 +317,22 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
   if (!st) st = jaxmg__ffi_run_joined(f, pf, &t, &err);
   if (prepared && pf->release) pf->release(f, &part);
   return st ? jaxmg__ffi_error(f->api, &err) : NULL;
+}
+
+/* Room for every target name and its comma. */
+#define JAXMG_OP_TARGET_LEN(OP, stem, name, flags, cpu, cuda) +sizeof("jaxmg_" #stem ",")
+enum { kTargetsLen = 1 JAXMG_OPS(JAXMG_OP_TARGET_LEN) };
+#undef JAXMG_OP_TARGET_LEN
+
+const char *jaxmg__ffi_targets(const jaxmg_platform_t *pf) {
+  /* Per thread: no lock, and any platform (a caller copies the string at once). */
+  static _Thread_local char buf[kTargetsLen];
+  size_t n = 0;
+  buf[0] = '\0';
+  for (int op = 0; op < JAXMG_NOPS; op++) {
+    if (!pf->has_kernel((jaxmg_op_t)op)) continue;
+    n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", n ? "," : "",
+                          jaxmg__op_info((jaxmg_op_t)op)->target);
+  }
+  return buf;
 }

@@ -20,6 +20,9 @@ typedef struct {
    * only for platforms without `prepare`/`release`, whose `run` needs no call frame. Where
    * the runtime has no futures it waits in place. */
   int async;
+  /* 1 when the platform has a kernel for op (the op table's column of the platform). The
+   * library registers (jaxmg_ffi_targets) and runs only those. */
+  int (*has_kernel)(jaxmg_op_t op);
   /* Reads the int32[2] operand (replica group, position along the sharded axis). */
   jaxmg_status_t (*read_ids)(XLA_FFI_CallFrame *f, const void *ids, int32_t out[2],
                              jaxmg_error_t *err);
@@ -62,6 +65,18 @@ typedef struct {
   void (*mp_unimport)(const jaxmg_task_t *t, void *state, jaxmg_part_t *p);
 } jaxmg_platform_t;
 
+/* The attributes of every op, decoded by name (src/ffi/dispatch.c). */
+typedef struct {
+  int64_t tile;            /* T: the solver's tile, divides the rows of each shard */
+  int64_t nparts;          /* participants per group (mesh positions along the row axes) */
+  int64_t site;            /* call-site id, fixed when the call was traced */
+  int64_t timeout_ms;      /* arrival deadline, > 0 */
+  /* Only when the mesh spans several processes, else NULL and 0: int32[groups * nparts],
+   * the process index of each (group, position). */
+  const int32_t *mp_procs;
+  int64_t mp_procs_len;
+} jaxmg_attrs_t;
+
 /* Where each operand of a remote participant sits in its exchange memory (byte offsets;
  * `total` is the size; absent operands have offset 0 and are not used). */
 typedef struct {
@@ -72,18 +87,25 @@ typedef struct {
 void jaxmg__mp_exchange(const jaxmg_task_t *t, jaxmg_mp_exchange_t *ex);
 
 /* One process per device: runs the call of a participant whose group spans several
- * processes (procs[r]: the process of position r). Called by jaxmg__ffi_dispatch. */
+ * processes (procs[r]: the process of position r of the group). Called by
+ * jaxmg__ffi_dispatch. */
 XLA_FFI_Error *jaxmg__ffi_mpmd(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *part,
-                               const int64_t attrs[4], int64_t run_id, int64_t instance,
+                               const jaxmg_attrs_t *at, int64_t run_id, int64_t instance,
                                int32_t group, const int32_t *procs, const jaxmg_platform_t *pf);
 
 /* The handler of every stage: answers the metadata query, gives the call its instance at
- * INSTANTIATE (platforms with `instances`), runs it at EXECUTE. */
+ * INSTANTIATE (platforms with `instances`), runs it at EXECUTE (UNAVAILABLE for an op the
+ * platform has no kernel for). */
 XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
                                    const jaxmg_platform_t *pf);
 
+/* The comma-separated FFI targets ("jaxmg_potrf,jaxmg_potrs,...") of the ops pf has a
+ * kernel for, in table order: what the library's jaxmg_ffi_targets() returns. The string
+ * lives in a buffer of the calling thread, valid until its next call. */
+const char *jaxmg__ffi_targets(const jaxmg_platform_t *pf);
+
 /* A joined participant's work (pf->run); its own failure is posted to the peers, then it
- * leaves the session. */
+ * leaves the session (src/ffi/joined.c). */
 jaxmg_status_t jaxmg__ffi_run_joined(XLA_FFI_CallFrame *f, const jaxmg_platform_t *pf,
                                      jaxmg_task_t *t, jaxmg_error_t *err);
 

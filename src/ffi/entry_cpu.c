@@ -68,7 +68,7 @@ static jaxmg_status_t cpu_mp_collect(XLA_FFI_CallFrame *f, const jaxmg_task_t *t
   (void)f, (void)err;
   jaxmg__mp_exchange(t, &ex);
   part_in(t, tls_map, &sh);
-  if (jaxmg__op_writes_a(t->op)) memcpy(p->a, sh.a, ex.a_bytes);
+  if (jaxmg__op_has(t->op, JAXMG_OPF_A_OUT)) memcpy(p->a, sh.a, ex.a_bytes);
   if (ex.x_bytes) memcpy(p->x, sh.x, ex.x_bytes);
   if (ex.w_bytes) memcpy(p->w, sh.w, ex.w_bytes);
   *p->info = *sh.info;
@@ -109,23 +109,31 @@ static void cpu_mp_unimport(const jaxmg_task_t *t, void *state, jaxmg_part_t *p)
  * different devices: calls key the rendezvous on their instance and wait for their peers on
  * jaxmg's workers (docs/design.md, "Rendezvous"). */
 static const jaxmg_platform_t kCpu = {
-    "cpu",          /* platform */
-    1,              /* instances */
-    1,              /* async */
-    cpu_read_ids,   cpu_copy,       NULL,           cpu_run,         NULL,
-    cpu_mp_export,  cpu_mp_collect, cpu_mp_unexport, cpu_mp_import,  cpu_mp_nothing,
-    cpu_mp_nothing, cpu_mp_unimport};
+    .platform = "cpu",
+    .instances = 1,
+    .async = 1,
+    .has_kernel = jaxmg__cpu_has_kernel,
+    .read_ids = cpu_read_ids,
+    .copy = cpu_copy,
+    .prepare = NULL,
+    .run = cpu_run,
+    .release = NULL,
+    .mp_export = cpu_mp_export,
+    .mp_collect = cpu_mp_collect,
+    .mp_unexport = cpu_mp_unexport,
+    .mp_import = cpu_mp_import,
+    .mp_enter = cpu_mp_nothing,
+    .mp_exit = cpu_mp_nothing,
+    .mp_unimport = cpu_mp_unimport,
+};
 
-#define JAXMG_CPU_ENTRY(fn, op)                                 \
-  JAXMG_EXPORT XLA_FFI_Error *fn(XLA_FFI_CallFrame *f);         \
-  XLA_FFI_Error *fn(XLA_FFI_CallFrame *f) { return jaxmg__ffi_dispatch(f, op, &kCpu); }
+/* One handler per op of the table: jaxmg_ffi_<stem>_cpu. */
+#define JAXMG_CPU_ENTRY(OP, stem, name, flags, cpu, cuda)                 \
+  JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_##stem##_cpu(XLA_FFI_CallFrame *f); \
+  XLA_FFI_Error *jaxmg_ffi_##stem##_cpu(XLA_FFI_CallFrame *f) {             \
+    return jaxmg__ffi_dispatch(f, JAXMG_OP_##OP, &kCpu);                    \
+  }
+JAXMG_OPS(JAXMG_CPU_ENTRY)
+#undef JAXMG_CPU_ENTRY
 
-JAXMG_CPU_ENTRY(jaxmg_ffi_potrf_cpu, JAXMG_OP_POTRF)
-JAXMG_CPU_ENTRY(jaxmg_ffi_potrs_cpu, JAXMG_OP_POTRS)
-JAXMG_CPU_ENTRY(jaxmg_ffi_solve_cpu, JAXMG_OP_SOLVE)
-JAXMG_CPU_ENTRY(jaxmg_ffi_potri_cpu, JAXMG_OP_POTRI)
-JAXMG_CPU_ENTRY(jaxmg_ffi_syevd_cpu, JAXMG_OP_SYEVD)
-JAXMG_CPU_ENTRY(jaxmg_ffi_syevd_n_cpu, JAXMG_OP_SYEVD_N)
-JAXMG_CPU_ENTRY(jaxmg_ffi_potrs_whole_cpu, JAXMG_OP_POTRS_WHOLE)
-JAXMG_CPU_ENTRY(jaxmg_ffi_syevd_whole_cpu, JAXMG_OP_SYEVD_WHOLE)
-JAXMG_CPU_ENTRY(jaxmg_ffi_syevd_n_whole_cpu, JAXMG_OP_SYEVD_N_WHOLE)
+const char *jaxmg_ffi_targets(void) { return jaxmg__ffi_targets(&kCpu); }

@@ -241,7 +241,8 @@ static jaxmg_status_t xbuf_copy(const jaxmg_task_t *t, char *x, const jaxmg_part
     if (!st && ex.b_bytes) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(x + ex.b, p->b, ex.b_bytes, k, s));
     return st;
   }
-  if (jaxmg__op_writes_a(t->op)) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(p->a, x, ex.a_bytes, k, s));
+  if (jaxmg__op_has(t->op, JAXMG_OPF_A_OUT))
+    st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(p->a, x, ex.a_bytes, k, s));
   if (!st && ex.x_bytes) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(p->x, x + ex.x, ex.x_bytes, k, s));
   if (!st && ex.w_bytes) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(p->w, x + ex.w, ex.w_bytes, k, s));
   if (!st) st = JAXMG_GPU(err, t->name, cudaMemcpyAsync(p->info, x + ex.info, sizeof(int32_t), k, s));
@@ -495,23 +496,32 @@ static void cuda_mp_unimport(const jaxmg_task_t *t, void *state, jaxmg_part_t *p
  * stream), and whether XLA's GPU runtime shares one instantiation state between the devices
  * of an executable is not established (docs/design.md, "Rendezvous"). */
 static const jaxmg_platform_t kCuda = {
-    "CUDA",          /* platform */
-    0,               /* instances */
-    0,               /* async */
-    cuda_read_ids,   cuda_copy,       cuda_prepare,     cuda_run,       cuda_release,
-    cuda_mp_export,  cuda_mp_collect, cuda_mp_unexport, cuda_mp_import, cuda_mp_enter,
-    cuda_mp_exit,    cuda_mp_unimport};
+    .platform = "CUDA",
+    .instances = 0,
+    .async = 0,
+    .has_kernel = jaxmg__gpu_has_kernel,
+    .read_ids = cuda_read_ids,
+    .copy = cuda_copy,
+    .prepare = cuda_prepare,
+    .run = cuda_run,
+    .release = cuda_release,
+    .mp_export = cuda_mp_export,
+    .mp_collect = cuda_mp_collect,
+    .mp_unexport = cuda_mp_unexport,
+    .mp_import = cuda_mp_import,
+    .mp_enter = cuda_mp_enter,
+    .mp_exit = cuda_mp_exit,
+    .mp_unimport = cuda_mp_unimport,
+};
 
-#define JAXMG_CUDA_ENTRY(fn, op)                        \
-  JAXMG_EXPORT XLA_FFI_Error *fn(XLA_FFI_CallFrame *f); \
-  XLA_FFI_Error *fn(XLA_FFI_CallFrame *f) { return jaxmg__ffi_dispatch(f, op, &kCuda); }
+/* One handler per op of the table: jaxmg_ffi_<stem>_cuda (an op without a CUDA kernel
+ * answers UNAVAILABLE; jaxmg_ffi_targets() does not list it). */
+#define JAXMG_CUDA_ENTRY(OP, stem, name, flags, cpu, cuda)                 \
+  JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_##stem##_cuda(XLA_FFI_CallFrame *f); \
+  XLA_FFI_Error *jaxmg_ffi_##stem##_cuda(XLA_FFI_CallFrame *f) {             \
+    return jaxmg__ffi_dispatch(f, JAXMG_OP_##OP, &kCuda);                    \
+  }
+JAXMG_OPS(JAXMG_CUDA_ENTRY)
+#undef JAXMG_CUDA_ENTRY
 
-JAXMG_CUDA_ENTRY(jaxmg_ffi_potrf_cuda, JAXMG_OP_POTRF)
-JAXMG_CUDA_ENTRY(jaxmg_ffi_potrs_cuda, JAXMG_OP_POTRS)
-JAXMG_CUDA_ENTRY(jaxmg_ffi_solve_cuda, JAXMG_OP_SOLVE)
-JAXMG_CUDA_ENTRY(jaxmg_ffi_potri_cuda, JAXMG_OP_POTRI)
-JAXMG_CUDA_ENTRY(jaxmg_ffi_syevd_cuda, JAXMG_OP_SYEVD)
-JAXMG_CUDA_ENTRY(jaxmg_ffi_syevd_n_cuda, JAXMG_OP_SYEVD_N)
-JAXMG_CUDA_ENTRY(jaxmg_ffi_potrs_whole_cuda, JAXMG_OP_POTRS_WHOLE)
-JAXMG_CUDA_ENTRY(jaxmg_ffi_syevd_whole_cuda, JAXMG_OP_SYEVD_WHOLE)
-JAXMG_CUDA_ENTRY(jaxmg_ffi_syevd_n_whole_cuda, JAXMG_OP_SYEVD_N_WHOLE)
+const char *jaxmg_ffi_targets(void) { return jaxmg__ffi_targets(&kCuda); }

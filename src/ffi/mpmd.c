@@ -29,14 +29,14 @@ void jaxmg__mp_exchange(const jaxmg_task_t *t, jaxmg_mp_exchange_t *ex) {
   memset(ex, 0, sizeof *ex);
   ex->a_bytes = (size_t)t->lay.nloc * n * di->size;
   off = align_up(ex->a_bytes);
-  if (jaxmg__op_has_rhs(t->op)) {
+  if (jaxmg__op_has(t->op, JAXMG_OPF_B)) {
     ex->b_bytes = ex->x_bytes = (size_t)t->nrhs * n * di->size;
     ex->b = off;
     off += align_up(ex->b_bytes);
     ex->x = off;
     off += align_up(ex->x_bytes);
   }
-  if (jaxmg__op_is_evd(t->op)) {
+  if (jaxmg__op_has(t->op, JAXMG_OPF_W)) {
     ex->w_bytes = n * di->real_size;
     ex->w = off;
     off += align_up(ex->w_bytes);
@@ -49,15 +49,15 @@ static void data_name(const jaxmg_mp_call_t *c, int rank, char *buf, size_t len)
   snprintf(buf, len, "%s-r%d", jaxmg__mp_name(c), rank);
 }
 
-static jaxmg_mp_join_t mp_join_of(const jaxmg_task_t *t, const int64_t attrs[4], int32_t group,
-                                  const int32_t *procs) {
+static jaxmg_mp_join_t mp_join_of(const jaxmg_task_t *t, const jaxmg_attrs_t *at,
+                                  int32_t group, const int32_t *procs) {
   jaxmg_mp_join_t j;
   memset(&j, 0, sizeof j);
-  j.site = attrs[2];
+  j.site = at->site;
   j.group = group;
   j.nparts = (int)t->lay.ndev;
   j.rank = t->rank;
-  j.timeout_ms = attrs[3];
+  j.timeout_ms = at->timeout_ms;
   j.op = t->name;
   j.procs = procs;
   j.sig[0] = t->op;
@@ -66,6 +66,22 @@ static jaxmg_mp_join_t mp_join_of(const jaxmg_task_t *t, const int64_t attrs[4],
   j.sig[3] = t->lay.nloc;
   j.sig[4] = t->lay.tile;
   j.sig[5] = t->nrhs;
+  return j;
+}
+
+/* The in-process rendezvous entry of position `rank` (slot: its pointers). */
+static jaxmg_join_t join_of(const jaxmg_task_t *t, const jaxmg_attrs_t *at, int64_t run_id,
+                            int64_t instance, int32_t group, int rank, const jaxmg_part_t *slot) {
+  const jaxmg_join_t j = {.run_id = run_id,
+                          .site = at->site,
+                          .instance = instance,
+                          .group = group,
+                          .nparts = (int)t->lay.ndev,
+                          .rank = rank,
+                          .timeout_ms = at->timeout_ms,
+                          .op = t->name,
+                          .slot = slot,
+                          .slot_size = sizeof *slot};
   return j;
 }
 
@@ -105,15 +121,14 @@ static void *proxy_main(void *arg) {
 
 /* Position 0 in the leader's process: its own share (prepare, join, run) plus the proxies. */
 static jaxmg_status_t lead(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *part,
-                           const int64_t attrs[4], int64_t run_id, int64_t instance,
+                           const jaxmg_attrs_t *at, int64_t run_id, int64_t instance,
                            int32_t group, const int32_t *procs, const jaxmg_platform_t *pf,
                            jaxmg_error_t *err) {
   const int P = (int)t->lay.ndev;
   /* The in-process rendezvous of the leader's process: its own positions (which run the
    * same executable, hence have the same instance) and the proxies. */
-  jaxmg_join_t j0 = {run_id, attrs[2], instance, group, P, 0, attrs[3], t->name, part,
-                     sizeof *part};
-  jaxmg_mp_join_t mj = mp_join_of(t, attrs, group, procs);
+  const jaxmg_join_t j0 = join_of(t, at, run_id, instance, group, 0, part);
+  jaxmg_mp_join_t mj = mp_join_of(t, at, group, procs);
   jaxmg_mp_call_t *c = NULL;
   proxy_t *px = calloc((size_t)P, sizeof *px);
   jaxmg_status_t st = JAXMG_OK;
@@ -140,9 +155,7 @@ static jaxmg_status_t lead(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *
     data_name(c, r, name, sizeof name);
     st = pf->mp_import(&x->t, jaxmg__mp_payload(c, r), name, &x->part, &x->state, err);
     x->imported = !st;
-    jaxmg_join_t jr = {run_id, attrs[2], instance, group, P, r, attrs[3], t->name, &x->part,
-                       sizeof x->part};
-    x->j = jr;
+    x->j = join_of(t, at, run_id, instance, group, r, &x->part);
   }
   for (int r = 1; r < P && !st; r++) {
     if (!px[r].imported) continue;
@@ -204,9 +217,9 @@ static jaxmg_status_t lead(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *
 
 /* ---- a participant outside the leader's process ------------------------------------------ */
 static jaxmg_status_t follow(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *part,
-                             const int64_t attrs[4], int32_t group, const int32_t *procs,
+                             const jaxmg_attrs_t *at, int32_t group, const int32_t *procs,
                              const jaxmg_platform_t *pf, jaxmg_error_t *err) {
-  jaxmg_mp_join_t mj = mp_join_of(t, attrs, group, procs);
+  jaxmg_mp_join_t mj = mp_join_of(t, at, group, procs);
   jaxmg_mp_call_t *c = NULL;
   unsigned char payload[JAXMG_MP_PAYLOAD];
   char name[192];
@@ -236,11 +249,11 @@ static jaxmg_status_t follow(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t
 }
 
 XLA_FFI_Error *jaxmg__ffi_mpmd(XLA_FFI_CallFrame *f, jaxmg_task_t *t, jaxmg_part_t *part,
-                               const int64_t attrs[4], int64_t run_id, int64_t instance,
+                               const jaxmg_attrs_t *at, int64_t run_id, int64_t instance,
                                int32_t group, const int32_t *procs, const jaxmg_platform_t *pf) {
   jaxmg_error_t err = {JAXMG_OK, ""};
   jaxmg_status_t st = procs[0] == procs[t->rank]
-                          ? lead(f, t, part, attrs, run_id, instance, group, procs, pf, &err)
-                          : follow(f, t, part, attrs, group, procs, pf, &err);
+                          ? lead(f, t, part, at, run_id, instance, group, procs, pf, &err)
+                          : follow(f, t, part, at, group, procs, pf, &err);
   return st ? jaxmg__ffi_error(f->api, &err) : NULL;
 }

@@ -112,16 +112,31 @@ typedef struct {
   size_t work_bytes;
 } jaxmg_gpu_part_t;
 
+/* ---- one participant's call (gpu_run.c) ---------------------------------------------------- */
+/* 1 when the CUDA library has a kernel for op (its column of the op table is not NULL). */
+int jaxmg__gpu_has_kernel(jaxmg_op_t op);
 /* Before the rendezvous: creates the `ready` event and fills device/stream/ready of *p. */
 jaxmg_status_t jaxmg__gpu_prepare(const jaxmg_task_t *t, jaxmg_part_t *p, jaxmg_gpu_part_t *g,
                                   jaxmg_error_t *err);
-/* After the rendezvous: the whole op for this participant, `info` output included. Returns
- * JAXMG_OK also when the matrix is not positive definite (info > 0, NaN outputs). */
+/* After the rendezvous: the op's kernel for this participant, `info` output included.
+ * Returns JAXMG_OK also when the matrix is not positive definite (info > 0, NaN outputs);
+ * JAXMG_EUNAVAIL for an op without a CUDA kernel. */
 jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
 /* Frees what prepare/run acquired (safe on a partially filled state). */
 void jaxmg__gpu_release(jaxmg_gpu_part_t *g);
 
-/* ---- what participants share during a call (mg_run.c) --------------------------------------- */
+/* ---- the kernels: the op table's CUDA column (src/common/ops.h) -------------------------- */
+typedef jaxmg_status_t (*jaxmg_gpu_kernel_t)(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
+                                             jaxmg_error_t *err);
+/* cuSOLVERMg over the participants' shards in the block-cyclic layout (mg_run.c): potrf,
+ * potrs, cho_solve, syevd with and without vectors. */
+jaxmg_status_t jaxmg__mg_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
+/* The whole-matrix ops, the single engines of potrs and syevd (whole.c): position 0 gathers
+ * from its peers only the part of the matrix a lower factorization reads and runs
+ * cuSOLVERDn alone; the others copy their results from it. */
+jaxmg_status_t jaxmg__gpu_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
+
+/* ---- what participants share during a call ------------------------------------------------ */
 /* The session's scratch: each participant's private state, published before a barrier. */
 typedef struct {
   jaxmg_gpu_part_t *gp[JAXMG_MG_MAX_DEVICES];
@@ -132,6 +147,15 @@ _Static_assert(sizeof(jaxmg_gpu_shared_t) <= 256, "the rendezvous scratch holds 
 static inline const jaxmg_part_t *jaxmg__gpu_slot(const jaxmg_task_t *t, int r) {
   return jaxmg__rv_slot(t->session, r);
 }
+
+/* ---- device helpers (gpu_util.c) ----------------------------------------------------------- */
+/* Gives *p at least `bytes` of device memory through g->mem (keeping a large enough *p; *have
+ * is its size), or JAXMG_ENOMEM naming the op, the bytes, the device and `what` they are
+ * for. */
+jaxmg_status_t jaxmg__gpu_alloc(jaxmg_gpu_part_t *g, void **p, size_t *have, size_t bytes,
+                                const char *what, const char *op, jaxmg_error_t *err);
+/* Returns *p to g->mem (NULL: nothing) and clears it. */
+void jaxmg__gpu_free(jaxmg_gpu_part_t *g, void **p, size_t *have);
 /* Copies position 0's x to this participant's x (peer copy on its own stream). */
 jaxmg_status_t jaxmg__gpu_fetch_x(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
 /* Records g->done, meets the others, and makes this stream wait for the others' `done`: after
@@ -139,15 +163,6 @@ jaxmg_status_t jaxmg__gpu_fetch_x(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, ja
  * Only position `waiter` waits (everyone when -1). Needs gp[] of the shared scratch filled. */
 jaxmg_status_t jaxmg__gpu_exchange_done(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, int waiter,
                                         jaxmg_error_t *err);
-
-/* ---- the single engines of potrs and syevd (whole.c) ----------------------------------------- */
-/* The whole-matrix ops (JAXMG_OP_POTRS_WHOLE, JAXMG_OP_SYEVD_WHOLE, JAXMG_OP_SYEVD_N_WHOLE)
- * for one participant (whole.c): position 0 gathers from its peers only the part of the
- * matrix a lower factorization reads and runs cuSOLVERDn alone; the others copy their results
- * from it. */
-jaxmg_status_t jaxmg__gpu_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
-
-/* ---- device helpers (gpu_util.c) ----------------------------------------------------------- */
 /* Applies the block permutation of the layout (inverse = 0: into solver order) to the
  * nloc local columns of length N (ld N) at `a`, on `s`; `stage` holds tile x nloc elements. */
 jaxmg_status_t jaxmg__gpu_permute(const jaxmg_layout_t *lay, int inverse, void *a, size_t esz,

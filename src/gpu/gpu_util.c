@@ -1,4 +1,5 @@
-/* CUDA backend: status checking, the dtype table, and device-side layout helpers. */
+/* CUDA backend: status checking, the dtype table, device-side layout helpers, and what the
+ * kernels share: per-call buffers and the exchanges between participants. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,4 +157,49 @@ void jaxmg__gpu_enable_peer(int dev, int peer) {
   if (dev == peer || JAXMG_GPU(&ignored, "peer", cudaDeviceCanAccessPeer(&can, dev, peer)) || !can)
     return;
   (void)JAXMG_GPU(&ignored, "peer", cudaDeviceEnablePeerAccess(peer, 0));
+}
+
+/* ---- per-call buffers and the exchanges between participants --------------------------- */
+
+void jaxmg__gpu_free(jaxmg_gpu_part_t *g, void **p, size_t *have) {
+  if (*p && g->mem.free) g->mem.free(g->mem.ctx, *p, *have);
+  *p = NULL;
+  *have = 0;
+}
+
+jaxmg_status_t jaxmg__gpu_alloc(jaxmg_gpu_part_t *g, void **p, size_t *have, size_t bytes,
+                                const char *what, const char *op, jaxmg_error_t *err) {
+  if (bytes == 0 || *have >= bytes) return JAXMG_OK;
+  jaxmg__gpu_free(g, p, have);
+  if (!(*p = g->mem.alloc(g->mem.ctx, bytes))) {
+    return jaxmg__seterr(err, JAXMG_ENOMEM,
+                         "jaxmg.%s: out of GPU memory on device %d allocating %zu bytes for %s",
+                         op, g->device, bytes, what);
+  }
+  *have = bytes;
+  return JAXMG_OK;
+}
+
+jaxmg_status_t jaxmg__gpu_fetch_x(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
+  const jaxmg_part_t *me = jaxmg__gpu_slot(t, t->rank), *p0 = jaxmg__gpu_slot(t, 0);
+  const size_t bytes = (size_t)t->lay.n * (size_t)t->nrhs * jaxmg_dtype_size(t->dtype);
+  return JAXMG_GPU(err, t->name,
+                   cudaMemcpyPeerAsync(me->x, g->device, p0->x, p0->device, bytes, g->stream));
+}
+
+jaxmg_status_t jaxmg__gpu_exchange_done(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
+                                        int waiter, jaxmg_error_t *err) {
+  const jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(t->session);
+  const int P = (int)t->lay.ndev;
+  jaxmg_status_t st = JAXMG_OK;
+  if (!g->done)
+    st = JAXMG_GPU(err, t->name, cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming));
+  if (!st) st = JAXMG_GPU(err, t->name, cudaEventRecord(g->done, g->stream));
+  if (!st) st = jaxmg__rv_barrier(t->session, t->rank, -1, err);
+  if (st || (waiter >= 0 && waiter != t->rank)) return st;
+  for (int q = 0; q < P && !st; q++) {
+    if (q != t->rank)
+      st = JAXMG_GPU(err, t->name, cudaStreamWaitEvent(g->stream, sh->gp[q]->done, 0));
+  }
+  return st;
 }

@@ -105,8 +105,8 @@ static jaxmg_status_t query_lwork(jaxmg_mg_plan_t *p, void **a, void **b, const 
   const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
   int64_t lw = 0, best = 0;
   jaxmg_status_t st = JAXMG_OK;
-  const int factor = p->op == JAXMG_OP_POTRF || p->op == JAXMG_OP_POTRS;
-  const int solve = (p->op == JAXMG_OP_POTRS || p->op == JAXMG_OP_SOLVE) && p->nrhs > 0;
+  const int factor = jaxmg__op_has(p->op, JAXMG_OPF_FACTOR);
+  const int solve = jaxmg__op_has(p->op, JAXMG_OPF_B) && p->nrhs > 0;
   if (factor) {
     if ((st = JAXMG_GPU(err, op,
                         cusolverMgPotrf_bufferSize(h, lo, n, a, 1, 1, p->a, ty->ctype, &lw))))
@@ -127,14 +127,14 @@ static jaxmg_status_t query_lwork(jaxmg_mg_plan_t *p, void **a, void **b, const 
       best = max64(best, lw);
     }
   }
-  if (p->op == JAXMG_OP_SYEVD || p->op == JAXMG_OP_SYEVD_N) {
+  if (jaxmg__op_has(p->op, JAXMG_OPF_W)) {
     /* W is a host array; the query gets a real one in case it looks at it. */
     void *w = malloc((size_t)p->n * jaxmg__dtype_info(p->dtype)->real_size);
     if (!w) return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory", op);
     st = JAXMG_GPU(err, op,
                    cusolverMgSyevd_bufferSize(
-                       h, p->op == JAXMG_OP_SYEVD ? CUSOLVER_EIG_MODE_VECTOR
-                                                  : CUSOLVER_EIG_MODE_NOVECTOR,
+                       h, jaxmg__op_has(p->op, JAXMG_OPF_VECTORS) ? CUSOLVER_EIG_MODE_VECTOR
+                                                                  : CUSOLVER_EIG_MODE_NOVECTOR,
                        lo, n, a, 1, 1, p->a, w, ty->rtype, ty->ctype, &lw));
     free(w);
     if (st) return st;
@@ -149,7 +149,7 @@ jaxmg_status_t jaxmg__mg_plan(const int *devs, int ndev, jaxmg_op_t op, jaxmg_dt
                               const char *opname, jaxmg_mg_plan_t **out, jaxmg_error_t *err) {
   const jaxmg_gpu_dtype_t *ty = jaxmg__gpu_dtype(dt);
   if (!ty) return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: unsupported dtype", opname);
-  if (op != JAXMG_OP_POTRS && op != JAXMG_OP_SOLVE) nrhs = 0;
+  if (!jaxmg__op_has(op, JAXMG_OPF_B)) nrhs = 0;
   jaxmg_status_t st = JAXMG_OK;
   jaxmg_mg_plan_t *p = NULL;
   jaxmg_mg_ctx_t *c = NULL;

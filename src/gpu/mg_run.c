@@ -1,4 +1,5 @@
-/* CUDA backend: one call of an op, seen from one participant (see gpu.h for the sequence).
+/* CUDA backend: the cuSOLVERMg kernel (potrf, potrs, cho_solve, syevd with and without
+ * vectors), seen from one participant (see gpu.h for the sequence).
  *
  * Rank 0 is the driver: it alone talks to cuSOLVERMg. Every wait on it has no deadline
  * (it may be creating a handle or factoring); every other wait has the session's. Each
@@ -9,50 +10,6 @@
 #include <string.h>
 
 #include "gpu/gpu.h"
-
-/* The whole-matrix ops never come here (jaxmg__gpu_run hands them to whole.c). */
-
-jaxmg_status_t jaxmg__gpu_prepare(const jaxmg_task_t *t, jaxmg_part_t *p, jaxmg_gpu_part_t *g,
-                                  jaxmg_error_t *err) {
-  jaxmg_status_t st =
-      JAXMG_GPU(err, t->name, cudaEventCreateWithFlags(&g->ready, cudaEventDisableTiming));
-  if (st) return st;
-  p->device = g->device;
-  p->stream = g->stream;
-  p->ready = g->ready;
-  return JAXMG_OK;
-}
-
-static void mem_free(jaxmg_gpu_part_t *g, void **p, size_t *bytes) {
-  if (*p && g->mem.free) g->mem.free(g->mem.ctx, *p, *bytes);
-  *p = NULL;
-  *bytes = 0;
-}
-
-void jaxmg__gpu_release(jaxmg_gpu_part_t *g) {
-  jaxmg_error_t ignored;
-  /* An event still pending is released by the driver once it completes. */
-  if (g->ready) (void)JAXMG_GPU(&ignored, "release", cudaEventDestroy(g->ready));
-  if (g->done) (void)JAXMG_GPU(&ignored, "release", cudaEventDestroy(g->done));
-  g->ready = g->done = NULL;
-  /* XLA's allocator is stream-ordered with respect to this device's stream, where all our
-   * uses of these buffers were enqueued; cuSOLVERMg's use ended at the driver's device sync. */
-  mem_free(g, &g->work, &g->work_bytes);
-  mem_free(g, &g->stage, &g->stage_bytes);
-}
-
-static jaxmg_status_t alloc(jaxmg_gpu_part_t *g, void **p, size_t *have, size_t bytes,
-                            const char *what, const char *op, jaxmg_error_t *err) {
-  if (bytes == 0 || *have >= bytes) return JAXMG_OK;
-  mem_free(g, p, have);
-  if (!(*p = g->mem.alloc(g->mem.ctx, bytes))) {
-    return jaxmg__seterr(err, JAXMG_ENOMEM,
-                         "jaxmg.%s: out of GPU memory on device %d allocating %zu bytes for %s",
-                         op, g->device, bytes, what);
-  }
-  *have = bytes;
-  return JAXMG_OK;
-}
 
 /* ---- the driver ---------------------------------------------------------------------------- */
 
@@ -136,7 +93,7 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
   int hinfo = 0;
   *ginfo = 0;
 
-  if (t->op == JAXMG_OP_POTRF || t->op == JAXMG_OP_POTRS) {
+  if (jaxmg__op_has(t->op, JAXMG_OPF_FACTOR)) {
     jaxmg_error_t perr = {JAXMG_OK, ""};
     /* A failure status may be cuSOLVERMg's way of saying "not positive definite": decide
      * after looking at h_info and the factor's diagonal. */
@@ -156,7 +113,7 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
       return pst;
     }
   }
-  if (jaxmg__op_has_rhs(t->op) && t->nrhs > 0) {
+  if (jaxmg__op_has(t->op, JAXMG_OPF_B) && t->nrhs > 0) {
     /* All of B on grid position 0 (the driver's x), one column tile per call. */
     void *B[JAXMG_MG_MAX_DEVICES];
     for (int r = 0; r < P; r++) B[r] = jaxmg__gpu_slot(t, r)->x;
@@ -173,15 +130,15 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
       if ((st = sync_all(p->ctx, nm, err))) return st;
     }
   }
-  if (jaxmg__op_is_evd(t->op)) {
+  if (jaxmg__op_has(t->op, JAXMG_OPF_W)) {
     const size_t wb = (size_t)p->n * di->real_size;
     void *w = malloc(wb); /* cuSOLVERMg returns W in host memory */
     if (!w) return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory", nm);
     jaxmg_error_t perr = {JAXMG_OK, ""};
     jaxmg_status_t pst = JAXMG_GPU(
         &perr, nm,
-        cusolverMgSyevd(h, t->op == JAXMG_OP_SYEVD ? CUSOLVER_EIG_MODE_VECTOR
-                                                   : CUSOLVER_EIG_MODE_NOVECTOR,
+        cusolverMgSyevd(h, jaxmg__op_has(t->op, JAXMG_OPF_VECTORS) ? CUSOLVER_EIG_MODE_VECTOR
+                                                                   : CUSOLVER_EIG_MODE_NOVECTOR,
                         lo, n, A, 1, 1, p->a, w, ty->rtype, ty->ctype, W, p->lwork, &hinfo));
     st = sync_all(p->ctx, nm, err);
     if (!st && hinfo < 0) st = bad_arg(nm, "cusolverMgSyevd", hinfo, err);
@@ -270,7 +227,7 @@ static jaxmg_status_t check_task(const jaxmg_task_t *t, jaxmg_error_t *err) {
                          "jaxmg.%s: N = %lld exceeds cuSOLVERMg's 32-bit range", t->name,
                          (long long)lay->n);
   }
-  if (jaxmg__op_is_evd(t->op) && lay->tile > JAXMG_MG_SYEVD_MAX_TILE) {
+  if (jaxmg__op_has(t->op, JAXMG_OPF_W) && lay->tile > JAXMG_MG_SYEVD_MAX_TILE) {
     return jaxmg__seterr(err, JAXMG_EINVAL,
                          "jaxmg.%s: cuSOLVERMg's syevd needs T_A <= %d, got T_A = %lld; pass a "
                          "smaller T_A",
@@ -279,30 +236,7 @@ static jaxmg_status_t check_task(const jaxmg_task_t *t, jaxmg_error_t *err) {
   return JAXMG_OK;
 }
 
-jaxmg_status_t jaxmg__gpu_fetch_x(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
-  const jaxmg_part_t *me = jaxmg__gpu_slot(t, t->rank), *p0 = jaxmg__gpu_slot(t, 0);
-  const size_t bytes = (size_t)t->lay.n * (size_t)t->nrhs * jaxmg_dtype_size(t->dtype);
-  return JAXMG_GPU(err, t->name,
-                   cudaMemcpyPeerAsync(me->x, g->device, p0->x, p0->device, bytes, g->stream));
-}
-
-jaxmg_status_t jaxmg__gpu_exchange_done(const jaxmg_task_t *t, jaxmg_gpu_part_t *g,
-                                        int waiter, jaxmg_error_t *err) {
-  const jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(t->session);
-  const int P = (int)t->lay.ndev;
-  jaxmg_status_t st = JAXMG_OK;
-  if (!g->done)
-    st = JAXMG_GPU(err, t->name, cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming));
-  if (!st) st = JAXMG_GPU(err, t->name, cudaEventRecord(g->done, g->stream));
-  if (!st) st = jaxmg__rv_barrier(t->session, t->rank, -1, err);
-  if (st || (waiter >= 0 && waiter != t->rank)) return st;
-  for (int q = 0; q < P && !st; q++) {
-    if (q != t->rank) st = JAXMG_GPU(err, t->name, cudaStreamWaitEvent(g->stream, sh->gp[q]->done, 0));
-  }
-  return st;
-}
-
-jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
+jaxmg_status_t jaxmg__mg_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
   const char *nm = t->name;
   jaxmg_session_t *s = t->session;
   const jaxmg_layout_t *lay = &t->lay;
@@ -310,19 +244,16 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   const jaxmg_dtype_info_t *di = jaxmg__dtype_info(t->dtype);
   const size_t esz = di->size, shard = (size_t)lay->nloc * (size_t)lay->n * esz;
   const size_t xbytes = (size_t)lay->n * (size_t)t->nrhs * esz;
-  const int permute = t->op != JAXMG_OP_SOLVE; /* SOLVE's shards already hold the factor */
+  const unsigned flags = jaxmg__op_info(t->op)->flags;
+  /* The ops that read A put its rows into solver order (cho_solve's shards already hold the
+   * factor there). */
+  const int permute = (flags & (JAXMG_OPF_FACTOR | JAXMG_OPF_W)) != 0;
   jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(s);
   const jaxmg_part_t *me = jaxmg__gpu_slot(t, rank);
   jaxmg_mg_plan_t *plan = NULL;
   int64_t lwork = 0, ginfo = 0;
   jaxmg_status_t st;
 
-  if (t->op == JAXMG_OP_POTRI) {
-    /* cusolverMgPotri returns wrong inverses on 2 GPUs (docs/design.md); Python computes
-     * the inverse on GPUs from potrf and solves. */
-    return jaxmg__seterr(err, JAXMG_EUNAVAIL, "jaxmg.%s: potri has no CUDA kernel", nm);
-  }
-  if (jaxmg__op_is_whole(t->op)) return jaxmg__gpu_whole(t, g, err);
   if ((st = check_task(t, err))) return st;
   sh->gp[rank] = g; /* read by the others only after the next barrier */
   if (jaxmg__fault_hit(JAXMG_FAULT_ALLOC, rank)) {
@@ -335,14 +266,15 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   /* 1. Local preparation on this device's stream: rows into solver order. */
   size_t stage = 0;
   if (permute && !jaxmg_layout_is_identity(lay)) stage = (size_t)lay->tile * (size_t)lay->nloc * esz;
-  if ((st = alloc(g, &g->stage, &g->stage_bytes, stage, "the layout staging block", nm, err)))
+  if ((st = jaxmg__gpu_alloc(g, &g->stage, &g->stage_bytes, stage, "the layout staging block",
+                             nm, err)))
     return st;
   /* potrf, potrs and syevd (uplo = lower) read only the lower triangle of M: move only the
    * row blocks they read. */
   if (permute &&
       (st = jaxmg__gpu_permute_lower(lay, rank, me->a, esz, g->stage, g->stream, nm, err)))
     return st;
-  if (rank == 0 && jaxmg__op_has_rhs(t->op) && xbytes &&
+  if (rank == 0 && (flags & JAXMG_OPF_B) && xbytes &&
       (st = JAXMG_GPU(err, nm,
                       cudaMemcpyAsync(me->x, me->b, xbytes, cudaMemcpyDeviceToDevice, g->stream))))
     return st;
@@ -358,8 +290,8 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   if ((st = jaxmg__rv_allmax(s, rank, 0, &lwork, err))) return st;
 
   /* 3. Each participant's workspace on its own device, from XLA's allocator. */
-  if ((st = alloc(g, &g->work, &g->work_bytes, (size_t)(lwork > 0 ? lwork : 1) * esz,
-                  "the cuSOLVERMg workspace", nm, err)))
+  if ((st = jaxmg__gpu_alloc(g, &g->work, &g->work_bytes, (size_t)(lwork > 0 ? lwork : 1) * esz,
+                             "the cuSOLVERMg workspace", nm, err)))
     return st;
   if ((st = jaxmg__rv_barrier(s, rank, -1, err))) return st;
 
@@ -378,34 +310,25 @@ jaxmg_status_t jaxmg__gpu_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
 
   /* 5. Outputs, each on its own stream. */
   if (ginfo) {
-    if (t->op != JAXMG_OP_SOLVE && t->op != JAXMG_OP_SYEVD_N)
+    /* The shard holds the factor or the eigenvectors (cho_solve's factor is its input,
+     * syevd_n's shard scratch). */
+    if (flags & (JAXMG_OPF_FACTOR | JAXMG_OPF_VECTORS))
       st = jaxmg__gpu_fill_nan(me->a, shard, g->stream, nm, err);
-    if (!st && jaxmg__op_has_rhs(t->op))
+    if (!st && (flags & JAXMG_OPF_B))
       st = jaxmg__gpu_fill_nan(me->x, xbytes, g->stream, nm, err);
-    if (!st && jaxmg__op_is_evd(t->op))
+    if (!st && (flags & JAXMG_OPF_W))
       st = jaxmg__gpu_fill_nan(me->w, (size_t)lay->n * di->real_size, g->stream, nm, err);
   } else {
-    switch (t->op) {
-      case JAXMG_OP_POTRF: break; /* the factor stays in the solver's layout */
-      case JAXMG_OP_POTRS:
-      case JAXMG_OP_SOLVE:
-        if (P > 1 && xbytes) {
-          if (rank != 0) st = jaxmg__gpu_fetch_x(t, g, err);
-          /* The driver's stream waits until every copy of its x has been made. */
-          if (!st) st = jaxmg__gpu_exchange_done(t, g, 0, err);
-        }
-        break;
-      case JAXMG_OP_SYEVD:
-        /* Eigenvector e = g(d, c) is local column c; its rows go back to the original
-         * order (w was written by the driver). */
-        st = jaxmg__gpu_permute(lay, 1, me->a, esz, g->stage, g->stream, nm, err);
-        break;
-      case JAXMG_OP_SYEVD_N: break; /* the shard is scratch */
-      case JAXMG_OP_POTRI: break;   /* refused above (no CUDA kernel) */
-      case JAXMG_OP_POTRS_WHOLE:
-      case JAXMG_OP_SYEVD_WHOLE:
-      case JAXMG_OP_SYEVD_N_WHOLE: break; /* not run here (jaxmg__gpu_whole) */
+    /* A factor stays in the solver's layout. */
+    if ((flags & JAXMG_OPF_B) && P > 1 && xbytes) {
+      if (rank != 0) st = jaxmg__gpu_fetch_x(t, g, err);
+      /* The driver's stream waits until every copy of its x has been made. */
+      if (!st) st = jaxmg__gpu_exchange_done(t, g, 0, err);
     }
+    /* Eigenvector e = g(d, c) is local column c; its rows go back to the original order
+     * (w was written by the driver). */
+    if (!st && (flags & JAXMG_OPF_VECTORS))
+      st = jaxmg__gpu_permute(lay, 1, me->a, esz, g->stage, g->stream, nm, err);
   }
   if (st) return st;
   const int32_t info32 = (int32_t)ginfo;

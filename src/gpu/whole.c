@@ -1,5 +1,5 @@
-/* CUDA backend of the whole-matrix ops, the "single" engines of potrs and syevd
- * (docs/design.md, Engines): JAXMG_OP_POTRS_WHOLE, JAXMG_OP_SYEVD_WHOLE, _N_WHOLE.
+/* CUDA backend of the whole-matrix ops (JAXMG_OPF_WHOLE), the "single" engines of potrs and
+ * syevd (docs/design.md, Engines): potrs_whole, syevd_whole, syevd_n_whole.
  *
  * A lower Cholesky or eigensolver of M (the row-major shards read column-major: M = conj(A))
  * reads column j from row j down, which is row j of a shard from column j on. Position 0
@@ -180,7 +180,8 @@ static size_t round_up(size_t x) { return (x + 255) / 256 * 256; }
 static jaxmg_status_t compute(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
   const char *nm = t->name;
   const int P = (int)t->lay.ndev, dev = g->device;
-  const int evd = jaxmg__op_is_evd(t->op), vectors = t->op == JAXMG_OP_SYEVD_WHOLE;
+  const int evd = jaxmg__op_has(t->op, JAXMG_OPF_W);
+  const int vectors = jaxmg__op_has(t->op, JAXMG_OPF_VECTORS);
   const int64_t N = t->lay.n;
   const size_t esz = jaxmg_dtype_size(t->dtype);
   const size_t wbytes = round_up((size_t)N * (size_t)N * esz);
@@ -267,12 +268,12 @@ static jaxmg_status_t fetch(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_er
   const jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(t->session);
   jaxmg_status_t st = JAXMG_GPU(err, nm, cudaStreamWaitEvent(g->stream, (cudaEvent_t)p0->ready, 0));
   if (!st && t->nrhs) st = jaxmg__gpu_fetch_x(t, g, err);
-  if (!st && jaxmg__op_is_evd(t->op)) {
+  if (!st && jaxmg__op_has(t->op, JAXMG_OPF_W)) {
     const size_t wb = (size_t)t->lay.n * jaxmg__dtype_info(t->dtype)->real_size;
     st = JAXMG_GPU(err, nm, cudaMemcpyPeerAsync(me->w, g->device, p0->w, p0->device, wb,
                                                 g->stream));
   }
-  if (!st && t->op == JAXMG_OP_SYEVD_WHOLE)
+  if (!st && jaxmg__op_has(t->op, JAXMG_OPF_VECTORS))
     st = copy_rows(t, t->rank, me->a, g->device, sh->gp[0]->work, p0->device, g->stream, err);
   if (!st)
     st = JAXMG_GPU(err, nm, cudaMemcpyPeerAsync(me->info, g->device, p0->info, p0->device,

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "cpu/cpu.h"
+#include "ffi/dispatch.h"
 #include "jaxmg_test.h"
 #include "xla/ffi/api/c_api.h"
 
@@ -20,14 +22,41 @@ XLA_FFI_Error *jaxmg_ffi_solve_cpu(XLA_FFI_CallFrame *f);
 XLA_FFI_Error *jaxmg_ffi_potri_cpu(XLA_FFI_CallFrame *f);
 XLA_FFI_Error *jaxmg_ffi_syevd_cpu(XLA_FFI_CallFrame *f);
 XLA_FFI_Error *jaxmg_ffi_syevd_n_cpu(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_potrs_whole_cpu(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_syevd_whole_cpu(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_syevd_n_whole_cpu(XLA_FFI_CallFrame *f);
 
 typedef XLA_FFI_Error *(*handler_t)(XLA_FFI_CallFrame *f);
-static const struct {
-  const char *name;
+
+/* Every op with the operands and results python/jaxmg passes it, written out independently
+ * of the op table (src/common/ops.h), which test_ffi_op_table holds to it: handler
+ * jaxmg_ffi_<stem>_cpu; the op's name in messages; b: operand b and result x; w: result w;
+ * a_out: result a (aliased); whole: single-engine op; factor / vectors: the math. */
+typedef struct {
+  const char *stem, *name;
   handler_t fn;
-} kHandlers[] = {{"potrf", jaxmg_ffi_potrf_cpu}, {"potrs", jaxmg_ffi_potrs_cpu},
-                 {"solve", jaxmg_ffi_solve_cpu}, {"potri", jaxmg_ffi_potri_cpu},
-                 {"syevd", jaxmg_ffi_syevd_cpu}, {"syevd_n", jaxmg_ffi_syevd_n_cpu}};
+  int b, w, a_out, whole, factor, vectors;
+} op_spec_t;
+
+static const op_spec_t kHandlers[] = {
+    /* stem           name          handler                    b  w  a  wh f  v */
+    {"potrf", "cho_factor", jaxmg_ffi_potrf_cpu, 0, 0, 1, 0, 1, 0},
+    {"potrs", "potrs", jaxmg_ffi_potrs_cpu, 1, 0, 1, 0, 1, 0},
+    {"solve", "cho_solve", jaxmg_ffi_solve_cpu, 1, 0, 0, 0, 0, 0},
+    {"potri", "potri", jaxmg_ffi_potri_cpu, 0, 0, 1, 0, 1, 0},
+    {"syevd", "syevd", jaxmg_ffi_syevd_cpu, 0, 1, 1, 0, 0, 1},
+    {"syevd_n", "syevd", jaxmg_ffi_syevd_n_cpu, 0, 1, 1, 0, 0, 0},
+    {"potrs_whole", "potrs", jaxmg_ffi_potrs_whole_cpu, 1, 0, 0, 1, 1, 0},
+    {"syevd_whole", "syevd", jaxmg_ffi_syevd_whole_cpu, 0, 1, 1, 1, 0, 1},
+    {"syevd_n_whole", "syevd", jaxmg_ffi_syevd_n_whole_cpu, 0, 1, 1, 1, 0, 0},
+};
+enum { kNumHandlers = sizeof kHandlers / sizeof kHandlers[0] };
+
+static const op_spec_t *spec_of(const char *stem) {
+  for (size_t i = 0; i < kNumHandlers; i++)
+    if (strcmp(kHandlers[i].stem, stem) == 0) return &kHandlers[i];
+  return NULL;
+}
 
 /* ---- the fake runtime --------------------------------------------------------------------- */
 /* Opaque in the header: the runtime (here, the test) defines them. */
@@ -186,6 +215,7 @@ typedef struct {
   XLA_FFI_Scalar scalars[kMax];
   void *attrs[kMax];
   attr_value_t attr_val[kMax];
+  XLA_FFI_Array arrays[kMax];
 } frame_t;
 
 /* The frame points into itself: build it in place and never copy it. */
@@ -247,6 +277,20 @@ static void add_attr(frame_t *fr, const char *name, int64_t value) {
   fr->attrs[i] = &fr->scalars[i];
 }
 
+/* An array attribute of `size` elements of dtype dt at data. */
+static void add_attr_array(frame_t *fr, const char *name, XLA_FFI_DataType dt, void *data,
+                           size_t size) {
+  int64_t i = fr->f.attrs.size++;
+  fr->attr_types[i] = XLA_FFI_AttrType_ARRAY;
+  fr->name_span[i].ptr = name;
+  fr->name_span[i].len = strlen(name);
+  fr->names[i] = &fr->name_span[i];
+  fr->arrays[i].dtype = dt;
+  fr->arrays[i].size = size;
+  fr->arrays[i].data = data;
+  fr->attrs[i] = &fr->arrays[i];
+}
+
 static XLA_FFI_DataType xla_dtype(jaxmg_dtype_t dt) {
   switch (dt) {
     case JAXMG_F32: return XLA_FFI_DataType_F32;
@@ -289,19 +333,19 @@ static void bufs_free(bufs_t *u) {
   free(u->w);
 }
 
-/* The frame of `op` as python/jaxmg builds it (operand table in src/ffi/dispatch.c). */
+/* The frame of `op` (a stem) as python/jaxmg builds it (operand table in
+ * src/ffi/dispatch.c). */
 static void op_frame(frame_t *fr, const char *op, bufs_t *u, int64_t run_id, int64_t tile,
                      int64_t nparts, int64_t site, int64_t timeout_ms) {
   XLA_FFI_DataType dt = xla_dtype(u->dt);
-  int solve = strcmp(op, "potrs") == 0 || strcmp(op, "solve") == 0;
-  int evd = strncmp(op, "syevd", 5) == 0;
+  const op_spec_t *sp = spec_of(op);
   frame_init(fr, run_id);
   add_arg(fr, dt, u->a, 2, u->nloc, u->n);
-  if (solve) add_arg(fr, dt, u->b, 2, u->nrhs, u->n);
+  if (sp->b) add_arg(fr, dt, u->b, 2, u->nrhs, u->n);
   add_arg(fr, XLA_FFI_DataType_S32, u->ids, 1, 2, 0);
-  if (strcmp(op, "solve") != 0) add_ret(fr, dt, u->a, 2, u->nloc, u->n);
-  if (solve) add_ret(fr, dt, u->x, 2, u->nrhs, u->n);
-  if (evd) add_ret(fr, xla_real_dtype(u->dt), u->w, 1, u->n, 0);
+  if (sp->a_out) add_ret(fr, dt, u->a, 2, u->nloc, u->n);
+  if (sp->b) add_ret(fr, dt, u->x, 2, u->nrhs, u->n);
+  if (sp->w) add_ret(fr, xla_real_dtype(u->dt), u->w, 1, u->n, 0);
   add_ret(fr, XLA_FFI_DataType_S32, &u->info, 1, 1, 0);
   add_attr(fr, "tile", tile);
   add_attr(fr, "nparts", nparts);
@@ -309,11 +353,7 @@ static void op_frame(frame_t *fr, const char *op, bufs_t *u, int64_t run_id, int
   add_attr(fr, "timeout_ms", timeout_ms);
 }
 
-static handler_t handler_of(const char *op) {
-  for (size_t i = 0; i < sizeof kHandlers / sizeof kHandlers[0]; i++)
-    if (strcmp(kHandlers[i].name, op) == 0) return kHandlers[i].fn;
-  return NULL;
-}
+static handler_t handler_of(const char *op) { return spec_of(op)->fn; }
 
 static int64_t next_run_id(void) {
   static int64_t id = 2000000;
@@ -331,8 +371,8 @@ void test_ffi_metadata(void) {
   _Static_assert(sizeof *((XLA_FFI_Metadata_Extension *)0)->metadata <= sizeof store.bytes,
                  "metadata storage too small");
   for (int chained = 0; chained < 2; chained++) {
-    for (size_t h = 0; h < sizeof kHandlers / sizeof kHandlers[0]; h++) {
-      jt_context("handler %s, chained %d", kHandlers[h].name, chained);
+    for (size_t h = 0; h < kNumHandlers; h++) {
+      jt_context("handler %s, chained %d", kHandlers[h].stem, chained);
       memset(&ext, 0, sizeof ext);
       memset(&other, 0, sizeof other);
       memset(&store, 0, sizeof store);
@@ -367,13 +407,13 @@ void test_ffi_stages(void) {
                                                   XLA_FFI_ExecutionStage_PREPARE,
                                                   XLA_FFI_ExecutionStage_INITIALIZE};
   int64_t live = jaxmg_live_sessions();
-  for (size_t h = 0; h < sizeof kHandlers / sizeof kHandlers[0]; h++) {
+  for (size_t h = 0; h < kNumHandlers; h++) {
     for (size_t s = 0; s < sizeof stages / sizeof stages[0]; s++) {
       /* An empty frame: the handler must not look at it outside EXECUTE. */
       frame_t fr;
       frame_init(&fr, next_run_id());
       fr.f.stage = stages[s];
-      jt_context("handler %s, stage %d", kHandlers[h].name, (int)stages[s]);
+      jt_context("handler %s, stage %d", kHandlers[h].stem, (int)stages[s]);
       JT_CHECK(kHandlers[h].fn(&fr.f) == NULL);
     }
   }
@@ -544,6 +584,178 @@ void test_ffi_no_run_id(void) {
   JT_STR_CONTAINS(msg, "did not provide a run id");
   JT_EQ(u.info, -99);
   bufs_free(&u);
+  JT_EQ(jaxmg_live_sessions(), live);
+  JT_EQ(atomic_load(&g_live_errors), 0);
+}
+
+/* ---- the op table -------------------------------------------------------------------------- */
+/* Every row of the op table (src/common/ops.h) says what the operand table of dispatch.c says:
+ * one row per handler, stems and targets unique, flags as written out in kHandlers. */
+void test_ffi_op_table(void) {
+  int seen[kNumHandlers] = {0};
+  JT_EQ(JAXMG_NOPS, kNumHandlers);
+  for (int op = 0; op < JAXMG_NOPS; op++) {
+    const jaxmg_op_info_t *oi = jaxmg__op_info((jaxmg_op_t)op);
+    if (!JT_CHECK(oi != NULL)) continue;
+    jt_context("op %d (%s)", op, oi->stem);
+    JT_EQ(oi->op, op);
+    const op_spec_t *sp = spec_of(oi->stem);
+    if (!JT_CHECK(sp != NULL)) continue;
+    seen[sp - kHandlers]++;
+    char target[64];
+    snprintf(target, sizeof target, "jaxmg_%s", sp->stem);
+    JT_CHECK(strcmp(oi->target, target) == 0);
+    JT_STR_CONTAINS(oi->target, target);
+    JT_CHECK(strcmp(oi->name, sp->name) == 0);
+    JT_STR_CONTAINS(oi->name, sp->name);
+    JT_EQ(!!(oi->flags & JAXMG_OPF_B), sp->b);
+    JT_EQ(!!(oi->flags & JAXMG_OPF_W), sp->w);
+    JT_EQ(!!(oi->flags & JAXMG_OPF_A_OUT), sp->a_out);
+    JT_EQ(!!(oi->flags & JAXMG_OPF_WHOLE), sp->whole);
+    JT_EQ(!!(oi->flags & JAXMG_OPF_FACTOR), sp->factor);
+    JT_EQ(!!(oi->flags & JAXMG_OPF_VECTORS), sp->vectors);
+    /* Eigenvectors come with eigenvalues; a solve without factoring reads a factor. */
+    JT_CHECK(!(oi->flags & JAXMG_OPF_VECTORS) || (oi->flags & JAXMG_OPF_W));
+    JT_EQ(jaxmg__op_has((jaxmg_op_t)op, oi->flags), oi->flags != 0);
+    JT_CHECK(jaxmg__cpu_has_kernel((jaxmg_op_t)op)); /* the CPU has every op */
+  }
+  jt_context("%s", "");
+  for (size_t i = 0; i < kNumHandlers; i++) {
+    jt_context("handler %s", kHandlers[i].stem);
+    JT_EQ(seen[i], 1);
+  }
+  jt_context("%s", "");
+  JT_CHECK(jaxmg__op_info(JAXMG_NOPS) == NULL);
+  JT_CHECK(jaxmg__op_info((jaxmg_op_t)-1) == NULL);
+  JT_CHECK(!jaxmg__op_has(JAXMG_NOPS, ~0u));
+  JT_CHECK(!jaxmg__cpu_has_kernel(JAXMG_NOPS));
+}
+
+/* The CPU library registers every op: jaxmg_ffi_targets() lists the nine targets in table
+ * order, each served by the handler jaxmg_ffi_<stem>_cpu. */
+void test_ffi_targets(void) {
+  char want[512] = "";
+  for (size_t i = 0; i < kNumHandlers; i++) {
+    if (i) strcat(want, ",");
+    strcat(want, "jaxmg_");
+    strcat(want, kHandlers[i].stem);
+  }
+  const char *got = jaxmg_ffi_targets();
+  if (!JT_CHECK(got != NULL)) return;
+  JT_CHECK(strcmp(got, want) == 0);
+  JT_STR_CONTAINS(got, want);
+  JT_STR_CONTAINS(want, got);
+}
+
+/* A platform without a kernel for an op: its library does not list the target, and a call
+ * that reaches the handler anyway fails with UNAVAILABLE before anything is decoded. */
+static int fake_has_kernel(jaxmg_op_t op) { return op != JAXMG_OP_POTRI; }
+
+void test_ffi_no_kernel(void) {
+  g_api = make_api();
+  const jaxmg_platform_t fake = {.platform = "fake", .has_kernel = fake_has_kernel};
+  const char *targets = jaxmg__ffi_targets(&fake);
+  JT_CHECK(strstr(targets, "jaxmg_potri") == NULL);
+  JT_STR_CONTAINS(targets, "jaxmg_potrf,jaxmg_potrs,jaxmg_solve,jaxmg_syevd,");
+  JT_STR_CONTAINS(targets, ",jaxmg_syevd_n_whole");
+  /* The CPU library's own list is unchanged by another platform's. */
+  JT_STR_CONTAINS(jaxmg_ffi_targets(), "jaxmg_solve,jaxmg_potri,jaxmg_syevd");
+  bufs_t u;
+  if (!bufs_alloc(&u, JAXMG_F64, 4, 4, 0)) return;
+  frame_t fr;
+  char msg[640];
+  op_frame(&fr, "potri", &u, next_run_id(), 2, 1, 1, 60000);
+  JT_EQ(take_error(jaxmg__ffi_dispatch(&fr.f, JAXMG_OP_POTRI, &fake), msg, sizeof msg),
+        XLA_FFI_Error_Code_UNAVAILABLE);
+  JT_STR_CONTAINS(msg, "jaxmg.potri: jaxmg_potri has no fake kernel");
+  JT_EQ(u.info, -99);
+  /* Compilation still succeeds: the stages before EXECUTE do nothing. */
+  fr.f.stage = XLA_FFI_ExecutionStage_INSTANTIATE;
+  JT_CHECK(jaxmg__ffi_dispatch(&fr.f, JAXMG_OP_POTRI, &fake) == NULL);
+  bufs_free(&u);
+  JT_EQ(atomic_load(&g_live_errors), 0);
+}
+
+/* Attributes are looked up by name: their order does not matter and unknown ones are
+ * ignored; mp_procs is optional, an int32 array with one entry per position. */
+void test_ffi_attrs(void) {
+  if (!jt_register_lapack()) return;
+  g_api = make_api();
+  int64_t live = jaxmg_live_sessions();
+  uint64_t rng = 77;
+  jaxmg_layout_t lay;
+  jaxmg_layout_init(&lay, 4, 1, 4);
+  jt_c *A = jt_random_hpd(4, 0, &rng), *B = jt_random_mat(4, 1, 0, &rng);
+  jt_c *X = malloc(4 * sizeof *X);
+  bufs_t u;
+  frame_t fr;
+  char msg[640];
+  if (!JT_CHECK(A && B && X) || !bufs_alloc(&u, JAXMG_F64, 4, 4, 1)) goto done;
+  jt_round(A, 16, JAXMG_F64);
+  jt_round(B, 4, JAXMG_F64);
+  for (int round = 0; round < 3; round++) {
+    jt_context("attributes, round %d", round);
+    jt_make_shard(A, 4, 4, 0, JAXMG_F64, u.a);
+    jt_rhs_to_solver(B, 1, &lay, JAXMG_F64, u.b);
+    u.ids[0] = 0, u.ids[1] = 0;
+    u.info = -99;
+    op_frame(&fr, "potrs", &u, next_run_id(), 4, 1, 1, 60000);
+    add_attr(&fr, "unused", 5);
+    int32_t procs[1] = {0}; /* one position, in this process */
+    if (round == 1) add_attr_array(&fr, "mp_procs", XLA_FFI_DataType_S32, procs, 1);
+    if (round == 2) { /* every attribute in the reverse order */
+      const int64_t n = fr.f.attrs.size;
+      for (int64_t i = 0; i < n / 2; i++) {
+        XLA_FFI_AttrType ty = fr.attr_types[i];
+        XLA_FFI_ByteSpan *nm = fr.names[i];
+        void *at = fr.attrs[i];
+        fr.attr_types[i] = fr.attr_types[n - 1 - i], fr.attr_types[n - 1 - i] = ty;
+        fr.names[i] = fr.names[n - 1 - i], fr.names[n - 1 - i] = nm;
+        fr.attrs[i] = fr.attrs[n - 1 - i], fr.attrs[n - 1 - i] = at;
+      }
+    }
+    if (!JT_EQ(take_error(jaxmg_ffi_potrs_cpu(&fr.f), msg, sizeof msg), XLA_FFI_Error_Code_OK))
+      JT_STR_CONTAINS(msg, "(no error expected)");
+    JT_EQ(u.info, 0);
+    jt_solution_from_solver(u.x, 1, &lay, JAXMG_F64, X);
+    JT_LT_DBL(jt_solve_ratio(A, X, B, 4, 1, JAXMG_F64), 30.0);
+  }
+  /* mp_procs of the wrong kind or length: INVALID_ARGUMENT naming it, before any wait. */
+  int64_t procs64[2] = {0, 0};
+  int32_t procs3[3] = {0, 0, 0};
+  static const struct {
+    const char *what;
+    int kind; /* 0: scalar, 1: int64 array, 2: int32 array of 3 for 2 positions */
+    const char *expect;
+  } kBadProcs[] = {
+      {"scalar", 0, "jaxmg.potrs: attribute 'mp_procs' must be an int32 array"},
+      {"int64", 1, "jaxmg.potrs: attribute 'mp_procs' must be an int32 array"},
+      {"length", 2, "jaxmg.potrs: attribute 'mp_procs' has 3 entries, not one per position "
+                    "of group 0"},
+  };
+  bufs_free(&u);
+  if (!bufs_alloc(&u, JAXMG_F64, 8, 4, 1)) goto done; /* position 0 of 2 */
+  u.ids[0] = 0, u.ids[1] = 0;
+  for (size_t i = 0; i < sizeof kBadProcs / sizeof kBadProcs[0]; i++) {
+    jt_context("mp_procs: %s", kBadProcs[i].what);
+    u.info = -99;
+    op_frame(&fr, "potrs", &u, next_run_id(), 2, 2, 1, 300);
+    if (kBadProcs[i].kind == 0) add_attr(&fr, "mp_procs", 0);
+    if (kBadProcs[i].kind == 1)
+      add_attr_array(&fr, "mp_procs", XLA_FFI_DataType_S64, procs64, 2);
+    if (kBadProcs[i].kind == 2)
+      add_attr_array(&fr, "mp_procs", XLA_FFI_DataType_S32, procs3, 3);
+    JT_EQ(take_error(jaxmg_ffi_potrs_cpu(&fr.f), msg, sizeof msg),
+          XLA_FFI_Error_Code_INVALID_ARGUMENT);
+    JT_STR_CONTAINS(msg, kBadProcs[i].expect);
+    JT_EQ(u.info, -99);
+  }
+  jt_context("%s", "");
+  bufs_free(&u);
+done:
+  free(X);
+  free(B);
+  free(A);
   JT_EQ(jaxmg_live_sessions(), live);
   JT_EQ(atomic_load(&g_live_errors), 0);
 }

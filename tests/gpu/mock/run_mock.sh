@@ -12,7 +12,7 @@ cc -std=c11 -O1 -g -Wall -Wextra -Werror -pedantic -Wno-unused-parameter \
   -D_POSIX_C_SOURCE=200809L -DDISABLE_CUSOLVERMG_DEPRECATED=1 \
   -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
   -Iinclude -Isrc -Itests/include -isystem "$CUDA_INC" -isystem "$JAXLIB_INCLUDE" \
-  src/common/status.c src/common/layout.c src/common/rendezvous.c \
+  src/common/status.c src/common/ops.c src/common/layout.c src/common/rendezvous.c \
   src/gpu/*.c tests/gpu/mock/mock_cuda.c tests/gpu/mock/test_mock.c \
   -o "$OUT/test_mock" -llapack -lblas -lpthread -lm
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -586,7 +586,7 @@ static void test_bytes_moved(jaxmg_op_t op, int64_t n, int64_t tile, int P) {
 /* An injected fault (point 2: allocation, 3: solver) at `rank`, or with point 0 (whole-matrix
  * ops only) a failing cusolverDnXpotrf / Xsyevd: every rank fails, none hangs. */
 static void test_fault(jaxmg_op_t op, int point, int P, int rank) {
-  const int whole = jaxmg__op_is_whole(op), evd = jaxmg__op_is_evd(op);
+  const int whole = jaxmg__op_has(op, JAXMG_OPF_WHOLE), evd = jaxmg__op_has(op, JAXMG_OPF_W);
   int64_t n = 8 * P, tile = whole ? 8 : 4;
   const char *want = point ? "injected" : evd ? "cusolverDnXsyevd" : "cusolverDnXpotrf";
   const char *env = evd ? "MOCK_DN_SYEVD_FAIL" : "MOCK_DN_POTRF_FAIL";
@@ -631,6 +631,12 @@ static void test_no_kernel(jaxmg_op_t op, int P) {
 
 int main(void) {
   const jaxmg_dtype_t dts[4] = {JAXMG_F32, JAXMG_F64, JAXMG_C64, JAXMG_C128};
+  /* The CUDA column of the op table: every op but potri. */
+  for (int op = 0; op < JAXMG_NOPS; op++)
+    CHECK(jaxmg__gpu_has_kernel((jaxmg_op_t)op) == (op != JAXMG_OP_POTRI),
+          "op %d (%s): CUDA kernel %d", op, jaxmg__op_info((jaxmg_op_t)op)->target,
+          jaxmg__gpu_has_kernel((jaxmg_op_t)op));
+  CHECK(!jaxmg__gpu_has_kernel(JAXMG_NOPS), "JAXMG_NOPS has a CUDA kernel");
   for (int P = 1; P <= 4; P++) {
     for (int rev = 0; rev <= (P > 1); rev++) {
       for (int d = 0; d < 4; d++) {
