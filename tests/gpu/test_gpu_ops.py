@@ -37,13 +37,16 @@ MG_ONLY = {"test_repeated_calls_reuse_the_plan", "test_injected_fault_fails_ever
 
 @pytest.fixture(autouse=True, params=["mg", "single"])
 def engine(request, monkeypatch):
-    from jaxmg import _engine
+    """Every public call of the test runs on ``engine="mg"`` (cusolvermg) or ``"single"``
+    (one_device, or gather for potri) whatever the auto rule would pick."""
+    from jaxmg import _engines
 
     name = request.node.originalname or request.node.name
     if request.param == "single" and name in MG_ONLY:
         pytest.skip("exercises the cuSOLVERMg engine only")
-    forced = request.param
-    monkeypatch.setattr(_engine, "choose", lambda engine, op, place, n, dtype: forced)
+    forced, real = request.param, _engines.choose
+    monkeypatch.setattr(_engines, "choose",
+                        lambda engine, op, place, n, dtype: real(forced, op, place, n, dtype))
     return forced
 
 THRESHOLD = 30.0
@@ -240,7 +243,7 @@ def test_potrs_large(mesh, dtype):
 
 def test_potrs_float32_in_float64(mesh, engine):
     """The single engine solves float32 problems with 8192 <= N <= 16384 in float64 (faster
-    there on H200s, _engine.POTRS_UPCAST): x is float32 and its forward error is float32
+    there on H200s, _engines.one_device.POTRS_UPCAST): x is float32 and its forward error is float32
     rounding, where float32 arithmetic loses far more (cond 1e5 here: 1.5e-5 with LAPACK's
     spotrf/spotrs)."""
     if engine != "single":
