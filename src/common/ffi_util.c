@@ -210,18 +210,43 @@ jaxmg_status_t jaxmg__ffi_stream(const XLA_FFI_CallFrame *f, void **out, const c
   return JAXMG_OK;
 }
 
-void *jaxmg__ffi_alloc(const XLA_FFI_CallFrame *f, size_t bytes) {
+/* Copies XLA's message of e into why[len] (when the runtime can say it) and destroys e. */
+static void take_message(const XLA_FFI_Api *api, XLA_FFI_Error *e, char *why, size_t len) {
+  const char *msg = NULL;
+  if (API_HAS(api, XLA_FFI_Error_GetMessage)) {
+    XLA_FFI_Error_GetMessage_Args m;
+    memset(&m, 0, sizeof m);
+    m.struct_size = XLA_FFI_Error_GetMessage_Args_STRUCT_SIZE;
+    m.error = e;
+    api->XLA_FFI_Error_GetMessage(&m);
+    msg = m.message;
+  }
+  if (why && len) snprintf(why, len, "%s", msg && *msg ? msg : "no reason given");
+  drop_error(api, e);
+}
+
+void *jaxmg__ffi_alloc(const XLA_FFI_CallFrame *f, size_t bytes, char *why, size_t why_len) {
+  const XLA_FFI_Api *api = f->api;
+  if (why && why_len) why[0] = '\0';
+  if (!API_HAS(api, XLA_FFI_DeviceMemory_Allocate)) {
+    if (why && why_len) snprintf(why, why_len, "this runtime's FFI allocates no device memory");
+    return NULL;
+  }
   XLA_FFI_DeviceMemory_Allocate_Args a;
   memset(&a, 0, sizeof a);
   a.struct_size = XLA_FFI_DeviceMemory_Allocate_Args_STRUCT_SIZE;
   a.ctx = f->ctx;
   a.size = bytes;
-  a.alignment = 256;
-  XLA_FFI_Error *e = f->api->XLA_FFI_DeviceMemory_Allocate(&a);
+  /* XLA refuses any alignment above 16 ("Unsupported alignment", kMaxAlignment in
+   * xla/ffi/ffi_api.cc). Its GPU allocators hand out 256-byte aligned chunks anyway (BFC's
+   * granule); callers round offsets into a block to 256 as well. */
+  a.alignment = 16;
+  XLA_FFI_Error *e = api->XLA_FFI_DeviceMemory_Allocate(&a);
   if (e) {
-    drop_error(f->api, e);
+    take_message(api, e, why, why_len);
     return NULL;
   }
+  if (!a.data && why && why_len) snprintf(why, why_len, "no memory returned");
   return a.data;
 }
 

@@ -55,8 +55,10 @@ jaxmg_status_t jaxmg__ffi_device_ordinal(const XLA_FFI_CallFrame *f, int *out);
 jaxmg_status_t jaxmg__ffi_stream(const XLA_FFI_CallFrame *f, void **out, const char *op,
                                  jaxmg_error_t *err);
 
-/* Device memory through XLA's allocator of this call's device. */
-void *jaxmg__ffi_alloc(const XLA_FFI_CallFrame *f, size_t bytes);
+/* Device memory through XLA's allocator of this call's device (alignment 16, the most XLA
+ * accepts; its GPU allocator's chunks are 256-byte aligned). NULL on failure, with what XLA
+ * said in why[why_len] (may be NULL). */
+void *jaxmg__ffi_alloc(const XLA_FFI_CallFrame *f, size_t bytes, char *why, size_t why_len);
 void jaxmg__ffi_free(const XLA_FFI_CallFrame *f, void *p, size_t bytes);
 
 /* ---- call instances (docs/design.md, "Rendezvous") ---------------------------------------

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,12 +18,37 @@
 static _Thread_local jaxmg_gpu_part_t tls_part;
 static _Thread_local int tls_saved_device;
 
-/* Device memory: XLA's allocator of the call when it offers one; otherwise (jaxlib 0.11's GPU
- * runtime refuses FFI allocations outside its scratch mechanism) a stream-ordered allocation
- * on the call's stream from a memory pool of our own per device, which keeps what it has
- * (release threshold: never) so repeated calls reuse it instead of calling cudaMalloc. The
- * pool is ours alone: the device's default pool, which other libraries share, is untouched. */
+/* ---- device memory -------------------------------------------------------------------------
+ * A call with an XLA call frame takes all its device memory from XLA's allocator: the room is
+ * in the pool XLA preallocated (75 % of the GPU by JAX's default), not in what XLA leaves
+ * over outside it. When XLA cannot give the memory, the call fails with RESOURCE_EXHAUSTED
+ * naming XLA's allocator; there is no fallback outside XLA's pool. */
 enum { MAX_DEVICES = 64, MAX_POOL_PTRS = 8 };
+
+static void *xla_alloc(void *ctx, size_t bytes, char *why, size_t why_len) {
+  char said[151] = "there is no XLA call here"; /* XLA's reason, cut to fit the message */
+  void *p = ctx ? jaxmg__ffi_alloc((const XLA_FFI_CallFrame *)ctx, bytes, said, sizeof said)
+                : NULL;
+  if (!p) {
+    snprintf(why, why_len,
+             "from XLA's allocator, which said: %s. XLA's pool holds at most "
+             "XLA_PYTHON_CLIENT_MEM_FRACTION of the GPU (0.75 by default): raise it, or keep "
+             "fewer arrays alive",
+             said);
+  }
+  return p;
+}
+
+static void xla_free(void *ctx, void *p, size_t bytes) {
+  if (ctx) jaxmg__ffi_free((const XLA_FFI_CallFrame *)ctx, p, bytes);
+}
+
+/* The proxy thread of a remote process's position (one process per device, mp_enter) runs
+ * outside any XLA call: no XLA allocator serves that device here. Only these take memory
+ * from a stream-ordered pool of jaxmg's own per device, on the proxy's stream; it keeps what
+ * it has (release threshold: never), so repeated calls reuse it instead of calling
+ * cudaMalloc. The pool is ours alone: the device's default pool, which other libraries
+ * share, is untouched. */
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static cudaMemPool_t pools[MAX_DEVICES];
 static _Thread_local void *tls_pool_ptrs[MAX_POOL_PTRS];
@@ -66,26 +92,35 @@ static cudaMemPool_t device_pool(int dev) {
   return pool;
 }
 
-static void *xla_alloc(void *ctx, size_t bytes) {
-  /* ctx is NULL in a proxy thread (one process per device): no XLA call there. */
-  void *p = ctx ? jaxmg__ffi_alloc((const XLA_FFI_CallFrame *)ctx, bytes) : NULL;
-  if (p) return p;
+static void *pool_alloc(void *ctx, size_t bytes, char *why, size_t why_len) {
   const jaxmg_gpu_part_t *g = &tls_part;
+  const char *fail = "cannot create it";
   cudaMemPool_t pool = device_pool(g->device);
-  if (!pool) return NULL;
-  for (int i = 0; i < MAX_POOL_PTRS; i++) {
-    if (tls_pool_ptrs[i]) continue;
-    if (cudaMallocFromPoolAsync(&p, bytes, pool, g->stream) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return NULL;
+  int slot = -1;
+  (void)ctx;
+  for (int i = 0; i < MAX_POOL_PTRS && slot < 0; i++)
+    if (!tls_pool_ptrs[i]) slot = i;
+  if (pool && slot < 0) fail = "more buffers than it tracks";
+  if (pool && slot >= 0) {
+    void *p = NULL;
+    cudaError_t e = cudaMallocFromPoolAsync(&p, bytes, pool, g->stream);
+    if (e == cudaSuccess) {
+      tls_pool_ptrs[slot] = p;
+      return p;
     }
-    tls_pool_ptrs[i] = p;
-    return p;
+    fail = cudaGetErrorName(e);
+    (void)cudaGetLastError();
   }
+  snprintf(why, why_len,
+           "from jaxmg's own memory pool (%s; one process per device: no XLA allocator serves "
+           "a remote process's GPU). Leave GPU memory outside XLA's pool: lower "
+           "XLA_PYTHON_CLIENT_MEM_FRACTION or set XLA_PYTHON_CLIENT_PREALLOCATE=false",
+           fail);
   return NULL;
 }
 
-static void xla_free(void *ctx, void *p, size_t bytes) {
+static void pool_free(void *ctx, void *p, size_t bytes) {
+  (void)ctx, (void)bytes;
   for (int i = 0; i < MAX_POOL_PTRS; i++) {
     if (p && tls_pool_ptrs[i] == p) {
       tls_pool_ptrs[i] = NULL;
@@ -93,7 +128,6 @@ static void xla_free(void *ctx, void *p, size_t bytes) {
       return;
     }
   }
-  if (ctx) jaxmg__ffi_free((const XLA_FFI_CallFrame *)ctx, p, bytes);
 }
 
 /* The CUDA ordinal of this call: the device of its stream where the runtime can tell (the
@@ -455,8 +489,8 @@ static jaxmg_status_t cuda_mp_enter(const jaxmg_task_t *t, void *state, jaxmg_pa
   jaxmg_gpu_part_t *g = &tls_part;
   memset(g, 0, sizeof *g);
   g->device = ps->device;
-  g->mem.alloc = xla_alloc;
-  g->mem.free = xla_free;
+  g->mem.alloc = pool_alloc;
+  g->mem.free = pool_free;
   g->mem.ctx = NULL;
   jaxmg_status_t st = enter(g->device, err);
   if (st) return st;

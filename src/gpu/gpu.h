@@ -94,8 +94,13 @@ typedef struct {
 const jaxmg_gpu_dtype_t *jaxmg__gpu_dtype(jaxmg_dtype_t dt);
 
 /* ---- what one participant holds during one call (owned by its thread) --------------------- */
+/* Device memory of this participant's device: every buffer of a call goes through it
+ * (staging blocks, cuSOLVERMg workspaces, the whole matrix and cuSOLVERDn's workspace). On
+ * failure `alloc` returns NULL and writes into why[why_len] where the memory was to come
+ * from and what the allocator said, for the caller's out-of-memory message. Blocks are
+ * 256-byte aligned. */
 typedef struct {
-  void *(*alloc)(void *ctx, size_t bytes); /* device memory of this participant's device */
+  void *(*alloc)(void *ctx, size_t bytes, char *why, size_t why_len);
   void (*free)(void *ctx, void *p, size_t bytes);
   void *ctx;
 } jaxmg_gpu_alloc_t;
@@ -150,8 +155,8 @@ static inline const jaxmg_part_t *jaxmg__gpu_slot(const jaxmg_task_t *t, int r) 
 
 /* ---- device helpers (gpu_util.c) ----------------------------------------------------------- */
 /* Gives *p at least `bytes` of device memory through g->mem (keeping a large enough *p; *have
- * is its size), or JAXMG_ENOMEM naming the op, the bytes, the device and `what` they are
- * for. */
+ * is its size), or JAXMG_ENOMEM naming the op, the bytes, the device, `what` they are for,
+ * and the allocator with its reason. */
 jaxmg_status_t jaxmg__gpu_alloc(jaxmg_gpu_part_t *g, void **p, size_t *have, size_t bytes,
                                 const char *what, const char *op, jaxmg_error_t *err);
 /* Returns *p to g->mem (NULL: nothing) and clears it. */

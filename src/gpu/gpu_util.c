@@ -170,11 +170,12 @@ void jaxmg__gpu_free(jaxmg_gpu_part_t *g, void **p, size_t *have) {
 jaxmg_status_t jaxmg__gpu_alloc(jaxmg_gpu_part_t *g, void **p, size_t *have, size_t bytes,
                                 const char *what, const char *op, jaxmg_error_t *err) {
   if (bytes == 0 || *have >= bytes) return JAXMG_OK;
+  char why[384] = "";
   jaxmg__gpu_free(g, p, have);
-  if (!(*p = g->mem.alloc(g->mem.ctx, bytes))) {
+  if (!(*p = g->mem.alloc(g->mem.ctx, bytes, why, sizeof why))) {
     return jaxmg__seterr(err, JAXMG_ENOMEM,
-                         "jaxmg.%s: out of GPU memory on device %d allocating %zu bytes for %s",
-                         op, g->device, bytes, what);
+                         "jaxmg.%s: out of GPU memory on device %d allocating %zu bytes for %s %s",
+                         op, g->device, bytes, what, why);
   }
   *have = bytes;
   return JAXMG_OK;

@@ -212,13 +212,9 @@ static jaxmg_status_t compute(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
   if (st) return st;
   /* One block: M, cuSOLVER's workspace, potrs's info. Freed on this stream by release. */
   const size_t total = wbytes + round_up(dbytes) + sizeof(int);
-  if (!(g->work = g->mem.alloc(g->mem.ctx, total))) {
-    return jaxmg__seterr(err, JAXMG_ENOMEM,
-                         "jaxmg.%s: out of GPU memory on device %d allocating %zu bytes for the "
-                         "whole matrix and cuSOLVER's workspace",
-                         nm, dev, total);
-  }
-  g->work_bytes = total;
+  if ((st = jaxmg__gpu_alloc(g, &g->work, &g->work_bytes, total,
+                             "the whole matrix and cuSOLVER's workspace", nm, err)))
+    return st;
   char *W = g->work, *dwork = W + wbytes;
   int *sinfo = (int *)(void *)(dwork + round_up(dbytes));
   if (hbytes && !(hwork = malloc(hbytes))) {

@@ -588,6 +588,71 @@ void test_ffi_no_run_id(void) {
   JT_EQ(atomic_load(&g_live_errors), 0);
 }
 
+/* ---- device memory through XLA --------------------------------------------------------------- */
+/* What XLA's XLA_FFI_DeviceMemory_Allocate does (xla/ffi/ffi_api.cc): alignments above 16
+ * (or not a power of two) are refused; here also blocks above g_fake_mem_limit bytes. */
+static size_t g_fake_mem_limit;
+static atomic_int g_fake_mem_live;
+
+static void fake_error_message(XLA_FFI_Error_GetMessage_Args *args) {
+  args->message = args->error->msg;
+}
+
+static XLA_FFI_Error *fake_mem_allocate(XLA_FFI_DeviceMemory_Allocate_Args *args) {
+  char msg[64];
+  XLA_FFI_Error_Create_Args c;
+  memset(&c, 0, sizeof c);
+  c.message = msg;
+  if (args->alignment == 0 || (args->alignment & (args->alignment - 1)) || args->alignment > 16) {
+    snprintf(msg, sizeof msg, "Unsupported alignment: %zu", args->alignment);
+    c.errc = XLA_FFI_Error_Code_INVALID_ARGUMENT;
+    return fake_error_create(&c);
+  }
+  if (args->size > g_fake_mem_limit) {
+    snprintf(msg, sizeof msg, "Out of memory allocating %zu bytes", args->size);
+    c.errc = XLA_FFI_Error_Code_RESOURCE_EXHAUSTED;
+    return fake_error_create(&c);
+  }
+  args->data = malloc(args->size);
+  atomic_fetch_add(&g_fake_mem_live, 1);
+  return NULL;
+}
+
+static XLA_FFI_Error *fake_mem_free(XLA_FFI_DeviceMemory_Free_Args *args) {
+  free(args->data);
+  atomic_fetch_sub(&g_fake_mem_live, 1);
+  return NULL;
+}
+
+/* jaxmg__ffi_alloc asks for an alignment XLA accepts, and a refusal comes back with XLA's
+ * message (or a reason of its own where the runtime has no allocation or no messages). */
+void test_ffi_alloc(void) {
+  frame_t fr;
+  char why[200];
+  g_api = make_api();
+  frame_init(&fr, next_run_id());
+  /* A runtime whose FFI has no device memory calls. */
+  JT_CHECK(jaxmg__ffi_alloc(&fr.f, 64, why, sizeof why) == NULL);
+  JT_STR_CONTAINS(why, "allocates no device memory");
+  g_api.XLA_FFI_DeviceMemory_Allocate = fake_mem_allocate;
+  g_api.XLA_FFI_DeviceMemory_Free = fake_mem_free;
+  g_fake_mem_limit = 1024;
+  void *p = jaxmg__ffi_alloc(&fr.f, 1024, why, sizeof why);
+  JT_CHECK(p != NULL); /* XLA would refuse alignment 256 ("Unsupported alignment") */
+  JT_EQ((int64_t)strlen(why), 0);
+  jaxmg__ffi_free(&fr.f, p, 1024);
+  JT_EQ(atomic_load(&g_fake_mem_live), 0);
+  /* Refused: without XLA_FFI_Error_GetMessage, then with it. */
+  JT_CHECK(jaxmg__ffi_alloc(&fr.f, 4096, why, sizeof why) == NULL);
+  JT_STR_CONTAINS(why, "no reason given");
+  g_api.XLA_FFI_Error_GetMessage = fake_error_message;
+  JT_CHECK(jaxmg__ffi_alloc(&fr.f, 4096, why, sizeof why) == NULL);
+  JT_STR_CONTAINS(why, "Out of memory allocating 4096 bytes");
+  JT_CHECK(jaxmg__ffi_alloc(&fr.f, 4096, NULL, 0) == NULL); /* no room for a reason */
+  JT_EQ(atomic_load(&g_fake_mem_live), 0);
+  JT_EQ(atomic_load(&g_live_errors), 0);
+}
+
 /* ---- the op table -------------------------------------------------------------------------- */
 /* Every row of the op table (src/common/ops.h) says what the operand table of dispatch.c says:
  * one row per handler, stems and targets unique, flags as written out in kHandlers. */

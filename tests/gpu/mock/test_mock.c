@@ -41,9 +41,15 @@ static double eps(jaxmg_dtype_t dt) {
 
 /* ---- one participant, as dispatch.c runs it ---------------------------------------------- */
 /* "Device" memory from the allocator holds NaN (0xFF bytes) until written: a result that
- * depends on an element nobody wrote comes out NaN. */
-static void *halloc(void *ctx, size_t n) {
+ * depends on an element nobody wrote comes out NaN. Blocks larger than g_alloc_limit bytes
+ * (when not 0) are refused, as an allocator out of memory would. */
+static size_t g_alloc_limit = 0;
+static void *halloc(void *ctx, size_t n, char *why, size_t why_len) {
   (void)ctx;
+  if (g_alloc_limit && n > g_alloc_limit) {
+    snprintf(why, why_len, "from the mock allocator, which holds %zu bytes", g_alloc_limit);
+    return NULL;
+  }
   void *p = malloc(n);
   if (p) memset(p, 0xFF, n);
   return p;
@@ -629,6 +635,42 @@ static void test_no_kernel(jaxmg_op_t op, int P) {
   free_all(a, P);
 }
 
+/* An allocator that cannot give a buffer: every rank fails (none hangs); the one refused
+ * names the op, the bytes, its device, what the buffer was for and the allocator's answer. */
+static void test_out_of_memory(jaxmg_op_t op, int P, size_t limit, const char *what) {
+  const int whole = jaxmg__op_has(op, JAXMG_OPF_WHOLE);
+  const int64_t n = 8 * P, tile = whole ? 8 : 4;
+  zd *A = random_hpd(n, 0, 5);
+  void **a = make_shards(A, n, P, JAXMG_F64);
+  void **b = alloc_all(P, (size_t)n * 8), **x = alloc_all(P, (size_t)n * 8);
+  job_t jobs[16];
+  char want[160];
+  int refused = 0;
+  g_alloc_limit = limit;
+  run_op(op, JAXMG_F64, n, tile, 1, P, 0, a, b, x, NULL, jobs);
+  g_alloc_limit = 0;
+  for (int r = 0; r < P; r++) {
+    CHECK(jobs[r].st == JAXMG_ENOMEM || jobs[r].st == JAXMG_EPEER,
+          "op %d P=%d out of memory: rank %d status %d msg '%s'", op, P, r, jobs[r].st,
+          jobs[r].err.msg);
+    if (jobs[r].st != JAXMG_ENOMEM) continue;
+    refused++;
+    snprintf(want, sizeof want, "jaxmg.mock: out of GPU memory on device %d allocating ",
+             jobs[r].dev);
+    CHECK(strstr(jobs[r].err.msg, want) != NULL, "op %d P=%d rank %d: '%s' lacks '%s'", op, P, r,
+          jobs[r].err.msg, want);
+    snprintf(want, sizeof want, " bytes for %s from the mock allocator, which holds %zu bytes",
+             what, limit);
+    CHECK(strstr(jobs[r].err.msg, want) != NULL, "op %d P=%d rank %d: '%s' lacks '%s'", op, P, r,
+          jobs[r].err.msg, want);
+  }
+  CHECK(refused >= 1, "op %d P=%d: nobody was refused memory", op, P);
+  free(A);
+  free_all(a, P);
+  free_all(b, P);
+  free_all(x, P);
+}
+
 int main(void) {
   const jaxmg_dtype_t dts[4] = {JAXMG_F32, JAXMG_F64, JAXMG_C64, JAXMG_C128};
   /* The CUDA column of the op table: every op but potri. */
@@ -660,6 +702,8 @@ int main(void) {
     }
     unsetenv("MOCK_POTRF_STATUS");
     test_no_kernel(JAXMG_OP_POTRI, P);
+    /* The mock's workspaces are 64 elements (512 bytes); the staging block is tile x nloc. */
+    test_out_of_memory(JAXMG_OP_POTRS, P, 256, "the cuSOLVERMg workspace");
     for (int point = 2; point <= 3; point++) {
       test_fault(JAXMG_OP_POTRS, point, P, 0);
       test_fault(JAXMG_OP_POTRS, point, P, P - 1);
@@ -682,6 +726,7 @@ int main(void) {
       test_fault(JAXMG_OP_POTRS_WHOLE, point, P, P - 1);
     }
     test_fault(JAXMG_OP_POTRS_WHOLE, 0, P, 0);
+    test_out_of_memory(JAXMG_OP_POTRS_WHOLE, P, 256, "the whole matrix and cuSOLVER's workspace");
   }
   for (int d = 0; d < 4; d++) test_whole(dts[d], 1100, 1, 3, 0, -1);
   test_whole(JAXMG_F32, 1100, 2, 1, 1, -1);
