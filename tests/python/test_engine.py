@@ -289,6 +289,12 @@ def test_engine_refusals_name_the_reason(mesh_of):
     one = _engines.ENGINES["one_device"]
     assert "spans several processes" in one.refuses("potrs", place, False)
     assert one.refuses("potrs", place, True) is None
+    import types
+
+    gpus17 = types.SimpleNamespace(platform="gpu", ndev=17, mesh=mesh)
+    for name in ("cusolvermg", "one_device"):  # cuSOLVERMg's and whole.c's 16 GPUs
+        assert "at most 16 gpu devices" in _engines.ENGINES[name].refuses("potrs", gpus17, True)
+    assert _engines.ENGINES["gather"].refuses("potrs", gpus17, True) is None
 
 
 def test_every_engine_implements_what_it_declares(mesh_of):

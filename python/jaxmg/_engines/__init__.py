@@ -98,8 +98,8 @@ def choose(engine, op: str, place: Placement, n: int, dtype) -> str:
     if engine not in NAMES:
         raise ValueError(f"jaxmg.{op}: engine must be one of {NAMES}, got {engine!r}")
     if engine == "auto":
-        return auto(op, place, n, dtype)
-    if engine == "mg":
+        engine = auto(op, place, n, dtype)
+    elif engine == "mg":
         engine = DISTRIBUTED.get(place.platform, "cusolvermg")
     elif engine == "single":
         engine = _single(op, place)

@@ -51,6 +51,8 @@ class Engine:
     bodies: dict
     summary: str
     one_process: bool = False
+    # platform -> devices along the row axes at most (platforms not listed: any number)
+    max_devices: dict = dataclasses.field(default_factory=dict)
     # (op, nloc, T_A or None) -> the tile of the block-cyclic layout, for the engines that
     # lay the matrix out in tiles (None: the engine does not choose tiles).
     tile: Callable | None = None
@@ -68,6 +70,10 @@ class Engine:
         if self.one_process and not in_this_process:
             return (f"engine '{self.name}' needs every device of the mesh in this process; "
                     "this mesh spans several processes")
+        most = self.max_devices.get(place.platform)
+        if most is not None and place.ndev > most:
+            return (f"engine '{self.name}' takes at most {most} {place.platform} devices along "
+                    f"the row axes, the rows are sharded over {place.ndev}")
         return None
 
 

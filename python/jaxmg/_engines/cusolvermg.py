@@ -39,5 +39,6 @@ ENGINE = Engine(
         "logdet": bc.logdet,
     },
     summary="cuSOLVERMg over every GPU of the mesh, O(N^2 / ndev) memory per device",
+    max_devices={"gpu": 16},  # cuSOLVERMg's limit
     tile=tile,
 )

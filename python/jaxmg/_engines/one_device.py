@@ -87,5 +87,6 @@ ENGINE = Engine(
     bodies={"potrs": potrs, "syevd": syevd},
     summary="the first device of the group gathers what the solver reads and solves alone",
     one_process=True,
+    max_devices={"gpu": 16},  # the peers position 0 pulls from (src/gpu/whole.c)
     options=lambda op, platform: {"platform": platform} if op == "potrs" else {},
 )
