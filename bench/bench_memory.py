@@ -1,11 +1,11 @@
-"""Memory targets: the largest potrs (float64, or float32 with --dtype) that fits, the input
-donated. The time includes compilation (one call per case).
+"""Memory: the largest potrs (float64, or float32 with --dtype) that fits, the input donated,
+one case per ndev:N. The time includes compilation (one call per case).
 
     XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 \
         python bench/bench_memory.py --cases 1:114688,2:163840 --out mem.jsonl
 
-The matrix is generated in place on the devices, donated to jaxmg.potrs (engine "mg"), and the
-solution is checked against rows of the matrix regenerated afterwards.
+The matrix is generated in place on the devices, donated to jaxmg.potrs (engine
+"cusolvermg"), and the solution is checked against rows of the matrix regenerated afterwards.
 """
 
 import argparse
@@ -46,7 +46,7 @@ def main():
         mesh = Mesh(np.array(devs), ("x",))
         rec = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "device": devs[0].device_kind, "jax": jax.__version__, "op": "potrs",
-               "dtype": str(dt), "impl": "jaxmg[mg] donated", "n": n, "ndev": ndev,
+               "dtype": str(dt), "impl": "jaxmg[cusolvermg] donated", "n": n, "ndev": ndev,
                "tile": args.tile, "matrix_gb_per_device": n * n * dt.itemsize / ndev / 1e9}
         try:
             a = make_spd(n, dt, NamedSharding(mesh, P("x", None)))
@@ -54,7 +54,7 @@ def main():
             jax.block_until_ready((a, b))
             t0 = time.perf_counter()
             x, info = jaxmg.potrs(a, b, T_A=args.tile, return_status=True, donate=True,
-                                  engine="mg")
+                                  engine="cusolvermg")
             x.block_until_ready()
             rec["seconds"] = time.perf_counter() - t0
             rec["info"] = int(info)

@@ -3,8 +3,10 @@
     python bench/bench_ops.py --op potrs --dtype float64 --n 4096,16384 --tiles 512,1024 \
         --ndev 1,2 --out results.jsonl
 
-For every (ndev, N, T_A) it times, warm:
-  (a) jaxmg end to end (`jaxmg.potrs` / `potri` / `syevd`; compile time reported apart);
+For every (ndev, N, T_A) it times, warm (best of --reps):
+  (a) jaxmg end to end (`jaxmg.potrs` / `potri` / `syevd`; compile time reported apart), with
+      the engine `--engine` names (default "auto"; each record names the engine that ran,
+      `engine_used`, and XLA's peak bytes in use on a device so far, `peak_bytes`);
   (b) raw cuSOLVERMg from bench/raw_mg.c on the same GPUs with the data already in the
       block-cyclic layout (the ceiling of any wrapper);
   (c) native JAX on one GPU (cho_factor + cho_solve, jnp.linalg.inv, jnp.linalg.eigh), once per
@@ -36,6 +38,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
+from jaxmg import _engines, _mesh
 from jaxmg._geometry import Geometry
 
 PEAK_TFLOPS = {"H200": 67.0, "H100": 67.0}  # FP64 tensor core and FP32, per GPU
@@ -118,19 +121,6 @@ def peak_bytes(devs) -> int:
         except Exception:
             peaks.append(0)
     return max(peaks) if peaks else 0
-
-
-def layout_stats():
-    """Per-call phase timings recorded by the CUDA backend, if it exposes them."""
-    try:
-        lib = jaxmg._ffi._load("jaxmg_cuda")
-        fn = lib.jaxmg_cuda_last_timings
-    except Exception:
-        return None
-    out = (ctypes.c_double * 4)()
-    fn.argtypes = [ctypes.POINTER(ctypes.c_double)]
-    fn(out)
-    return {"layout_in_s": out[0], "solver_s": out[1], "layout_out_s": out[2], "total_s": out[3]}
 
 
 # ---- raw cuSOLVERMg -------------------------------------------------------------------------
@@ -234,17 +224,6 @@ def run_native(op, dtype, dev, n, reps):
 # ---- jaxmg ----------------------------------------------------------------------------------
 
 def run_jaxmg(op, dtype, devs, n, tile, reps, engine=None):
-    # The CUDA backend's phase timings (layout conversion) exist for the cuSOLVERMg path
-    # only; elsewhere their timing events would only perturb the call. BENCH_TIMINGS=1/0
-    # forces them on/off.
-    timings = os.environ.get("BENCH_TIMINGS")
-    on = False
-    try:
-        jaxmg._ffi.ensure_registered("gpu")
-        on = engine == "mg" if timings is None else timings == "1"
-        jaxmg._ffi._load("jaxmg_cuda").jaxmg_cuda_enable_timings(int(on))
-    except Exception:
-        pass
     mesh = Mesh(np.array(devs), ("x",))
     sh = NamedSharding(mesh, P("x", None))
     a = make_spd(n, dtype, sh)
@@ -268,18 +247,15 @@ def run_jaxmg(op, dtype, devs, n, tile, reps, engine=None):
     secs, out = best_time(fn, reps)
     info = int(out[-1])
     res = {"seconds": secs, "compile_s": max(first - secs, 0.0), "info": info,
-           "peak_bytes": peak_bytes(devs), "phase_timings": bool(on)}
-    try:
-        from jaxmg import _engine, _mesh
-        place = _mesh.resolve(a, None, None, op)
-        res["engine_used"] = _engine.choose(engine or "auto", "potrs" if op == "potrs" else op,
-                                            place, n, dtype)
-    except Exception:
-        pass
-    st = layout_stats()
-    if st:
-        res.update(st)
+           "peak_bytes": peak_bytes(devs)}
+    res["engine_used"] = engine_used(engine, "syevd" if op == "syevd_n" else op, a, n, dtype)
     return res
+
+
+def engine_used(engine, op, a, n, dtype):
+    """The name of the engine that ran (``cusolvermg``, ``lapack``, ``one_device``, ``gather``):
+    what ``engine`` (None: "auto") resolves to for this call."""
+    return _engines.choose(engine or "auto", op, _mesh.resolve(a, None, None, op), n, dtype)
 
 
 def main():

@@ -2,8 +2,9 @@
 pairs: for each (dtype, N) the two calls alternate ``reps`` times (native, jaxmg, native,
 jaxmg, ...), so that clock and thermal drift hit both alike; reports the median and the
 quartiles of the per-pair ratio jaxmg / native, and each side's best and median time.
-jaxmg is ``jaxmg.potrs`` as a user calls it (engine "auto", eager), native is
-``cho_factor`` + ``cho_solve`` jitted on one GPU.
+jaxmg is ``jaxmg.potrs`` as a user calls it (engine "auto", eager; each record names the
+engine auto picked: ``one_device``, ``gather`` or ``cusolvermg``), native is ``cho_factor`` +
+``cho_solve`` jitted on one GPU.
 
     python3 bench/paired_potrs.py [N,...] [dtype,...] [reps]   # one JSON line per case
 """
@@ -22,7 +23,7 @@ import os  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_ops  # noqa: E402
 import jaxmg  # noqa: E402
-from jaxmg import _engine, _mesh  # noqa: E402
+from jaxmg import _engines, _mesh  # noqa: E402
 
 
 def main():
@@ -46,7 +47,7 @@ def main():
             r = np.array(tm) / np.array(tn)
             x, info = f_mg()
             res = float(jnp.max(jnp.abs(a @ x - b)) / jnp.max(jnp.abs(b)))
-            engine = _engine.choose("auto", "potrs", _mesh.resolve(a, None, None, "potrs"), n, dt)
+            engine = _engines.choose("auto", "potrs", _mesh.resolve(a, None, None, "potrs"), n, dt)
             print(json.dumps({
                 "bench": "paired_potrs", "n": n, "dtype": dname, "ndev": mesh.devices.size,
                 "reps": reps,

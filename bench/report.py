@@ -5,7 +5,8 @@
 
 For every (op, dtype): one row per (N, ndev, tile) with the time of each implementation,
 jaxmg's ratio to raw cuSOLVERMg (same N, devices and tile) and to native JAX (same N, one
-GPU), TFLOP/s, the fraction of peak, the share of layout conversion, and peak memory.
+GPU), TFLOP/s, the fraction of peak, and XLA's peak memory on a device. The engine column is
+the one the record names (``engine_used``: ``cusolvermg``, ``one_device``, ``gather``, ...).
 """
 
 from __future__ import annotations
@@ -42,21 +43,16 @@ def tables(recs):
         raw = {(r["n"], r["ndev"], r["tile"]): r for r in rs if r["impl"] == "raw_cusolvermg"}
         out.append(f"\n### {op} {dtype} ({meta['device']}, jax {meta['jax']}, {meta['date'][:10]})\n")
         out.append("| N | GPUs | T_A | engine | jaxmg s | raw Mg s | native s | jaxmg/raw "
-                   "| jaxmg/native | TFLOP/s | of peak | layout % | peak GB |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                   "| jaxmg/native | TFLOP/s | of peak | peak GB |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         rows = sorted((r for r in rs if r["impl"].startswith("jaxmg")),
                       key=lambda r: (r["n"], r["ndev"], r["tile"]))
         for r in rows:
             rw = raw.get((r["n"], r["ndev"], r["tile"]), {})
             nt = native.get(r["n"], {})
             js, rws, nts = r.get("seconds"), rw.get("seconds"), nt.get("seconds")
-            lay = None
-            if r.get("layout_in_s") is not None and js:
-                lay = 100 * (r["layout_in_s"] + r.get("layout_out_s", 0)) / js
             eng = r.get("engine_used") or r["impl"].replace("jaxmg", "").strip("[]") or "auto"
-            if eng == "mg" and op == "potri" and "seconds" in r and r.get("layout_in_s") is not None:
-                eng = "mg (potrf+potrs)"
-            out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 r["n"], r["ndev"], r["tile"] or "auto", eng,
                 fmt(js) if js else r.get("error", "")[:40],
                 fmt(rws) if rws else rw.get("error", "")[:40],
@@ -65,7 +61,6 @@ def tables(recs):
                 fmt(js / nts, "{:.3f}") if js and nts else "",
                 fmt(r.get("tflops"), "{:.2f}"),
                 fmt(r.get("peak_fraction"), "{:.0%}"),
-                fmt(lay, "{:.2f}"),
                 fmt(r.get("peak_bytes", 0) / 1e9 if r.get("peak_bytes") else None, "{:.1f}"),
             ))
     return "\n".join(out) + "\n"

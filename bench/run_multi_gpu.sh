@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Runs on machines with more than 2 GPUs (the scaling issue: 4 and 8 H200), one device call
-# per stage group so each fits the 10-minute limit:
+# The 4- and 8-GPU figures of docs/benchmarks.md (scaling, the largest potrs), on a machine
+# with more than 2 GPUs, in two groups of stages:
 #
-#   bash bench/run_multi_gpu.sh "$OUT" tests suite        # 1st call: GPU tests + suite
-#   bash bench/run_multi_gpu.sh "$OUT" scaling large      # 2nd call: scaling curves, big N
+#   bash bench/run_multi_gpu.sh "$OUT" tests suite        # GPU tests + suite
+#   bash bench/run_multi_gpu.sh "$OUT" scaling large      # scaling curves, big N
 #
 # Stages (any order, any subset):
 #   tests    tests/gpu on all GPUs (installs jaxmg first through tests/gpu/run_gpu.sh)
 #   suite    bench/bench_ops.py for every op on all GPUs (jaxmg, raw cuSOLVERMg, native)
-#   scaling  potri complex128 and syevd float64 on 1, 2, 4, ... GPUs, engine auto and mg,
+#   scaling  potri complex128 and syevd float64 on 1, 2, 4, ... GPUs, engine auto and cusolvermg,
 #            beside raw cuSOLVERMg and native JAX on one GPU
 #   large    potrs float32 at the largest N of JAXMG_LARGE_CASES (ndev:N,...), donated
 # jaxmg is installed by the tests stage, or by the first stage when "tests" is not asked for.
-# Every stage has a time limit (JAXMG_<STAGE>_S) so a slow case cannot eat the call.
+# Every stage has a time limit (JAXMG_<STAGE>_S) so a slow case cannot hold up the others.
 set -uo pipefail
 OUT=${1:-bench_out}
 shift || true
@@ -47,7 +47,7 @@ for stage in "$@"; do
       install
       R="$OUT/suite_${NGPU}gpu.jsonl"
       run 120 --op potrs --dtype float64 --n 1024,8192,16384,32768,65536 --tiles 1024 --ndev $NGPU --out "$R"
-      run 90 --op potrs --dtype float32 --n 32768,65536 --tiles 1024,2048 --ndev $NGPU --engine mg --skip native --out "$R"
+      run 90 --op potrs --dtype float32 --n 32768,65536 --tiles 1024,2048 --ndev $NGPU --engine cusolvermg --skip native --out "$R"
       run 120 --op potri --dtype float64 --n 8192,16384,32768 --tiles 1024 --ndev $NGPU --reps 2 --skip native --out "$R"
       run 90 --op syevd --dtype float64 --n 4096,8192 --tiles 1024 --ndev $NGPU --reps 1 --skip native --out "$R"
       ;;
@@ -55,9 +55,9 @@ for stage in "$@"; do
       install
       R="$OUT/scaling_${NGPU}gpu.jsonl"
       run ${JAXMG_SCALING_POTRI_S:-240} --op potri --dtype complex128 --n 8192,16384 --tiles 1024 --ndev $SCALE --reps 2 --out "$R"
-      run 120 --op potri --dtype complex128 --n 8192,16384 --tiles 1024 --ndev $SCALE --reps 2 --engine mg --skip raw,native --out "$R"
+      run 120 --op potri --dtype complex128 --n 8192,16384 --tiles 1024 --ndev $SCALE --reps 2 --engine cusolvermg --skip raw,native --out "$R"
       run ${JAXMG_SCALING_SYEVD_S:-240} --op syevd --dtype float64 --n 8192,16384 --tiles 1024 --ndev $SCALE --reps 1 --out "$R"
-      run 120 --op syevd --dtype float64 --n 8192,16384 --tiles 1024 --ndev $SCALE --reps 1 --engine mg --skip raw,native --out "$R"
+      run 120 --op syevd --dtype float64 --n 8192,16384 --tiles 1024 --ndev $SCALE --reps 1 --engine cusolvermg --skip raw,native --out "$R"
       ;;
     large)
       install

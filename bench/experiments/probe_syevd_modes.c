@@ -2,9 +2,9 @@
  * mode on (the default, what XLA's eigh runs) and off (CUSOLVER_ALLOW_NON_DETERMINISTIC_RESULTS),
  * and the tridiagonal reduction alone (cusolverDnDsytrd) in both modes, to see where the time
  * goes. Decides whether a syevd engine of our own (one cuSOLVER call, non-deterministic mode)
- * can beat XLA's eigh (docs/benchmarks.md, syevd target).
- *   gcc -std=c11 -O2 bench/probe_syevd_modes.c -I/usr/local/cuda/include -L/usr/local/cuda/lib64 \
- *       -lcusolver -lcudart -lm -o /tmp/probe && /tmp/probe 16384 2                           */
+ * can beat XLA's eigh (docs/benchmarks.md, "syevd: cuSOLVER's non-deterministic mode").
+ *   gcc -std=c11 -O2 bench/experiments/probe_syevd_modes.c -I/usr/local/cuda/include \
+ *       -L/usr/local/cuda/lib64 -lcusolver -lcudart -lm -o /tmp/probe && /tmp/probe 16384 2 */
 #define _POSIX_C_SOURCE 200809L
 #include <cuda_runtime.h>
 #include <cusolverDn.h>

@@ -1,10 +1,11 @@
 """Probe: measured lower bounds of the routes to a float64 eigendecomposition on 2 GPUs that
-could beat cuSOLVER's single-GPU syevd (docs/benchmarks.md, "syevd at N = 32768").
+could beat cuSOLVER's single-GPU syevd (docs/benchmarks.md, "syevd at N = 32768: the
+routes").
 
-    python bench/probe_eig_routes.py --n 32768 --out routes.jsonl
+    python bench/experiments/probe_eig_routes.py --n 32768 --out routes.jsonl
 
 Needs jaxmg installed and 2 GPUs. Times, warm, one rep each (after one untimed call):
-  - `syevd_f64`: jaxmg.syevd float64 on 2 GPUs (auto: the one-call single engine), the time
+  - `syevd_f64`: jaxmg.syevd float64 on 2 GPUs (auto: the one_device engine), the time
     to beat by 2x is raw cuSOLVERMg's (measured separately);
   - `syevd_f32`: jaxmg.syevd float32 of the same matrix on 2 GPUs: the first stage of
     "float32 eigensolver + float64 refinement";
@@ -30,7 +31,7 @@ import os
 import sys
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench_ops
 
 import jax
 
@@ -90,7 +91,7 @@ def main():
     def chol_step(m):
         z = jax.device_put(z_of(m), rows)
         y = jaxmg.potrs(z, jax.device_put(m, rep), mesh=mesh, in_specs=(P("x", None), P(None, None)),
-                        engine="mg")
+                        engine="cusolvermg")
         return (b_ / c) * m + (a_ - b_ / c) * jax.device_put(y, rows)
 
     emit("qdwh_chol_step", once(chol_step, x), 2 * n**3 + n**3 / 3 + 2 * n**3,

@@ -1,5 +1,5 @@
-/* Shared by the bench/probe_*.c programs (standalone CUDA probes, not part of the library):
- * a fail-fast check, a monotonic clock and the symmetric test matrices they time. */
+/* Shared by the bench/experiments/probe_*.c programs (standalone CUDA probes, not part of the
+ * library): a fail-fast check, a monotonic clock and the symmetric test matrices they time. */
 #ifndef JAXMG_BENCH_PROBE_UTIL_H_
 #define JAXMG_BENCH_PROBE_UTIL_H_
 

@@ -1,9 +1,10 @@
 /* Probe: time cusolverDnXsyevd (all eigenpairs) against cusolverDnXsyevdx for the lower and
  * the upper half of the spectrum (with vectors), float64, on one GPU; checks the half
  * results against the full ones. Decides whether splitting an eigendecomposition's vectors
- * over 2 GPUs through syevdx can beat single-GPU syevd (docs/benchmarks.md, syevd target).
- *   gcc -std=c11 -O2 bench/probe_syevdx.c -I/usr/local/cuda/include -L/usr/local/cuda/lib64 \
- *       -lcusolver -lcudart -lm -o /tmp/probe && /tmp/probe 16384                          */
+ * over 2 GPUs through syevdx can beat single-GPU syevd (docs/benchmarks.md, "syevd at
+ * N = 32768: the routes").
+ *   gcc -std=c11 -O2 bench/experiments/probe_syevdx.c -I/usr/local/cuda/include \
+ *       -L/usr/local/cuda/lib64 -lcusolver -lcudart -lm -o /tmp/probe && /tmp/probe 16384   */
 #define _POSIX_C_SOURCE 200809L
 #include <cuda_runtime.h>
 #include <cusolverDn.h>

@@ -6,7 +6,7 @@ block-cyclic layout (the benchmark's own setup) and compares the lower triangle 
 that cuSOLVERMg should leave with NumPy's inverse of the same M, per device count, dtype and
 tile (a tile of N / ndev is one tile per device: no permutation at all).
 
-    python3 bench/diag_potri_raw.py [N]      # prints one line per case
+    python3 bench/experiments/diag_potri_raw.py [N]      # prints one line per case
 """
 import os
 import sys
@@ -18,7 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench_ops
 import bench_ops  # noqa: E402
 from jaxmg._geometry import Geometry  # noqa: E402
 

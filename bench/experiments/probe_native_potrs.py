@@ -1,7 +1,7 @@
 """Probe: native JAX's potrs pieces on one GPU (cholesky alone, the two triangular solves
-alone, both), best of 20, to set beside bench/probe_potrf.c.
+alone, both), best of 20, to set beside bench/experiments/probe_potrf.c.
 
-    python3 bench/probe_native_potrs.py [N]"""
+    python3 bench/experiments/probe_native_potrs.py [N]"""
 import json
 import sys
 
@@ -12,7 +12,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import os  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench_ops
 import bench_ops  # noqa: E402
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 8192

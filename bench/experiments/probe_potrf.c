@@ -1,10 +1,11 @@
-/* Probe: where potrs's single engine spends its time beyond native JAX at N = 8192 on one
- * GPU (docs/benchmarks.md, potrs vs native). Times with events, best of 20, float32 and
+/* Probe: where potrs's one_device engine spends its time beyond native JAX at N = 8192 on one
+ * GPU (docs/benchmarks.md, "potrs against native at N = 8192"). Times with events, best of 20, float32 and
  * float64: cusolverDnXpotrf against the legacy cusolverDn{S,D}potrf, cusolverDnXpotrs with one
  * right-hand side against two cuBLAS trsm, and the pitched copy of the lower trapezoid that
  * position 0 makes of its own shard (16 strips, as src/gpu/whole.c).
- *   gcc -std=c11 -O2 bench/probe_potrf.c -I/usr/local/cuda/include -L/usr/local/cuda/lib64 \
- *       -lcusolver -lcublas -lcudart -o /tmp/probe_potrf && /tmp/probe_potrf 8192        */
+ *   gcc -std=c11 -O2 bench/experiments/probe_potrf.c -I/usr/local/cuda/include \
+ *       -L/usr/local/cuda/lib64 -lcusolver -lcublas -lcudart -o /tmp/probe_potrf \
+ *       && /tmp/probe_potrf 8192                                                            */
 #define _POSIX_C_SOURCE 200809L
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

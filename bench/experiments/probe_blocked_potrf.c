@@ -1,7 +1,7 @@
-/* Probe: is potrs's single engine better off factoring in two steps? On position 0 the first
+/* Probe: is potrs's one_device engine better off factoring in two steps? On position 0 the first
  * nloc columns of M (its own shard) are local, so potrf of the leading k x k block and the
  * triangular solve below it could run while the peers' columns arrive, then syrk/herk of the
- * trailing block and potrf of it (docs/benchmarks.md, "potrs vs native at N = 8192"). This
+ * trailing block and potrf of it (docs/benchmarks.md, "Routes measured and not taken"). This
  * times, on one GPU with events (best of 20), for float64 / float32 / complex128 / complex64:
  *   mono       Xpotrf(N) + Xpotrs(N, 1 rhs)              what whole.c runs now
  *   blocked k  Xpotrf(k) + trsm + syrk/herk + Xpotrf(N - k) + Xpotrs(N, 1)
@@ -10,7 +10,7 @@
  * dgemm / dtrsm / dsyrk at N/2 with cuBLAS's FP64 fixed-point emulation asked for
  * (CUBLAS_FP64_EMULATED_FIXEDPOINT_MATH, CUDA 13), against the plain FP64 ones, with the
  * relative difference of the results, to see whether this GPU offers it.
- *   gcc -std=c11 -O2 bench/probe_blocked_potrf.c -I/usr/local/cuda/include \
+ *   gcc -std=c11 -O2 bench/experiments/probe_blocked_potrf.c -I/usr/local/cuda/include \
  *       -L/usr/local/cuda/lib64 -lcusolver -lcublas -lcudart -lm -o /tmp/pbp && /tmp/pbp 8192 */
 #define _POSIX_C_SOURCE 200809L
 #include <cublas_v2.h>

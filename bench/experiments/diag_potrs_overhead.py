@@ -1,5 +1,6 @@
-"""Where potrs's single engine spends time beyond cuSOLVER's own potrf + potrs, on the GPUs
-there are (one is enough: the engine's fixed costs are there on one GPU too).
+"""Where potrs's single-device engine (``one_device``) spends time beyond cuSOLVER's own
+potrf + potrs, on the GPUs there are (one is enough: the engine's fixed costs are there on
+one GPU too).
 
 For each N (float64 unless given) it times, alternating, best and median of ``reps``:
   native       cho_factor + cho_solve, jitted, on one GPU (what the targets compare with);
@@ -12,8 +13,8 @@ For each N (float64 unless given) it times, alternating, best and median of ``re
 With ``--trace DIR`` it also records a jax.profiler trace of a few eager and native calls
 (GPU kernels and the host's FFI handler) into DIR.
 
-    python3 bench/diag_potrs_overhead.py [--n 512,8192] [--dtype float64] [--reps 30] \
-        [--trace DIR]
+    python3 bench/experiments/diag_potrs_overhead.py [--n 512,8192] [--dtype float64] \
+        [--reps 30] [--trace DIR]
 """
 import argparse
 import json
@@ -27,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh, PartitionSpec as P  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench_ops
 import bench_ops  # noqa: E402
 import jaxmg  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Probe: float64 eigendecomposition as float32 syevd + Ogita-Aishima refinement in float64.
 
-    python bench/probe_mixed_syevd.py --n 16384,32768 --iters 4 --out probe.jsonl
+    python bench/experiments/probe_mixed_syevd.py --n 16384,32768 --iters 4 --out probe.jsonl
 
 One GPU, JAX only (no jaxmg). For each N it times, warm:
   - native float64 `jnp.linalg.eigh` (the reference, and the quality every result is held to);
