@@ -17,7 +17,7 @@ from ._base import SYEVD_MAX_TILE, Engine, largest_tile
 def tile(op: str, nloc: int, T_A) -> int:
     """The tile: the user's ``T_A`` (at most the shard; for syevd at most 1024), else the
     largest divisor of the shard up to 2048 for shards of 4096 rows and more and up to 1024
-    below (cuSOLVERMg's potrs measured 2-14 % faster at 2048 than 1024 at every shard from
+    below (cuSOLVERMg's potrs measured 0.5-14 % faster at 2048 than 1024 at every shard from
     4096 rows on 2 H200; docs/benchmarks.md, "Default tile"), up to 1024 for syevd."""
     cap = SYEVD_MAX_TILE if op == "syevd" else (2048 if nloc >= 4096 else 1024)
     if T_A is None:

@@ -3,10 +3,10 @@
 # jax.distributed (coordinator on localhost), one GPU each (local_device_ids=[i], every GPU
 # visible), and runs tests/python/mpmd_worker.py in them:
 #
-#   ops-mg     potrs/potri/syevd through cuSOLVERMg (engine="mg"), float32/float64/complex64/
+#   ops-mg     potrs/potri/syevd through cuSOLVERMg (engine="mg": cusolvermg), float32/float64/complex64/
 #              complex128, tiles dividing the shard and not (padding), natural and reversed
 #              process-to-mesh order, and jaxmg.linalg;
-#   ops-auto   the same user code with the default engine (on small matrices the "single"
+#   ops-auto   the same user code with the default engine (on small matrices the gather
 #              engine: NCCL all-gather across processes + cuSOLVER);
 #   notpd      a matrix that is not positive definite: same info and NaN in every process;
 #   kill-*     process 1 is SIGKILLed while process 0 waits in a call, holding the follower's
