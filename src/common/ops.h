@@ -36,7 +36,7 @@ enum {
  * The kernel names are expanded only where the platform's kernel table is built
  * (src/cpu/cpu_run.c, src/gpu/gpu_run.c). potri has no CUDA kernel: cusolverMgPotri returns
  * wrong inverses on 2 GPUs (docs/design.md), and Python computes the inverse on GPUs from
- * potrf and solves. The *_whole ops are the "single" engines of potrs and syevd: position 0
+ * potrf and solves. The *_whole ops are the one_device engine's potrs and syevd: position 0
  * gathers from its peers only the part a lower factorization reads and computes alone. */
 #define JAXMG_OPS(X)                                                                          \
   X(POTRF, potrf, "cho_factor", JAXMG_OPF_A_OUT | JAXMG_OPF_FACTOR,                           \

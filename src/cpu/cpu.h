@@ -46,10 +46,10 @@ typedef jaxmg_status_t (*jaxmg_cpu_kernel_t)(const jaxmg_cpu_ctx_t *c, int32_t *
 jaxmg_status_t jaxmg__cpu_potrs(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
 /* The inverse, as rows of inv(A) in the original order (cpu_potri.c). */
 jaxmg_status_t jaxmg__cpu_potri(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
-/* Eigenvalues, with JAXMG_OPF_VECTORS eigenvectors; JAXMG_OPF_WHOLE selects the single
- * engine's layout of them (cpu_syevd.c). */
+/* Eigenvalues, with JAXMG_OPF_VECTORS eigenvectors; JAXMG_OPF_WHOLE selects the
+ * one_device engine's layout of them (cpu_syevd.c). */
 jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_error_t *err);
-/* potrs's single engine (cpu_whole.c). */
+/* The one_device engine's potrs (cpu_whole.c). */
 jaxmg_status_t jaxmg__cpu_potrs_whole(const jaxmg_cpu_ctx_t *c, int32_t *info,
                                       jaxmg_error_t *err);
 

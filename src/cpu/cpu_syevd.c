@@ -4,8 +4,8 @@
  * assembles the matrix from the shards (a copy of N^2 elements), calls LAPACK's divide and
  * conquer (?syevd/?heevd), and writes each participant's share of the eigenvectors back into
  * its shard, in the same block-cyclic arrangement as the GPU backend returns them: row c of
- * the shard of device d holds conj(v_e) for e = g(d, c). The whole-matrix ops (the single
- * engine) return instead what the CUDA backend's do: rows [d nloc, (d + 1) nloc) of the
+ * the shard of device d holds conj(v_e) for e = g(d, c). The whole-matrix ops (the
+ * one_device engine) return instead what the CUDA backend's do: rows [d nloc, (d + 1) nloc) of the
  * column-major eigenvector matrix, as an N x nloc row-major block. The others wait for it. */
 #include <stdlib.h>
 #include <string.h>

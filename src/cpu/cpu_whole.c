@@ -1,4 +1,4 @@
-/* CPU backend of potrs_whole, potrs's "single" engine: position 0 assembles the whole
+/* CPU backend of potrs_whole, the one_device engine's potrs: position 0 assembles the whole
  * matrix from the participants' shards, copying only what a lower Cholesky reads (row j of a
  * shard from column j on: the shard read column-major is conj(A), its row j is column j of
  * the matrix M = conj(A) that is factored), factors and solves it alone; the others take x

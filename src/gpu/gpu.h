@@ -136,7 +136,7 @@ typedef jaxmg_status_t (*jaxmg_gpu_kernel_t)(const jaxmg_task_t *t, jaxmg_gpu_pa
 /* cuSOLVERMg over the participants' shards in the block-cyclic layout (mg_run.c): potrf,
  * potrs, cho_solve, syevd with and without vectors. */
 jaxmg_status_t jaxmg__mg_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
-/* The whole-matrix ops, the single engines of potrs and syevd (whole.c): position 0 gathers
+/* The whole-matrix ops, the one_device engine's potrs and syevd (whole.c): position 0 gathers
  * from its peers only the part of the matrix a lower factorization reads and runs
  * cuSOLVERDn alone; the others copy their results from it. */
 jaxmg_status_t jaxmg__gpu_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);

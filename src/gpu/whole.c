@@ -1,4 +1,4 @@
-/* CUDA backend of the whole-matrix ops (JAXMG_OPF_WHOLE), the "single" engines of potrs and
+/* CUDA backend of the whole-matrix ops (JAXMG_OPF_WHOLE), the one_device engine's potrs and
  * syevd (docs/design.md, Engines): potrs_whole, syevd_whole, syevd_n_whole.
  *
  * A lower Cholesky or eigensolver of M (the row-major shards read column-major: M = conj(A))
