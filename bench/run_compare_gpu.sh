@@ -9,6 +9,8 @@
 #   bash bench/run_compare_gpu.sh "$OUT" .old <older commit> [auto_vs_native.py arguments]
 #
 # Results: $OUT/auto_vs_native.jsonl (one line per case and version), build logs next to it.
+# NEW_INSTALLED=1 measures the jaxmg already installed (e.g. by tests/gpu/run_gpu.sh from this
+# checkout) as "new" instead of building it again.
 set -uo pipefail
 OUT=${1:-bench_out}
 OLD=${2:?the older source tree}
@@ -21,6 +23,7 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 JAXMG_TIMEOUT=${JAXMG_TIMEOUT:-120}
 NEW_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo new)
 for v in new old; do
+  [ "$v" = new ] && [ "${NEW_INSTALLED:-0}" = 1 ] && { rm -rf /tmp/jaxmg_new; mkdir -p /tmp/jaxmg_new; continue; }
   src=.; [ "$v" = old ] && src="$OLD"
   rm -rf "/tmp/jaxmg_$v"
   t0=$(date +%s)
