@@ -95,6 +95,20 @@ def largest_tile(nloc: int, cap: int) -> int:
     return cap
 
 
+def tile_rule(cap: Callable):
+    """The tile rule of an engine that lays the matrix out in tiles: the user's ``T_A`` (at
+    most the shard; for syevd at most ``SYEVD_MAX_TILE``), else the largest divisor of the
+    shard up to ``cap(op, nloc)`` (``largest_tile``)."""
+
+    def tile(op: str, nloc: int, T_A) -> int:
+        if T_A is None:
+            return largest_tile(nloc, cap(op, nloc))
+        t = min(int(T_A), nloc)
+        return min(t, SYEVD_MAX_TILE) if op == "syevd" else t
+
+    return tile
+
+
 # ---- pieces shared by the bodies ------------------------------------------------------------
 
 def conj(x):

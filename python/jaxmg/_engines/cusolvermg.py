@@ -11,19 +11,16 @@ cuSOLVERMg's syevd, whose tile is limited to 1024.
 from __future__ import annotations
 
 from . import _blockcyclic as bc
-from ._base import SYEVD_MAX_TILE, Engine, largest_tile
+from ._base import SYEVD_MAX_TILE, Engine, tile_rule
 
 
-def tile(op: str, nloc: int, T_A) -> int:
-    """The tile: the user's ``T_A`` (at most the shard; for syevd at most 1024), else the
-    largest divisor of the shard up to 2048 for shards of 4096 rows and more and up to 1024
-    below (cuSOLVERMg's potrs measured 0.5-14 % faster at 2048 than 1024 at every shard from
-    4096 rows on 2 H200; docs/benchmarks.md, "Default tile"), up to 1024 for syevd."""
-    cap = SYEVD_MAX_TILE if op == "syevd" else (2048 if nloc >= 4096 else 1024)
-    if T_A is None:
-        return largest_tile(nloc, cap)
-    t = min(int(T_A), nloc)
-    return min(t, SYEVD_MAX_TILE) if op == "syevd" else t
+def default_cap(op: str, nloc: int) -> int:
+    """The default tile's cap: 2048 for shards of 4096 rows and more, 1024 below (cuSOLVERMg's
+    potrs measured 0.5-14 % faster at 2048 than 1024 at every shard from 4096 rows on 2 H200;
+    docs/benchmarks.md, "Default tile"), 1024 for syevd (its limit)."""
+    if op == "syevd":
+        return SYEVD_MAX_TILE
+    return 2048 if nloc >= 4096 else 1024
 
 
 ENGINE = Engine(
@@ -40,5 +37,5 @@ ENGINE = Engine(
     },
     summary="cuSOLVERMg over every GPU of the mesh, O(N^2 / ndev) memory per device",
     max_devices={"gpu": 16},  # cuSOLVERMg's limit
-    tile=tile,
+    tile=tile_rule(default_cap),
 )

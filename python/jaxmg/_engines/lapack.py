@@ -8,18 +8,9 @@ run: it is what they are for, and what the CPU tests exercise.
 from __future__ import annotations
 
 from . import _blockcyclic as bc
-from ._base import SYEVD_MAX_TILE, Engine, largest_tile
+from ._base import Engine, tile_rule
 
 CPU_TILE_CAP = 256  # LAPACK tile kernels reach their speed well below it
-
-
-def tile(op: str, nloc: int, T_A) -> int:
-    """The user's ``T_A`` (at most the shard; for syevd at most 1024, as on GPUs), else the
-    largest divisor of the shard up to 256."""
-    if T_A is None:
-        return largest_tile(nloc, CPU_TILE_CAP)
-    t = min(int(T_A), nloc)
-    return min(t, SYEVD_MAX_TILE) if op == "syevd" else t
 
 
 ENGINE = Engine(
@@ -35,5 +26,5 @@ ENGINE = Engine(
         "logdet": bc.logdet,
     },
     summary="distributed tiled LAPACK over the CPU devices of the mesh",
-    tile=tile,
+    tile=tile_rule(lambda op, nloc: CPU_TILE_CAP),
 )
