@@ -213,6 +213,9 @@ jaxmg_status_t jaxmg__ffi_stream(const XLA_FFI_CallFrame *f, void **out, const c
 /* Copies XLA's message of e into why[len] (when the runtime can say it) and destroys e. */
 static void take_message(const XLA_FFI_Api *api, XLA_FFI_Error *e, char *why, size_t len) {
   const char *msg = NULL;
+  /* XLA_FFI_Error_GetMessage is in the headers of FFI API 0.3 and older only (0.4 replaced
+   * it); against a newer header the reason is not read. */
+#if XLA_FFI_API_MAJOR == 0 && XLA_FFI_API_MINOR <= 3
   if (API_HAS(api, XLA_FFI_Error_GetMessage)) {
     XLA_FFI_Error_GetMessage_Args m;
     memset(&m, 0, sizeof m);
@@ -221,6 +224,7 @@ static void take_message(const XLA_FFI_Api *api, XLA_FFI_Error *e, char *why, si
     api->XLA_FFI_Error_GetMessage(&m);
     msg = m.message;
   }
+#endif
   if (why && len) snprintf(why, len, "%s", msg && *msg ? msg : "no reason given");
   drop_error(api, e);
 }
