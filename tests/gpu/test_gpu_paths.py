@@ -146,7 +146,8 @@ _AFTER_NATIVE = textwrap.dedent("""
     dev = jax.devices("gpu")[0]
     limit = dev.memory_stats()["bytes_limit"]
     # A float64 matrix of 36 % of XLA's pool: more than the GPU memory outside the pool
-    # (25 % by JAX's default), and twice of it (the matrix and its factor) fits in the pool.
+    # (25 % of the GPU by JAX's default), and twice of it (the matrix and its factor, or the
+    # matrix and a native op's result) fits in the pool.
     n = int((0.36 * limit / 8) ** 0.5) // 64 * 64
 
     @jax.jit
@@ -157,9 +158,9 @@ _AFTER_NATIVE = textwrap.dedent("""
 
     a = jax.device_put(make(), dev)
     b = jnp.ones((n,), jnp.float64, device=dev)
-    native = jnp.linalg.cholesky(a)             # XLA's own N x N work of the same size
+    native = jax.jit(lambda m: m * 2.0 + 1.0)(a)  # XLA's own N x N work of the same size
     native.block_until_ready()
-    del native                                  # freed into XLA's pool, which keeps it
+    del native                                     # freed into XLA's pool, which keeps it
     mesh = Mesh(np.array([dev]), ("x",))
     a = jax.device_put(a, NamedSharding(mesh, P("x", None)))
     x, info = jaxmg.potrs(a, b, engine=sys.argv[1], return_status=True)
@@ -172,9 +173,9 @@ _AFTER_NATIVE = textwrap.dedent("""
 
 @pytest.mark.parametrize("engine", ["one_device", "mg"])
 def test_after_a_native_op_of_the_same_size(engine):
-    """In a fresh process with JAX's default memory settings: a native Cholesky of a matrix
-    larger than the memory JAX leaves outside its pool, then jaxmg's potrs of the same
-    matrix. Its memory (the gathered matrix, the solver's workspace) must come from XLA's
+    """In a fresh process with JAX's default memory settings: a native op on a matrix larger
+    than the memory JAX leaves outside its pool (an elementwise op: a native Cholesky needs
+    three such matrices, more than the pool holds), then jaxmg's potrs of the same matrix. Its memory (the gathered matrix, the solver's workspace) must come from XLA's
     pool, as native JAX's does."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
