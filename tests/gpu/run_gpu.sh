@@ -45,6 +45,13 @@ status=0
   # Import the installed package, not the source tree.
   (cd / && "$PY" -c 'import jaxmg, os; d = os.path.dirname(jaxmg.__file__); print("installed:", d, sorted(f for f in os.listdir(d) if f.endswith(".so")))') || status=1
 
+  # Alone on GPU 0, in fresh processes with JAX's default memory settings (a pytest process
+  # would already hold 75 % of the GPU).
+  echo "=== jaxmg after a native op of the same size (tests/gpu/after_native.py)"
+  for engine in one_device mg; do
+    env -u XLA_PYTHON_CLIENT_PREALLOCATE -u XLA_PYTHON_CLIENT_MEM_FRACTION CUDA_VISIBLE_DEVICES=0 \
+      timeout 300 "$PY" tests/gpu/after_native.py "$engine" || { echo "FAILED: after_native.py $engine"; status=1; }
+  done
   for visible in ${JAXMG_GPU_SETS:-0 0,1}; do
     echo "=== tests/gpu with CUDA_VISIBLE_DEVICES=$visible"
     t0=$(date +%s)

@@ -5,17 +5,12 @@
 - ``syevd(engine="mg")`` and ``syevd_shardmap_ctx`` with the default tile on shards of 4096
   rows (the default was 2048 there, above cuSOLVERMg syevd's limit of 1024, and the call
   raised);
-- jaxmg after a native op of the same size, under JAX's default memory settings (the
-  gathered matrix and the workspaces once came from outside XLA's pool, which by default
-  holds 75 % of the GPU and keeps what JAX frees, so the call ran out of memory).
+- jaxmg after a native op of the same size, under JAX's default memory settings: that one
+  needs a process of its own, with the GPU to itself (a pytest process already holds 75 % of
+  it), so it is tests/gpu/after_native.py, which tests/gpu/run_gpu.sh runs before pytest.
 """
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -134,54 +129,3 @@ def test_syevd_mg_default_tile_on_large_shards(mesh):
         (ROWS,), (REP, REP))(a_s)
     assert np.all(np.asarray(info) == 0)
     np.testing.assert_allclose(np.asarray(w), d, atol=tol)
-
-
-_AFTER_NATIVE = textwrap.dedent("""
-    import sys
-    import jax, jax.numpy as jnp, numpy as np
-    jax.config.update("jax_enable_x64", True)
-    import jaxmg
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-    dev = jax.devices("gpu")[0]
-    limit = dev.memory_stats()["bytes_limit"]
-    # A float64 matrix of 36 % of XLA's pool: more than the GPU memory outside the pool
-    # (25 % of the GPU by JAX's default), and twice of it (the matrix and its factor, or the
-    # matrix and a native op's result) fits in the pool.
-    n = int((0.36 * limit / 8) ** 0.5) // 64 * 64
-
-    @jax.jit
-    def make():
-        i = jnp.arange(n)
-        # Symmetric, diagonally dominant (off-diagonal row sums < 2 ln n << n): SPD.
-        return 1.0 / (1.0 + jnp.abs(i[:, None] - i[None, :])) + n * jnp.eye(n)
-
-    a = jax.device_put(make(), dev)
-    b = jnp.ones((n,), jnp.float64, device=dev)
-    native = jax.jit(lambda m: m * 2.0 + 1.0)(a)  # XLA's own N x N work of the same size
-    native.block_until_ready()
-    del native                                     # freed into XLA's pool, which keeps it
-    mesh = Mesh(np.array([dev]), ("x",))
-    a = jax.device_put(a, NamedSharding(mesh, P("x", None)))
-    x, info = jaxmg.potrs(a, b, engine=sys.argv[1], return_status=True)
-    rows = np.random.default_rng(0).choice(n, 64, replace=False)
-    r = np.asarray(a[rows] @ x - 1.0)
-    print("N", n, "limit", limit, "info", int(info), "residual", float(np.abs(r).max()))
-    assert int(info) == 0 and np.abs(r).max() < 1e-10
-""")
-
-
-@pytest.mark.parametrize("engine", ["one_device", "mg"])
-def test_after_a_native_op_of_the_same_size(engine):
-    """In a fresh process with JAX's default memory settings: a native op on a matrix larger
-    than the memory JAX leaves outside its pool (an elementwise op: a native Cholesky needs
-    three such matrices, more than the pool holds), then jaxmg's potrs of the same matrix. Its memory (the gathered matrix, the solver's workspace) must come from XLA's
-    pool, as native JAX's does."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
-                        "XLA_PYTHON_CLIENT_ALLOCATOR")}
-    env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
-    run = subprocess.run([sys.executable, "-c", _AFTER_NATIVE, engine], env=env,
-                         capture_output=True, text=True, timeout=300)
-    print(run.stdout, run.stderr[-4000:])
-    assert run.returncode == 0, run.stderr[-4000:]
