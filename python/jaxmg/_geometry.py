@@ -37,7 +37,7 @@ class Placement:
     def ndev(self) -> int:
         return math.prod(self.mesh.shape[ax] for ax in self.row_axes)
 
-    @property
+    @functools.cached_property
     def platform(self) -> str:
         return self.mesh.devices.flat[0].platform
 

@@ -16,6 +16,7 @@ Nothing happens at import.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import itertools
 import json
@@ -76,9 +77,10 @@ def _owners(mesh) -> np.ndarray:
     return np.vectorize(lambda d: d.process_index, otypes=[np.int64])(np.asarray(mesh.devices))
 
 
+@functools.lru_cache(maxsize=256)
 def in_this_process(mesh) -> bool:
-    """Every device of the mesh belongs to this process (the one-call bodies of the single
-    engine need every shard in one process)."""
+    """Every device of the mesh belongs to this process (``one_device`` needs every shard in
+    one process). Cached: every call's engine choice asks, and a mesh's devices do not move."""
     return bool(np.all(_owners(mesh) == jax.process_index()))
 
 
