@@ -11,10 +11,14 @@ the pool), then through jaxmg's potrs; it must succeed, as native JAX would.
 """
 import sys
 
-import jax, jax.numpy as jnp, numpy as np
-jax.config.update("jax_enable_x64", True)
-import jaxmg
+import jax
+import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import jaxmg
+
+jax.config.update("jax_enable_x64", True)
 
 dev = jax.devices("gpu")[0]
 limit = dev.memory_stats()["bytes_limit"]
@@ -23,11 +27,13 @@ limit = dev.memory_stats()["bytes_limit"]
 # matrix and a native op's result) fits in the pool.
 n = int((0.36 * limit / 8) ** 0.5) // 64 * 64
 
+
 @jax.jit
 def make():
     i = jnp.arange(n)
     # Symmetric, diagonally dominant (off-diagonal row sums < 2 ln n << n): SPD.
     return 1.0 / (1.0 + jnp.abs(i[:, None] - i[None, :])) + n * jnp.eye(n)
+
 
 a = jax.device_put(make(), dev)
 b = jnp.ones((n,), jnp.float64, device=dev)
