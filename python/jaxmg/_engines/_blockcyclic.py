@@ -182,3 +182,14 @@ def syevd(a_loc, *, geo: Geometry, row_axes, group_axes, vectors: bool):
     w = w[: geo.n]
     v = eigvec_rows(s, geo, row_axes) if vectors else None
     return w, v, info
+
+
+# The ops of the distributed engines, by body; each engine chooses its potri.
+BODIES = {
+    "potrs": potrs,
+    "syevd": syevd,
+    "potrf": potrf,
+    "solve": solve,
+    "inverse": inverse,
+    "logdet": logdet,
+}

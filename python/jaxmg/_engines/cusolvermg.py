@@ -26,15 +26,7 @@ def default_cap(op: str, nloc: int) -> int:
 ENGINE = Engine(
     name="cusolvermg",
     platforms=("gpu",),
-    bodies={
-        "potrs": bc.potrs,
-        "potri": bc.potri_by_solves,
-        "syevd": bc.syevd,
-        "potrf": bc.potrf,
-        "solve": bc.solve,
-        "inverse": bc.inverse,
-        "logdet": bc.logdet,
-    },
+    bodies={**bc.BODIES, "potri": bc.potri_by_solves},
     summary="cuSOLVERMg over every GPU of the mesh, O(N^2 / ndev) memory per device",
     max_devices={"gpu": 16},  # cuSOLVERMg's limit
     tile=tile_rule(default_cap),

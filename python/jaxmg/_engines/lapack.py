@@ -16,15 +16,7 @@ CPU_TILE_CAP = 256  # LAPACK tile kernels reach their speed well below it
 ENGINE = Engine(
     name="lapack",
     platforms=("cpu",),
-    bodies={
-        "potrs": bc.potrs,
-        "potri": bc.potri,
-        "syevd": bc.syevd,
-        "potrf": bc.potrf,
-        "solve": bc.solve,
-        "inverse": bc.inverse,
-        "logdet": bc.logdet,
-    },
+    bodies={**bc.BODIES, "potri": bc.potri},
     summary="distributed tiled LAPACK over the CPU devices of the mesh",
     tile=tile_rule(lambda op, nloc: CPU_TILE_CAP),
 )
