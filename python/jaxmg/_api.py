@@ -177,8 +177,8 @@ def potrs_shardmap_ctx(a, b, T_A=None, pad=True, *, axis_name=None):
     ``check_vma=False`` on the enclosing shard_map.
     """
     ctx, geos = _plan.context_plan(a, T_A, pad, axis_name, "potrs")
-    b, vector = _plan.check_rhs(b, ctx.n, jnp.dtype(a.dtype), "potrs_shardmap_ctx")
-    x, info = _in_context("potrs", ctx, geos, a, b[:, None] if vector else b)
+    b, vector, dtype = _plan.check_rhs(b, ctx.n, jnp.dtype(a.dtype), "potrs_shardmap_ctx")
+    x, info = _in_context("potrs", ctx, geos, a.astype(dtype), b[:, None] if vector else b)
     return (x[:, 0] if vector else x), info
 
 

@@ -82,18 +82,38 @@ def closed_over(x):
 
 
 def check_rhs(b, n: int, dtype, op: str):
-    """Returns (b, was_vector): ``b`` (N or N x k) checked against ``a``'s N and dtype."""
+    """Returns (b, was_vector, dtype): ``b`` (N or N x k) checked against ``a``'s N, and the
+    dtype both are solved in: ``a``'s and ``b``'s promoted as ``jnp.linalg.solve`` promotes
+    them (``promote``), ``b`` converted to it."""
     b = closed_over(b)
     shape = getattr(b, "shape", None)
-    if shape is None:
+    if shape is None or getattr(b, "dtype", None) is None:
         raise TypeError(f"jaxmg.{op}: 'b' must be an array, got {type(b).__name__}")
     if len(shape) not in (1, 2):
         raise ValueError(f"jaxmg.{op}: 'b' must be a vector or a matrix, got shape {tuple(shape)}")
     if shape[0] != n:
         raise ValueError(f"jaxmg.{op}: 'b' must have {n} rows to match 'a', got {shape[0]}")
+    dtype = promote(dtype, b.dtype, op)
     if jnp.dtype(b.dtype) != dtype:
-        raise TypeError(f"jaxmg.{op}: 'b' must have the dtype of 'a' ({dtype}), got {jnp.dtype(b.dtype)}")
-    return b, len(shape) == 1
+        b = b.astype(dtype) if isinstance(b, jax.Array) else jnp.asarray(b, dtype)
+    return b, len(shape) == 1, dtype
+
+
+def promote(a_dtype, b_dtype, op: str):
+    """The dtype a solve of ``a`` (a supported dtype) and ``b`` computes in, as
+    ``jnp.linalg.solve`` promotes them: the promoted type (float64 disabled: its canonical
+    32-bit form), and ``a``'s dtype for an integer or boolean ``b``."""
+    a_dtype = jnp.dtype(a_dtype)
+    try:
+        b_dtype = jnp.dtype(b_dtype)
+        if not jnp.issubdtype(b_dtype, jnp.inexact):
+            jnp.promote_types(a_dtype, b_dtype)  # refuses what JAX cannot promote
+            return a_dtype
+        out = jax.dtypes.canonicalize_dtype(jnp.promote_types(a_dtype, b_dtype))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"jaxmg.{op}: 'b' of dtype {b_dtype} does not promote with 'a' of "
+                        f"dtype {a_dtype}: {e}") from None
+    return check_dtype(out, op, "b")
 
 
 def check_tile(T_A, op: str):
@@ -148,7 +168,9 @@ def plan(op: str, a, T_A, mesh, in_specs, pad: bool, engine="auto", b=None, name
     n = a.shape[0]
     vector = False
     if b is not None:
-        b, vector = check_rhs(b, n, dtype, name)
+        b, vector, dtype = check_rhs(b, n, dtype, name)
+        if not abstract and jnp.dtype(a.dtype) != dtype:
+            a = a.astype(dtype)  # b is wider (float64 with a float32 a, complex with a real)
     place = _mesh.resolve(a, mesh, in_specs, name)
     check_split(n, place.ndev, name)
     geo = geometry(op, place.platform, n, place.ndev, T_A, pad, name)

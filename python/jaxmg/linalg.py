@@ -191,13 +191,16 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_st
     """
     del overwrite_b, check_finite
     fac = _as_factor(c_and_lower, "cho_solve")
-    dtype = jnp.dtype(fac.factor.dtype)
-    b2, vector = _plan.check_rhs(b, fac.n, dtype, "cho_solve")
+    b2, vector, dtype = _plan.check_rhs(b, fac.n, fac.factor.dtype, "cho_solve")
     if vector:
         b2 = b2[:, None]
+    factor, matrix = fac.factor, fac.matrix
+    if jnp.dtype(factor.dtype) != dtype:  # b is wider: the solve runs in b's precision
+        factor = factor.astype(dtype)
+        matrix = None if matrix is None else matrix.astype(dtype)
     _ffi.ensure_backends()
     x = _cho_solve_program(fac.placement, fac.geometry, _config.get_timeout())(
-        fac.factor, fac.matrix, b2)
+        factor, matrix, b2)
     if vector:
         x = x[:, 0]
     if check:

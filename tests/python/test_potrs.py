@@ -552,3 +552,34 @@ def test_shardmap_ctx_not_positive_definite(mesh_of, num):
     assert int(status[0]) == 22
     for shard in x.addressable_shards:
         assert np.all(np.isnan(np.asarray(shard.data)))
+
+
+# ---- dtypes as jnp.linalg.solve promotes them -----------------------------------------------
+
+@pytest.mark.parametrize("a_dtype,b_dtype", [
+    (np.float64, np.float32), (np.float32, np.float64), (np.float64, np.complex128),
+    (np.complex64, np.float64), (np.float32, np.int32), (np.float32, np.float16),
+    (np.complex128, np.bool_)])
+def test_rhs_promotes_as_jnp_linalg_solve(mesh_of, num, a_dtype, b_dtype):
+    """x has jnp.linalg.solve's result dtype and solves the promoted problem, through potrs,
+    potrs_shardmap_ctx and linalg.solve / cho_solve (a wider b widens the factor)."""
+    mesh = mesh_of([1, 0])
+    n = 12
+    a = num.hpd(n, a_dtype, seed=21)
+    b = (np.arange(2 * n).reshape(n, 2) % 3).astype(b_dtype)
+    want = jnp.linalg.solve(jnp.asarray(a), jnp.asarray(b))
+    a_s = put(a, mesh, ROWS)
+    for x in (jaxmg.potrs(a_s, b), jaxmg.linalg.solve(a_s, b)):
+        assert x.dtype == want.dtype, (x.dtype, want.dtype)
+        num.assert_solves(a.astype(want.dtype), x, b.astype(want.dtype), want.dtype)
+    # A kept factor has a's precision, as jax.scipy.linalg.cho_solve's: x has the promoted
+    # dtype, its accuracy is the factor's.
+    x = jaxmg.linalg.cho_solve(jaxmg.linalg.cho_factor(a_s), b)
+    assert x.dtype == want.dtype
+    np.testing.assert_allclose(np.asarray(x), np.asarray(want),
+                               rtol=100 * np.finfo(a_dtype).eps)
+    ctx = jax.jit(jax.shard_map(lambda a, b: jaxmg.potrs_shardmap_ctx(a, b), mesh=mesh,
+                                in_specs=(ROWS, REPL), out_specs=(REPL, P()), check_vma=False))
+    x, info = ctx(a_s, jax.device_put(b, NamedSharding(mesh, REPL)))
+    assert x.dtype == want.dtype and int(np.asarray(info)[0]) == 0
+    num.assert_solves(a.astype(want.dtype), x, b.astype(want.dtype), want.dtype)
