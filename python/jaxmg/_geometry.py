@@ -17,6 +17,29 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
+# JAX's private module behind the concrete context mesh: optional, private modules move.
+try:
+    from jax._src import mesh as _jax_mesh
+except ImportError:  # pragma: no cover
+    _jax_mesh = None
+
+
+def concrete_context_mesh():
+    """The concrete mesh of ``jax.set_mesh`` / ``use_mesh`` (also while tracing inside it),
+    or None."""
+    try:
+        mesh = _jax_mesh.get_concrete_mesh()
+    except Exception:  # pragma: no cover - private API moved
+        return None
+    if mesh is None or getattr(mesh, "devices", None) is None or not mesh.size:
+        return None
+    return mesh
+
+
+def abstract_of(mesh):
+    """The AbstractMesh of a Mesh (an AbstractMesh itself otherwise)."""
+    return getattr(mesh, "abstract_mesh", mesh)
+
 
 def axis_of(row_axes):
     """The axis name (or tuple of names) of ``row_axes`` as collectives take it."""
@@ -27,7 +50,8 @@ def axis_of(row_axes):
 class Placement:
     """Where a call runs. The participants are the devices along ``row_axes``, in mesh order
     (whatever their device ids); the other axes (``group_axes``) replicate the matrix, and
-    each replica group solves the same problem independently."""
+    each replica group solves the same problem independently. ``mesh`` is a Mesh, or inside
+    ``jit`` the AbstractMesh of an array's type when no concrete mesh is known."""
 
     mesh: Mesh
     row_axes: tuple
@@ -39,7 +63,17 @@ class Placement:
 
     @functools.cached_property
     def platform(self) -> str:
-        return self.mesh.devices.flat[0].platform
+        if isinstance(self.mesh, Mesh):
+            return self.mesh.devices.flat[0].platform
+        platform = self.mesh.abstract_device.platform  # an AbstractMesh, inside jit
+        return "gpu" if platform in ("cuda", "rocm") else platform
+
+    @functools.cached_property
+    def device(self):
+        """A device of the mesh (of its kind, for an AbstractMesh)."""
+        if isinstance(self.mesh, Mesh):
+            return self.mesh.devices.flat[0]
+        return jax.devices(self.platform)[0]
 
     @property
     def axis(self):

@@ -12,7 +12,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ._geometry import Placement
+from ._geometry import Placement, abstract_of, concrete_context_mesh
+
+AbstractMesh = getattr(jax.sharding, "AbstractMesh", ())
 
 
 def _entry_axes(entry) -> tuple:
@@ -124,32 +126,88 @@ def _traced_sharding(a):
     return NamedSharding(sharding.mesh, P(*spec))
 
 
+def _typed_sharding(a):
+    """The sharding in a traced array's type (JAX's sharding in types: a NamedSharding over
+    an AbstractMesh inside ``jit``), or None where the type carries no mesh."""
+    if not isinstance(a, jax.core.Tracer):
+        return None
+    typeof = getattr(jax, "typeof", None)
+    try:
+        sharding = typeof(a).sharding if typeof is not None else a.aval.sharding
+    except Exception:  # JAX versions without shardings in types
+        return None
+    mesh = getattr(sharding, "mesh", None)
+    if isinstance(sharding, NamedSharding) and mesh is not None and tuple(mesh.axis_names):
+        return sharding
+    return None
+
+
+def _context_mesh():
+    """The mesh of ``jax.set_mesh`` / ``jax.sharding.use_mesh``: concrete where JAX can say
+    (outside ``jit``, or the one set around it), else abstract; None when no mesh is set."""
+    concrete = concrete_context_mesh()
+    if concrete is not None:
+        return concrete
+    try:
+        mesh = jax.sharding.get_abstract_mesh()
+    except Exception:
+        return None
+    return mesh if tuple(getattr(mesh, "axis_names", ()) or ()) else None
+
+
+def _concrete(mesh, sharding):
+    """``mesh`` as a concrete Mesh where one is known for it (the array's own, or the
+    context's), else the AbstractMesh itself (usable inside ``jit`` only)."""
+    if isinstance(mesh, Mesh):
+        return mesh
+    for known in (getattr(sharding, "mesh", None), concrete_context_mesh()):
+        if isinstance(known, Mesh) and abstract_of(known) == mesh:
+            return known
+    return mesh
+
+
 def resolve(a, mesh, in_specs, op: str) -> Placement:
     """Mesh and row axes of a call, inferred from ``a`` where not given.
 
-    A spec given by the user must shard the rows (and only the rows). A spec read off the
-    array's sharding is kept when it does so; otherwise (a replicated or column-sharded
-    array) the rows are spread over every axis of the mesh.
+    The mesh comes from, in order: ``mesh=`` (a Mesh or an AbstractMesh); the sharding of a
+    concrete ``a`` (or of the array behind an eager ``grad``/``vmap`` tracer); the sharding
+    in a traced ``a``'s type (inside ``jit``); the context mesh (``jax.set_mesh``); the
+    devices of an unsharded ``a``. A spec given by the user must shard the rows (and only
+    the rows). A spec read off the array's sharding is kept when it does so; otherwise (a
+    replicated or column-sharded array, or one whose type leaves the spec to XLA) the rows
+    are spread over every axis of the mesh.
     """
     spec_a, _ = split_in_specs(in_specs, op)
     from_user = spec_a is not None
     sharding = _sharding_of(a)
-    named = isinstance(sharding, NamedSharding) and isinstance(sharding.mesh, Mesh)
+    if not isinstance(sharding, NamedSharding):
+        sharding = _typed_sharding(a) or sharding
+    named = isinstance(sharding, NamedSharding) and isinstance(sharding.mesh, (Mesh, AbstractMesh))
     if mesh is None:
         if named:
             mesh = sharding.mesh
+        elif _context_mesh() is not None:
+            mesh = _context_mesh()
         elif sharding is not None and len(getattr(sharding, "device_set", ())) >= 1:
             devs = sorted(sharding.device_set, key=lambda d: d.id)
             mesh = Mesh(np.array(devs), ("rows",))
         else:
             raise ValueError(
                 f"jaxmg.{op}: cannot infer the mesh of a traced array; pass mesh= and in_specs= "
-                "(e.g. in_specs=(P('x', None),))"
+                "(e.g. in_specs=(P('x', None),)), or call it under jax.set_mesh(mesh)"
             )
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"jaxmg.{op}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if not isinstance(mesh, (Mesh, AbstractMesh)):
+        raise TypeError(f"jaxmg.{op}: mesh must be a jax.sharding.Mesh or AbstractMesh, got "
+                        f"{type(mesh).__name__}")
+    mesh = _concrete(mesh, sharding)
+    if not isinstance(mesh, Mesh) and not isinstance(a, jax.core.Tracer):
+        raise ValueError(
+            f"jaxmg.{op}: the AbstractMesh {mesh} names no devices here; pass the concrete "
+            "Mesh, or call it under jax.set_mesh(mesh) or inside jax.jit"
+        )
     if not from_user:
-        spec_a = sharding.spec if named and sharding.mesh == mesh else None
+        same = named and abstract_of(sharding.mesh) == abstract_of(mesh)
+        spec_a = sharding.spec if same else None
         ok = (
             spec_a is not None
             and 1 <= len(spec_a) <= 2

@@ -27,15 +27,13 @@ import uuid
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from . import _ffi, _spmd
+from ._geometry import abstract_of, concrete_context_mesh
 
-# JAX's private modules behind the concrete context mesh and the distributed runtime's
-# client: optional, since private modules move between JAX versions.
-try:
-    from jax._src import mesh as _jax_mesh
-except ImportError:  # pragma: no cover
-    _jax_mesh = None
+# JAX's private module behind the distributed runtime's client: optional, since private
+# modules move between JAX versions.
 try:
     from jax._src import distributed as _jax_distributed
 except ImportError:  # pragma: no cover
@@ -50,22 +48,32 @@ _SITE_COUNTS: dict[str, itertools.count] = {}
 
 
 def _current_mesh(op: str):
+    """The concrete mesh of the call being traced (None: a mesh of this process's devices)."""
     mesh = _spmd.tracing_mesh()
     if mesh is not None:
-        return mesh
-    try:
-        concrete = _jax_mesh.get_concrete_mesh()
-        if concrete is not None and getattr(concrete, "devices", None) is not None and concrete.size:
+        mesh = _concrete(mesh)
+        if mesh is not None:
+            return mesh
+    else:
+        concrete = concrete_context_mesh()
+        if concrete is not None:
             return concrete
-    except Exception:  # pragma: no cover - private API moved
-        pass
     if jax.process_count() > 1:
         raise ValueError(
             f"jaxmg.{op}: with several processes (jax.distributed), jaxmg must know the "
-            "concrete mesh of a call made inside your own shard_map; run it under "
-            "`with jax.sharding.use_mesh(mesh):` (or jax.set_mesh(mesh))"
+            "concrete mesh of a call made inside jit or your own shard_map; run it under "
+            "`with jax.set_mesh(mesh):` (or jax.sharding.use_mesh(mesh))"
         )
     return None
+
+
+def _concrete(mesh):
+    """A Mesh for ``mesh`` (itself, or for an AbstractMesh the context's matching one), or
+    None where only an AbstractMesh is known."""
+    if isinstance(mesh, Mesh):
+        return mesh
+    concrete = concrete_context_mesh()
+    return concrete if concrete is not None and abstract_of(concrete) == mesh else None
 
 
 def _axes_order(mesh, row_axes, group_axes):
@@ -80,8 +88,13 @@ def _owners(mesh) -> np.ndarray:
 @functools.lru_cache(maxsize=256)
 def in_this_process(mesh) -> bool:
     """Every device of the mesh belongs to this process (``one_device`` needs every shard in
-    one process). Cached: every call's engine choice asks, and a mesh's devices do not move."""
-    return bool(np.all(_owners(mesh) == jax.process_index()))
+    one process). Cached: every call's engine choice asks, and a mesh's devices do not move.
+    An AbstractMesh (inside jit) is in this process when the job has one process, or when
+    the context's concrete mesh for it is."""
+    concrete = _concrete(mesh)
+    if concrete is None:
+        return jax.process_count() == 1
+    return bool(np.all(_owners(concrete) == jax.process_index()))
 
 
 def procs_table(mesh, row_axes, group_axes) -> np.ndarray | None:

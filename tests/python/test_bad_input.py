@@ -8,6 +8,7 @@ import functools
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -158,9 +159,19 @@ def test_mesh_of_wrong_type(nothing_runs, a4):
         jaxmg.potrs(a4, np.ones(N), mesh="x", in_specs=(P("x", None),))
 
 
-def test_traced_input_without_mesh(nothing_runs, a4):
-    with raises(ValueError, "cannot infer the mesh", "mesh=", "in_specs="):
-        jax.jit(jaxmg.potrs)(a4, np.ones(N))
+def test_traced_input_without_mesh(nothing_runs):
+    """Inside jit an array's type carries its mesh (tests/python/test_inference.py); a traced
+    array made there from a constant has none, and no context mesh is set."""
+    with raises(ValueError, "cannot infer the mesh", "mesh=", "in_specs=", "jax.set_mesh"):
+        jax.jit(lambda b: jaxmg.potrs(jnp.eye(N) * b[0], b))(np.ones(N))
+
+
+def test_abstract_mesh_outside_jit(nothing_runs, a4, mesh4):
+    """An AbstractMesh names no devices: outside jit the concrete mesh must be known."""
+    other = jax.make_mesh((2,), ("y",), devices=jax.devices("cpu")[:2])
+    b = np.ones(N)
+    with raises(ValueError, "AbstractMesh", "names no devices", "jax.set_mesh"):
+        jaxmg.potrs(np.eye(N), b, mesh=other.abstract_mesh, in_specs=(P("y", None),))
 
 
 # ---- potrs_shardmap_ctx --------------------------------------------------------------------

@@ -252,12 +252,13 @@ def test_auto_potrs_crossover_on_gpus(mesh_of, dtype, single_n, mg_n):
     import types
 
     mesh = mesh_of([0, 1])
-    gpu = types.SimpleNamespace(platform="gpu", ndev=2, mesh=mesh)
+    gpu = types.SimpleNamespace(platform="gpu", ndev=2, mesh=mesh, device=mesh.devices.flat[0])
     assert _engines.choose("auto", "potrs", gpu, single_n, dtype) == "one_device"
     assert _engines.choose("auto", "potrs", gpu, mg_n, dtype) == "cusolvermg"
     assert _engines.choose("auto", "syevd", gpu, mg_n, dtype) == "one_device"
     assert _engines.choose("auto", "potri", gpu, mg_n, dtype) == "gather"
-    one = types.SimpleNamespace(platform="gpu", ndev=1, mesh=mesh_of([0]))
+    one = types.SimpleNamespace(platform="gpu", ndev=1, mesh=mesh_of([0]),
+                                device=mesh.devices.flat[0])
     assert _engines.choose("auto", "potrs", one, mg_n, dtype) == "one_device"
     huge = int((_engines._device_bytes(mesh.devices.flat[0]) / np.dtype(dtype).itemsize) ** 0.5)
     assert _engines.choose("auto", "syevd", one, huge, dtype) == "cusolvermg"

@@ -77,7 +77,7 @@ def auto(op: str, place: Placement, n: int, dtype) -> str:
         return DISTRIBUTED["cpu"]
     dtype = jnp.dtype(dtype)
     fits = SINGLE_COPIES * n * n * dtype.itemsize < SINGLE_FRACTION * _device_bytes(
-        place.mesh.devices.flat[0])
+        place.device)
     if not fits or (op == "potrs" and place.ndev > 1 and n >= POTRS_MG_MIN_N[dtype.name]):
         return DISTRIBUTED["gpu"]
     return _single(op, place)
