@@ -126,6 +126,7 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     plan, a, b, vector = _plan.plan("potrs", a, T_A, mesh, in_specs, pad, engine, b=b)
     fn = _rules.potrs(plan.engine, plan.place, plan.geo, bool(donate), _config.get_timeout())
     x, info = _run(fn, bool(donate), (a, b), vector=vector, platform=plan.place.platform)
+    x = x[: plan.n] if plan.n != plan.geo.n else x
     return (x, info) if return_status else x
 
 
@@ -189,6 +190,7 @@ def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, 
     plan, a, _, _ = _plan.plan("potri", a, T_A, mesh, in_specs, pad, engine)
     fn = _rules.potri(plan.engine, plan.place, plan.geo, bool(donate), _config.get_timeout())
     out, info = _run(fn, bool(donate), (a,), platform=plan.place.platform)
+    out = out[: plan.n, : plan.n] if plan.n != plan.geo.n else out
     return (out, info) if return_status else out
 
 
@@ -275,6 +277,8 @@ def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, retur
     fn = _rules.syevd(plan.engine, plan.place, plan.geo, vectors, bool(donate),
                       _config.get_timeout())
     *out, info = _run(fn, bool(donate), (a,), platform=plan.place.platform)
+    if plan.n != plan.geo.n:  # the padding eigenpairs are the last ones
+        out = [out[0][: plan.n]] + [v[: plan.n, : plan.n] for v in out[1:]]
     out = tuple(out)
     if return_status:
         return (*out, info)

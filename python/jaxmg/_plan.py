@@ -26,11 +26,15 @@ _SUPPORTED = frozenset(jnp.dtype(d) for d in SUPPORTED_DTYPES)
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
+    """``n`` is the user's N; ``geo.n`` that of the problem solved, N rounded up to a multiple
+    of the row devices (``pad_to_split``)."""
+
     op: str
     dtype: np.dtype
     place: Placement
     geo: Geometry
     engine: str
+    n: int
 
 
 def check_matrix(a, op: str, name: str = "a"):
@@ -43,6 +47,8 @@ def check_matrix(a, op: str, name: str = "a"):
         raise ValueError(f"jaxmg.{op}: '{name}' must be a matrix (rank 2), got shape {tuple(shape)}")
     if shape[0] != shape[1]:
         raise ValueError(f"jaxmg.{op}: '{name}' must be square, got shape {tuple(shape)}")
+    if shape[0] == 0:
+        raise ValueError(f"jaxmg.{op}: '{name}' has 0 rows, fewer than the one a device needs")
     return check_dtype(dtype, op, name)
 
 
@@ -133,15 +139,35 @@ def check_padding(tile: int, nloc: int, pad: bool, op: str) -> None:
         )
 
 
-def check_split(n: int, ndev: int, op: str) -> None:
-    if n < ndev:
-        raise ValueError(
-            f"jaxmg.{op}: 'a' has {n} rows, fewer than the {ndev} devices it is sharded over"
-        )
-    if n % ndev:
-        raise ValueError(
-            f"jaxmg.{op}: the {n} rows of 'a' do not split evenly over {ndev} devices"
-        )
+def even_split(n: int, ndev: int) -> int:
+    """N rounded up to a multiple of the row devices: the order of the problem solved."""
+    return -(-n // ndev) * ndev
+
+
+def pad_to_split(a, b, n_even: int, op: str):
+    """``a`` (N x N) and ``b`` (N x k or N, or None) padded to order ``n_even``, so that the
+    rows split evenly over the devices: A ⊕ D with D diagonal, b with zero rows. D is the
+    identity for the Cholesky ops (the solution, the inverse, log det and LAPACK's info of
+    the leading block are A's), and for syevd a value above A's spectrum, 2 ||A||_inf (1 for
+    A = 0), so that the padding eigenpairs are the last ones and are dropped (a constant of
+    the derivatives)."""
+    n = a.shape[-1]
+    p = n_even - n
+    if not p:
+        return a, b
+    if op == "syevd":
+        norm = jnp.max(jnp.sum(jnp.abs(a), axis=-1), axis=-1)
+        diag = jax.lax.stop_gradient(jnp.where(norm > 0, 2 * norm, jnp.ones_like(norm)))
+        diag = diag.astype(a.dtype)[..., None]
+    else:
+        diag = jnp.ones((), a.dtype)
+    lead = ((0, 0),) * (a.ndim - 2)
+    a = jnp.pad(a, lead + ((0, p), (0, p)))
+    i = jnp.arange(n, n_even)
+    a = a.at[..., i, i].set(diag)
+    if b is not None:
+        b = jnp.pad(b, ((0, p),) + ((0, 0),) * (b.ndim - 1))
+    return a, b
 
 
 def geometry(op: str, platform: str, n: int, ndev: int, T_A, pad: bool, name: str) -> Geometry:
@@ -157,9 +183,9 @@ def plan(op: str, a, T_A, mesh, in_specs, pad: bool, engine="auto", b=None, name
     """Checks a whole-array call of ``op`` and resolves where and how it runs.
 
     Returns ``(plan, a, b, vector)``: ``a`` (and ``b``, when given) placed as the plan says
-    (``b`` replicated, a vector ``b`` left a vector with ``vector`` True); a
-    ``jax.ShapeDtypeStruct`` is planned for, not placed. ``name`` is the op's name in
-    messages (default ``op``)."""
+    (padded to an order the row devices divide, ``pad_to_split``; ``b`` replicated, a vector
+    ``b`` left a vector with ``vector`` True); a ``jax.ShapeDtypeStruct`` is planned for, not
+    placed. ``name`` is the op's name in messages (default ``op``)."""
     name = name or op
     dtype = check_matrix(a, name)
     abstract = isinstance(a, jax.ShapeDtypeStruct)
@@ -172,15 +198,16 @@ def plan(op: str, a, T_A, mesh, in_specs, pad: bool, engine="auto", b=None, name
         if not abstract and jnp.dtype(a.dtype) != dtype:
             a = a.astype(dtype)  # b is wider (float64 with a float32 a, complex with a real)
     place = _mesh.resolve(a, mesh, in_specs, name)
-    check_split(n, place.ndev, name)
-    geo = geometry(op, place.platform, n, place.ndev, T_A, pad, name)
+    n_even = even_split(n, place.ndev)
+    geo = geometry(op, place.platform, n_even, place.ndev, T_A, pad, name)
     _ffi.ensure_registered(place.platform)
     if not abstract:
+        a, b = pad_to_split(a, b, n_even, op)
         a = _mesh.place(a, NamedSharding(place.mesh, place.spec))
     if b is not None:
         b = _mesh.place(b, NamedSharding(place.mesh, P()))
-    eng = _engines.choose(engine, op, place, n, dtype) if engine is not None else None
-    return Plan(op, dtype, place, geo, eng), a, b, vector
+    eng = _engines.choose(engine, op, place, n_even, dtype) if engine is not None else None
+    return Plan(op, dtype, place, geo, eng, n), a, b, vector
 
 
 @dataclasses.dataclass(frozen=True)

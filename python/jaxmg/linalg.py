@@ -65,7 +65,7 @@ _NOT_PD = "the matrix is not positive definite"
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=["factor", "info", "matrix"],
-    meta_fields=["placement", "geometry", "lower"],
+    meta_fields=["placement", "geometry", "lower", "order"],
 )
 @dataclasses.dataclass(frozen=True, eq=False)
 class CholeskyFactor:
@@ -84,6 +84,10 @@ class CholeskyFactor:
     factor (for the solves); the factor array itself is never differentiated. Holding the
     reference keeps A alive as long as the factor lives.
 
+    ``order`` is A's N; the factored matrix is A padded to ``geometry.n`` rows (a multiple of
+    the row devices) with the identity, whose factor solves and logs A's (``matrix`` is that
+    padded matrix).
+
     A pytree: the arrays are leaves and the layout is static, so factors pass in and out of
     ``jit``. Unpacking it like scipy's ``(c, lower)`` pair gives the factor itself and
     ``lower``, so ``c, low = cho_factor(a); cho_solve((c, low), b)`` works.
@@ -95,14 +99,15 @@ class CholeskyFactor:
     geometry: Geometry
     lower: bool = False
     matrix: jax.Array | None = None
+    order: int | None = None
 
     @property
     def n(self) -> int:
-        return self.geometry.n
+        return self.geometry.n if self.order is None else self.order
 
     @property
     def shape(self) -> tuple:
-        return (self.geometry.n, self.geometry.n)
+        return (self.n, self.n)
 
     @property
     def dtype(self):
@@ -143,7 +148,7 @@ def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None
     keep = traced or not donate
     a_in = jax.lax.stop_gradient(a) if traced else a
     f, info = _rules.factor_program(place, geo, bool(donate))(a_in)
-    out = CholeskyFactor(f, info[0], place, geo, bool(lower), a if keep else None)
+    out = CholeskyFactor(f, info[0], place, geo, bool(lower), a if keep else None, plan.n)
     if check:
         _raise_if_failed(out.info, "cho_factor", _NOT_PD)
     return out
@@ -194,6 +199,9 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_st
     b2, vector, dtype = _plan.check_rhs(b, fac.n, fac.factor.dtype, "cho_solve")
     if vector:
         b2 = b2[:, None]
+    n_solved = fac.geometry.n
+    if n_solved != fac.n:  # the padded matrix's solution is A's, padded with zeros
+        b2 = jnp.pad(b2, ((0, n_solved - fac.n), (0, 0)))
     factor, matrix = fac.factor, fac.matrix
     if jnp.dtype(factor.dtype) != dtype:  # b is wider: the solve runs in b's precision
         factor = factor.astype(dtype)
@@ -201,8 +209,7 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_st
     _ffi.ensure_backends()
     x = _cho_solve_program(fac.placement, fac.geometry, _config.get_timeout())(
         factor, matrix, b2)
-    if vector:
-        x = x[:, 0]
+    x = x[: fac.n, 0] if vector else x[: fac.n]
     if check:
         _raise_if_failed(fac.info, "cho_solve", _NOT_PD)
     return (x, fac.info) if return_status else x

@@ -133,17 +133,6 @@ def test_spec_axis_not_in_mesh(nothing_runs, mesh4, a4):
         jaxmg.potrs(a4, np.ones(N), mesh=mesh4, in_specs=(P("y", None), P(None, None)))
 
 
-def test_fewer_rows_than_devices(nothing_runs, mesh4):
-    with raises(ValueError, "2 rows", "fewer than the 4 devices"):
-        jaxmg.potrs(np.eye(2), np.ones(2), mesh=mesh4, in_specs=(P("x", None),))
-
-
-def test_rows_not_divisible_by_devices(nothing_runs, mesh_of):
-    mesh = mesh_of([2, 0, 1])
-    with raises(ValueError, "16 rows", "do not split evenly", "3 devices"):
-        jaxmg.potrs(np.eye(N), np.ones(N), mesh=mesh, in_specs=(P("x", None),))
-
-
 @pytest.mark.parametrize(
     "in_specs",
     ["x", ("x", None), (P("x", None),) * 3, (), {"a": P("x", None)}],
