@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-"$PY" -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "jax>=0.10" scipy numpy pytest hypothesis
+# NetKet: an optional test dependency (tests/python/test_netket.py runs its drivers on jaxmg).
+"$PY" -m pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "jax>=0.10" scipy numpy pytest hypothesis netket
 "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation .
 
 JAXLIB_INCLUDE=$("$PY" -c 'import jaxlib, os; print(os.path.join(os.path.dirname(jaxlib.__file__), "include"))')

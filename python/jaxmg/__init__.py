@@ -17,15 +17,8 @@ and JAX's configuration (``jax_enable_x64`` included) is left alone.
 """
 
 from . import linalg
-from ._api import (
-    potri,
-    potri_shardmap_ctx,
-    potri_symmetrize,
-    potrs,
-    potrs_shardmap_ctx,
-    syevd,
-    syevd_shardmap_ctx,
-)
+from ._api import potri, potri_shardmap_ctx, potri_symmetrize
+from ._compat import potrs, potrs_shardmap_ctx, syevd, syevd_shardmap_ctx
 from ._config import get_timeout, set_timeout
 from ._cyclic import (
     calculate_padding,
@@ -37,7 +30,7 @@ from ._cyclic import (
     verify_cyclic,
 )
 
-__version__ = "0.1.0"
+__version__ = "1.5.0"
 
 __all__ = [
     "potrs",

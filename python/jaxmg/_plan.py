@@ -61,7 +61,8 @@ def check_dtype(dtype, op: str, name: str = "a"):
     return dtype
 
 
-def _in_manual_context() -> bool:
+def in_manual_context() -> bool:
+    """Inside a shard_map: the context's abstract mesh has Manual axes."""
     manual = getattr(getattr(jax.sharding, "AxisType", None), "Manual", None)
     mesh = jax.sharding.get_abstract_mesh()
     types = getattr(mesh, "axis_types", None) or ()
@@ -82,7 +83,7 @@ def closed_over(x):
     sharding = getattr(x, "sharding", None)
     if not isinstance(sharding, NamedSharding) or not _spmd.explicit_axes(sharding.mesh):
         return x
-    if not _in_manual_context():
+    if not in_manual_context():
         return x
     return np.asarray(x)
 

@@ -170,9 +170,13 @@ def _in_shard_map(mesh, spec, fn, *args):
                          out_specs=(P(None), P(None)), check_vma=False)(*args)
 
 
-def test_ctx_outside_shard_map(nothing_runs):
-    with raises(ValueError, "potrs_shardmap_ctx", "inside jax.shard_map"):
-        jaxmg.potrs_shardmap_ctx(np.eye(N), np.ones(N))
+def test_ctx_outside_shard_map_is_the_global_form(nothing_runs):
+    """Outside a shard_map potrs_shardmap_ctx is JAXMg 1.4's global form
+    (tests/python/test_api_generations.py), with its arguments checked the same way."""
+    with raises(TypeError, "mesh", "jax.sharding.Mesh", "str"):
+        jaxmg.potrs_shardmap_ctx(np.eye(N), np.ones(N), 4, "x")
+    with raises(TypeError, "unexpected keyword", "axis_name"):
+        jaxmg.potrs_shardmap_ctx(np.eye(N), np.ones(N), axis_name="x")
 
 
 def test_ctx_several_axes_without_axis_name(nothing_runs, mesh_of):
