@@ -129,6 +129,12 @@ JAXMG_EXPORT void jaxmg_layout_apply_moves_host(const jaxmg_layout_t *lay, const
 JAXMG_EXPORT jaxmg_status_t jaxmg_cpu_set_lapack(const char *name, void *fn);
 /* Comma-separated list of the routine names the CPU backend uses. */
 JAXMG_EXPORT const char *jaxmg_cpu_lapack_names(void);
+/* The BLAS's thread-local thread count setter (`int f(int threads)`, returning the calling
+ * thread's previous count: OpenBLAS's and MKL's `*_set_num_threads_local`), and the cores the
+ * process may use. Each participant then runs its kernels with its share of the cores (the
+ * cores divided by the participants that compute at once) instead of every participant
+ * threading over all of them. NULL: the BLAS threads as it is configured. */
+JAXMG_EXPORT void jaxmg_cpu_set_threads(void *set_local, int cpus);
 
 /* ------------------------------------------------------------------------------------------
  * Configuration shared by all ops of this library. */

@@ -74,6 +74,39 @@ def _register_lapack(lib: ctypes.CDLL) -> None:
         rc = lib.jaxmg_cpu_set_lapack(name.encode(), _capsule_pointer(table[name]))
         if rc != 0:
             raise RuntimeError(f"jaxmg: could not register LAPACK routine {name}")
+    setter = _blas_threads_setter(_capsule_pointer(cython_lapack.__pyx_capi__["dpotrf"]))
+    lib.jaxmg_cpu_set_threads.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.jaxmg_cpu_set_threads(setter, len(os.sched_getaffinity(0)))
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+# Thread-local thread counts of the BLASes SciPy may be built with (each returns the calling
+# thread's previous count).
+_THREADS_LOCAL = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local",
+                  "MKL_Set_Num_Threads_Local", "mkl_set_num_threads_local")
+
+
+def _blas_threads_setter(lapack_fn: int) -> int | None:
+    """The address of the thread-local thread count setter of the BLAS behind SciPy's LAPACK
+    (found from the library that holds ``lapack_fn`` and its dependencies), or None: then the
+    CPU backend leaves the BLAS's threading as it is (docs/design.md, "CPU backend")."""
+    info = _DlInfo()
+    try:
+        libc = ctypes.CDLL(None)
+        if not libc.dladdr(ctypes.c_void_p(lapack_fn), ctypes.byref(info)) or not info.dli_fname:
+            return None
+        holder = ctypes.CDLL(info.dli_fname.decode())
+    except (OSError, AttributeError):
+        return None
+    for name in _THREADS_LOCAL:
+        fn = getattr(holder, name, None)
+        if fn is not None:
+            return ctypes.cast(fn, ctypes.c_void_p).value
+    return None
 
 
 # "libcusolverMg.so.12: cannot open shared object file" -> the soname the loader missed.

@@ -44,5 +44,11 @@ jaxmg_status_t jaxmg_cpu_run(const jaxmg_task_t *t, int32_t *info, jaxmg_error_t
   if (jaxmg__fault_hit(JAXMG_FAULT_SOLVER, t->rank))
     return jaxmg__seterr(err, JAXMG_EFAULT, "jaxmg.%s: injected solver failure", t->name);
   *info = 0;
-  return kKernels[t->op](&c, info, err);
+  /* The whole-matrix ops and the eigensolver (not distributed on CPU) compute on position 0
+   * alone, the others while every participant does. */
+  const int alone = jaxmg__op_has(t->op, JAXMG_OPF_WHOLE | JAXMG_OPF_W);
+  const int threads = jaxmg__cpu_threads_begin(alone ? 1 : (int)c.P);
+  st = kKernels[t->op](&c, info, err);
+  jaxmg__cpu_threads_end(threads);
+  return st;
 }

@@ -38,6 +38,15 @@ typedef struct {
   const void *zero;
 } jaxmg_cpu_kernels_t;
 
+/* A BLAS's thread-local thread count setter: sets this thread's count, returns the previous. */
+typedef int (*jaxmg_cpu_threads_fn)(int threads);
+
+/* Around one participant's kernels: this thread's BLAS threads set to its share of the cores
+ * when `computing` participants compute at once (cores / computing, at least 1); returns
+ * what to hand to jaxmg__cpu_threads_end (-1: nothing was set: no setter registered). */
+int jaxmg__cpu_threads_begin(int computing);
+void jaxmg__cpu_threads_end(int previous);
+
 /* The kernels of dtype dt, or JAXMG_EUNAVAIL naming the first routine not registered. */
 jaxmg_status_t jaxmg__cpu_kernels(jaxmg_dtype_t dt, int need_evd, const jaxmg_cpu_kernels_t **out,
                                   const char *op, jaxmg_error_t *err);

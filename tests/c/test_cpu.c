@@ -9,6 +9,7 @@
  * with eps the unit roundoff and ulp = 2 eps of the dtype, on the stored (rounded) inputs. */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -419,4 +420,38 @@ void test_cpu_not_pd(void) {
 out:
   jt_context("%s", "");
   JT_EQ(jaxmg_live_sessions(), live);
+}
+
+/* ---- threads of the BLAS -------------------------------------------------------------------- */
+/* A stand-in for `openblas_set_num_threads_local`: records the counts each thread sets. */
+static _Thread_local int tl_threads = 7; /* the BLAS's count before a call */
+static atomic_int g_set_calls, g_set_share, g_set_other;
+
+static int fake_set_local(int threads) {
+  int previous = tl_threads;
+  tl_threads = threads;
+  atomic_fetch_add(&g_set_calls, 1);
+  if (threads != 7) {
+    if (atomic_load(&g_set_share) == 0) atomic_store(&g_set_share, threads);
+    if (atomic_load(&g_set_share) != threads) atomic_fetch_add(&g_set_other, 1);
+  }
+  return previous;
+}
+
+/* Each participant's kernels run with its share of the cores (8 cores, 4 participants: 2),
+ * and its thread's count is put back afterwards (the stand-in starts every thread at 7). */
+void test_cpu_blas_threads(void) {
+  if (!jt_register_lapack()) return;
+  int (*fn)(int) = fake_set_local;
+  void *setter;
+  memcpy(&setter, &fn, sizeof setter);
+  jaxmg_cpu_set_threads(setter, 8);
+  atomic_store(&g_set_calls, 0);
+  atomic_store(&g_set_share, 0);
+  atomic_store(&g_set_other, 0);
+  JT_CHECK(potrs_case(JAXMG_F64, 4, 6, 2, 1, 0, 99));
+  JT_EQ(atomic_load(&g_set_calls), 8); /* set and restored by each of the 4 */
+  JT_EQ(atomic_load(&g_set_share), 2);
+  JT_EQ(atomic_load(&g_set_other), 0);
+  jaxmg_cpu_set_threads(NULL, 0); /* the other tests run the BLAS as it is configured */
 }
