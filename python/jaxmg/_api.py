@@ -16,7 +16,7 @@ import threading
 import jax
 import jax.numpy as jnp
 
-from . import _config, _engines, _plan, _rules
+from . import _config, _engines, _plan, _rules, _spmd
 
 _ENGINE_DOC = """engine: ``"auto"`` (default) or an engine: ``"cusolvermg"`` (cuSOLVERMg over every GPU
         of the mesh, O(N^2 / ndev) memory per device), ``"lapack"`` (the distributed tiled
@@ -121,9 +121,25 @@ def _in_context(op: str, ctx: _plan.ContextPlan, geos: dict, *args, **kw):
 
 # ---- potrs ------------------------------------------------------------------------------------
 
+def _hermitian(plan, a, reads, donate: bool):
+    """``a`` as the solver is to read it (``_rules.hermitian_input``; None: as given)."""
+    if reads is None or isinstance(a, jax.ShapeDtypeStruct):
+        return a
+    donate = donate and not isinstance(a, jax.core.Tracer)
+    return _rules.hermitian_input(plan.place, reads, donate)(a)
+
+
 def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, *,
           donate=False, engine="auto"):
-    plan, a, b, vector = _plan.plan("potrs", a, T_A, mesh, in_specs, pad, engine, b=b)
+    return solve_call(a, b, T_A, mesh, in_specs, return_status, pad, donate, engine)
+
+
+def solve_call(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True,
+               donate=False, engine="auto", reads=None, name="potrs"):
+    """``potrs``, with ``a`` first made Hermitian as ``reads`` says (``_hermitian``)."""
+    plan, a, b, vector = _plan.plan("potrs", a, T_A, mesh, in_specs, pad, engine, b=b,
+                                    name=name)
+    a = _hermitian(plan, a, reads, bool(donate))
     fn = _rules.potrs(plan.engine, plan.place, plan.geo, bool(donate), _config.get_timeout())
     x, info = _run(fn, bool(donate), (a, b), vector=vector, platform=plan.place.platform)
     x = x[: plan.n] if plan.n != plan.geo.n else x
@@ -190,7 +206,7 @@ def potri(a, T_A=None, mesh=None, in_specs=None, return_status=False, pad=True, 
     plan, a, _, _ = _plan.plan("potri", a, T_A, mesh, in_specs, pad, engine)
     fn = _rules.potri(plan.engine, plan.place, plan.geo, bool(donate), _config.get_timeout())
     out, info = _run(fn, bool(donate), (a,), platform=plan.place.platform)
-    out = out[: plan.n, : plan.n] if plan.n != plan.geo.n else out
+    out = _spmd.cut(out, plan.n, plan.place.mesh) if plan.n != plan.geo.n else out
     return (out, info) if return_status else out
 
 
@@ -272,13 +288,22 @@ def potri_symmetrize(a):
 
 def syevd(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True, return_status=False,
           pad=True, *, donate=False, engine="auto"):
-    plan, a, _, _ = _plan.plan("syevd", a, T_A, mesh, in_specs, pad, engine)
+    return eigh_call(a, T_A, mesh, in_specs, return_eigenvectors, return_status, pad, donate,
+                     engine)
+
+
+def eigh_call(a, T_A=None, mesh=None, in_specs=None, return_eigenvectors=True,
+              return_status=False, pad=True, donate=False, engine="auto", reads=None,
+              name="syevd"):
+    """``syevd``, with ``a`` first made Hermitian as ``reads`` says (``_hermitian``)."""
+    plan, a, _, _ = _plan.plan("syevd", a, T_A, mesh, in_specs, pad, engine, name=name)
+    a = _hermitian(plan, a, reads, bool(donate))
     vectors = bool(return_eigenvectors)
     fn = _rules.syevd(plan.engine, plan.place, plan.geo, vectors, bool(donate),
                       _config.get_timeout())
     *out, info = _run(fn, bool(donate), (a,), platform=plan.place.platform)
     if plan.n != plan.geo.n:  # the padding eigenpairs are the last ones
-        out = [out[0][: plan.n]] + [v[: plan.n, : plan.n] for v in out[1:]]
+        out = [out[0][: plan.n]] + [_spmd.cut(v, plan.n, plan.place.mesh) for v in out[1:]]
     out = tuple(out)
     if return_status:
         return (*out, info)

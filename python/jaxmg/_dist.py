@@ -66,10 +66,10 @@ def _loop(step, init, count: int):
     the slices of the primal operand are cut again in the reverse pass instead of being
     saved for it."""
     body = jax.checkpoint(lambda c, s: (step(c, s), None), prevent_cse=False)
-    return jax.lax.scan(body, init, jnp.arange(1, count))[0]
+    return jax.lax.scan(body, init, jnp.arange(1, count, dtype=jnp.int32))[0]
 
 
-def _position(axis):
+def position(axis):
     """This device's block index: its position along the row axes in the sharding's order."""
     return jax.lax.axis_index(axis).astype(jnp.int32)
 
@@ -93,7 +93,7 @@ def matmul(x_loc, y_loc, axis, ndev: int):
         acc, blk, j = carry
         return (acc + _dot(_cols(x_loc, j, n), blk),) + pass_on(blk, j)
 
-    j = _position(axis)
+    j = position(axis)
     carry = (_dot(_cols(x_loc, j, n), y_loc),) + pass_on(y_loc, j)
     acc, blk, j = _loop(step, carry, ndev - 1)
     return acc + _dot(_cols(x_loc, j, n), blk)
@@ -117,7 +117,7 @@ def matmul_h(x_loc, y_loc, axis, ndev: int):
         j = _shift(j, axis, ndev, 1)
         return _shift(acc, axis, ndev, 1) + term(j), j
 
-    j0 = _shift(_position(axis), axis, ndev, 1)
+    j0 = _shift(position(axis), axis, ndev, 1)
     return _loop(step, (term(j0), j0), ndev)[0]
 
 
@@ -133,6 +133,20 @@ def conj_transpose(x_loc, axis, ndev: int):
 def hermitian_part(x_loc, axis, ndev: int):
     """This device's rows of (X + Xᴴ) / 2."""
     return (x_loc + conj_transpose(x_loc, axis, ndev)) / 2
+
+
+def from_triangle(x_loc, axis, ndev: int, lower: bool):
+    """This device's rows of the Hermitian matrix whose lower (or upper) triangle is X's:
+    X's entries on that side of the diagonal, the real part of its diagonal (what LAPACK
+    reads of a Hermitian matrix's diagonal), the conjugate transpose of that triangle on the
+    other side."""
+    n, big_n = x_loc.shape
+    t = conj_transpose(x_loc, axis, ndev)
+    i = (position(axis) * n + jnp.arange(n, dtype=jnp.int32))[:, None]
+    j = jnp.arange(big_n, dtype=jnp.int32)[None, :]
+    own = i > j if lower else i < j
+    diag = jnp.real(x_loc).astype(x_loc.dtype) if jnp.iscomplexobj(x_loc) else x_loc
+    return jnp.where(own, x_loc, jnp.where(i == j, diag, t))
 
 
 def matvec(a_loc, x, axis):

@@ -150,7 +150,7 @@ def pad_shard(a_loc: jax.Array, geo: Geometry, rank, diag=1) -> jax.Array:
     a3 = a_loc.reshape(geo.nloc, geo.ndev, geo.nloc)
     a3 = jnp.pad(a3, ((0, p), (0, 0), (0, p)))
     a_pad = a3.reshape(geo.nloc_pad, geo.n_pad)
-    rows = jnp.arange(geo.nloc, geo.nloc_pad)
+    rows = jnp.arange(geo.nloc, geo.nloc_pad, dtype=jnp.int32)
     return a_pad.at[rows, rank * geo.nloc_pad + rows].set(jnp.asarray(diag).astype(a_loc.dtype))
 
 

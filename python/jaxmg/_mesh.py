@@ -78,11 +78,32 @@ def place(x, sharding: NamedSharding):
     if isinstance(x, jax.core.Tracer):
         explicit = jax.sharding.AxisType.Explicit in tuple(sharding.mesh.axis_types)
         reshard = getattr(jax, "reshard", None) or getattr(jax.sharding, "reshard", None)
-        return reshard(x, sharding) if explicit and reshard is not None else x
+        if not explicit or reshard is None:
+            return x
+        if _unsharded_aval(x):
+            # Replicated first: the transpose of that step hands the cotangent back
+            # replicated, as the input came (jax.jacrev lays its rows out like the input).
+            x = reshard(x, NamedSharding(sharding.mesh, P()))
+        return reshard(x, sharding)
     current = getattr(x, "sharding", None)
     if current is not None and current.is_equivalent_to(sharding, len(x.shape)):
         return x
     return jax.device_put(x, sharding)
+
+
+def _default_device():
+    dev = jax.config.jax_default_device
+    if isinstance(dev, str):  # a platform name
+        return jax.devices(dev)[0]
+    return dev if dev is not None else jax.devices()[0]
+
+
+def _unsharded_aval(x) -> bool:
+    """Whether a traced array's type carries no mesh (a NumPy or unsharded input)."""
+    try:
+        return jax.typeof(x).sharding.mesh.empty
+    except Exception:
+        return False
 
 
 def _sharding_of(a):
@@ -192,10 +213,10 @@ def resolve(a, mesh, in_specs, op: str) -> Placement:
             devs = sorted(sharding.device_set, key=lambda d: d.id)
             mesh = Mesh(np.array(devs), ("rows",))
         else:
-            raise ValueError(
-                f"jaxmg.{op}: cannot infer the mesh of a traced array; pass mesh= and in_specs= "
-                "(e.g. in_specs=(P('x', None),)), or call it under jax.set_mesh(mesh)"
-            )
+            # A traced array whose type names no mesh, outside any context mesh: jit puts
+            # such a computation on the default device, and so does jaxmg (shard the
+            # matrix, pass mesh=, or call under jax.set_mesh(mesh) for several devices).
+            mesh = Mesh(np.array([_default_device()]), ("rows",))
     if not isinstance(mesh, (Mesh, AbstractMesh)):
         raise TypeError(f"jaxmg.{op}: mesh must be a jax.sharding.Mesh or AbstractMesh, got "
                         f"{type(mesh).__name__}")

@@ -149,22 +149,25 @@ def pad_to_split(a, b, n_even: int, op: str):
     """``a`` (N x N) and ``b`` (N x k or N, or None) padded to order ``n_even``, so that the
     rows split evenly over the devices: A ⊕ D with D diagonal, b with zero rows. D is the
     identity for the Cholesky ops (the solution, the inverse, log det and LAPACK's info of
-    the leading block are A's), and for syevd a value above A's spectrum, 2 ||A||_inf (1 for
-    A = 0), so that the padding eigenpairs are the last ones and are dropped (a constant of
-    the derivatives)."""
+    the leading block are A's), and for syevd a value above A's spectrum, 2 (||A||_inf +
+    ||A||_1) (1 for A = 0; above the spectrum of A's Hermitian part and of the Hermitian
+    matrix of either triangle too, which ``jaxmg.linalg.eigh`` may make of it after the
+    padding), so that the padding eigenpairs are the last ones and are dropped (a constant
+    of the derivatives)."""
     n = a.shape[-1]
     p = n_even - n
     if not p:
         return a, b
     if op == "syevd":
-        norm = jnp.max(jnp.sum(jnp.abs(a), axis=-1), axis=-1)
+        norm = (jnp.max(jnp.sum(jnp.abs(a), axis=-1), axis=-1)
+                + jnp.max(jnp.sum(jnp.abs(a), axis=-2), axis=-1))
         diag = jax.lax.stop_gradient(jnp.where(norm > 0, 2 * norm, jnp.ones_like(norm)))
         diag = diag.astype(a.dtype)[..., None]
     else:
         diag = jnp.ones((), a.dtype)
     lead = ((0, 0),) * (a.ndim - 2)
     a = jnp.pad(a, lead + ((0, p), (0, p)))
-    i = jnp.arange(n, n_even)
+    i = jnp.arange(n, n_even, dtype=jnp.int32)
     a = a.at[..., i, i].set(diag)
     if b is not None:
         b = jnp.pad(b, ((0, p),) + ((0, 0),) * (b.ndim - 1))

@@ -61,6 +61,29 @@ def columns_vmap(fn, n: int):
 
 # ---- the ops ----------------------------------------------------------------------------------
 
+READS = ("hermitian", "lower", "upper")
+
+
+@functools.lru_cache(maxsize=256)
+def hermitian_input(place, reads: str, donate: bool = False):
+    """The Hermitian matrix that ``jaxmg.linalg`` hands to the solver, made from a
+    row-sharded A as JAX's functions of the same name read it: ``"lower"``/``"upper"``, the
+    Hermitian matrix of that triangle (``jax.scipy.linalg.cho_factor``'s ``lower``; the
+    ``lower``/``UPLO`` of ``eigh`` without symmetrization); ``"hermitian"``, (A + Aᴴ) / 2
+    (``eigh``'s ``symmetrize_input``). One ``all_to_all`` of the shard; differentiable
+    (linear), so derivatives are those of the function actually computed. ``donate`` lets
+    the program reuse A's buffer."""
+    if reads not in READS:
+        raise ValueError(f"reads must be one of {READS}, got {reads!r}")
+    ax, nd = place.axis, place.ndev
+    if reads == "hermitian":
+        body = functools.partial(_dist.hermitian_part, axis=ax, ndev=nd)
+    else:
+        body = functools.partial(_dist.from_triangle, axis=ax, ndev=nd, lower=reads == "lower")
+    fn = _spmd.shard_map(body, place.mesh, place.spec, place.spec, check_vma=True)
+    return jax.jit(fn, donate_argnums=(0,) if donate else ())
+
+
 @functools.lru_cache(maxsize=256)
 def potrs(engine: str, place, geo, donate: bool, timeout: float):
     """``(a, b) -> (x, info[1])``, differentiable w.r.t. both (forward and reverse, any order).
@@ -325,12 +348,12 @@ def _eigh_tangent(place, vectors: bool):
         s_loc = _dist.matmul_h(v, gh, ax, nd)
         dw = jax.lax.psum(jnp.real(jnp.sum(_conj(v) * gh, axis=0)), ax)  # Re diag(S)
         nloc = v.shape[0]
-        i = jax.lax.axis_index(ax) * nloc + jnp.arange(nloc)
-        eye = (i[:, None] == jnp.arange(w.shape[0])[None, :]).astype(w.dtype)
+        i = jax.lax.axis_index(ax) * nloc + jnp.arange(nloc, dtype=jnp.int32)
+        eye = (i[:, None] == jnp.arange(w.shape[0], dtype=jnp.int32)[None, :]).astype(w.dtype)
         # jnp.linalg.eigh's convention: F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it
         # (infinite for equal eigenvalues).
         f = 1 / (eye + w[None, :] - w[i][:, None]) - eye
-        dv = _dist.matmul(v, (f * s_loc).astype(v.dtype), ax, nd)
+        dv = _dist.matmul(v, (f.astype(s_loc.dtype) * s_loc).astype(v.dtype), ax, nd)
         return dw, dv
 
     if vectors:

@@ -8,7 +8,7 @@ import contextlib
 import contextvars
 
 import jax
-from jax.sharding import NamedSharding
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 _MESH = contextvars.ContextVar("jaxmg_mesh", default=None)
 
@@ -59,6 +59,16 @@ def conform(x, mesh, spec):
     if reshard is None:  # pragma: no cover - JAX versions without explicit sharding
         return x
     return reshard(x, NamedSharding(mesh, spec))
+
+
+def cut(x, n: int, mesh):
+    """The leading n x n block of a square matrix (the user's N of a problem padded to split
+    evenly). N rows do not split evenly over the devices, so on a mesh with Explicit axes,
+    where JAX refuses a slice of a sharded dimension that does not, the block comes back
+    replicated; on an Auto mesh XLA lays it out."""
+    if explicit_axes(mesh):
+        x = conform(x, mesh, P())
+    return x[:n, :n]
 
 
 def shard_map(fn, mesh, in_specs, out_specs, check_vma: bool = False):

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _config, _ffi, _plan, _rules
-from ._api import potri, potrs, syevd
+from . import _api, _config, _ffi, _plan, _rules
+from ._api import potri
 from ._geometry import Geometry, Placement
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "eigh",
     "slogdet",
     "logdet",
+    "EighResult",
+    "SlogdetResult",
 ]
 
 
@@ -52,7 +55,8 @@ def _raise_if_failed(info, op: str, what: str) -> None:
             "jit or another transformation; pass return_status=True and test the status "
             "instead"
         )
-    code = int(np.asarray(info).reshape(-1)[0])
+    codes = np.asarray(info).reshape(-1)
+    code = int(codes[codes != 0][0]) if np.any(codes != 0) else 0
     if code != 0:
         raise np.linalg.LinAlgError(f"jaxmg.linalg.{op}: {what} (info = {code})")
 
@@ -107,7 +111,8 @@ class CholeskyFactor:
 
     @property
     def shape(self) -> tuple:
-        return (self.n, self.n)
+        """(N, N), or (..., N, N) for the factors of a batch of matrices."""
+        return tuple(self.factor.shape[:-2]) + (self.n, self.n)
 
     @property
     def dtype(self):
@@ -116,6 +121,81 @@ class CholeskyFactor:
     def __iter__(self):
         return iter((self, self.lower))
 
+    def _not_dense(self, *args, **kwargs):
+        raise TypeError(
+            "a jaxmg CholeskyFactor is not the dense triangular factor of "
+            "jax.scipy.linalg.cho_factor (it is the factor of a permuted matrix, in the "
+            "solver's block-cyclic layout, spread over the devices) and cannot be used as "
+            "an array: solve with jaxmg.linalg.cho_solve, or take the log-determinant with "
+            "jaxmg.linalg.logdet"
+        )
+
+    # jnp.asarray / np.asarray of a factor (e.g. inside jax.scipy.linalg.cho_solve).
+    __jax_array__ = _not_dense
+    __array__ = _not_dense
+
+
+class EighResult(NamedTuple):
+    """``eigh``'s ``(w, v)``, named as ``jnp.linalg.eigh``'s result."""
+
+    eigenvalues: jax.Array
+    eigenvectors: jax.Array
+
+
+class SlogdetResult(NamedTuple):
+    """``slogdet``'s ``(sign, logabsdet)``, named as ``jnp.linalg.slogdet``'s result."""
+
+    sign: jax.Array
+    logabsdet: jax.Array
+
+
+# ---- inputs as JAX takes them ------------------------------------------------------------
+
+def _matrix(a, op: str):
+    """``a`` as a JAX function takes it: NumPy arrays and lists become arrays, integer and
+    boolean matrices the default floating dtype (``jnp.linalg``'s promotion); the shape is
+    (..., N, N) with any leading batch dimensions."""
+    if isinstance(a, CholeskyFactor):
+        raise TypeError(f"jaxmg.linalg.{op}: expected a matrix, got a CholeskyFactor")
+    if not isinstance(a, (jax.Array, jax.core.Tracer)):
+        a = jnp.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.inexact):
+        a = a.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"jaxmg.linalg.{op}: 'a' must be a square matrix (or a stack of them, "
+                         f"..., N, N), got shape {tuple(a.shape)}")
+    return a
+
+
+def _rhs(b, a, op: str):
+    """(b, vector, batch shape): ``b`` an array, N (or ..., N, with a batched ``a`` of one
+    more dimension) or ..., N, k as ``jax.scipy.linalg.solve`` reads it; the batch shape
+    that of ``a`` and ``b`` broadcast together."""
+    if not isinstance(b, (jax.Array, jax.core.Tracer)):
+        b = jnp.asarray(b)
+    vector = b.ndim == 1 or b.ndim == a.ndim - 1
+    b_batch = b.shape[:-1] if vector else b.shape[:-2]
+    try:
+        batch = np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b_batch))
+    except ValueError:
+        raise ValueError(f"jaxmg.linalg.{op}: the batch dimensions of 'a' {tuple(a.shape)} "
+                         f"and 'b' {tuple(b.shape)} do not broadcast") from None
+    return b, vector, batch
+
+
+def _over_batch(fn, nbatch: int, *args):
+    """``fn`` mapped over ``nbatch`` leading dimensions of every argument (``jax.vmap``:
+    one call of the op per matrix)."""
+    for _ in range(nbatch):
+        fn = jax.vmap(fn)
+    return fn(*args)
+
+
+def _triangle(lower) -> str:
+    return "lower" if lower else "upper"
+
+
+# ---- the Cholesky factor and its solves ----------------------------------------------------
 
 def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None, mesh=None,
                in_specs=None, pad=True, check=False, donate=False) -> CholeskyFactor:
@@ -125,9 +205,13 @@ def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None
     factor stays distributed (see ``CholeskyFactor``); solve with ``cho_solve``.
 
     Args:
-      a: N x N Hermitian positive definite matrix, sharded by rows.
-      lower, overwrite_a, check_finite: accepted for ``jax.scipy.linalg`` compatibility;
-        they change nothing (``donate=True`` is the way to reuse ``a``'s memory).
+      a: N x N Hermitian positive definite matrix, sharded by rows (or ..., N, N: a batch,
+        one factorization per matrix).
+      lower: which triangle of ``a`` is read, as in ``jax.scipy.linalg.cho_factor``: the
+        lower one (True) or the upper one (False, the default); the other is never read.
+        The factor itself is always jaxmg's (see ``CholeskyFactor``), whatever ``lower``.
+      overwrite_a, check_finite: accepted for ``jax.scipy.linalg`` compatibility; they
+        change nothing (``donate=True`` is the way to reuse ``a``'s memory).
       T_A, mesh, in_specs, pad, donate: as for ``jaxmg.potrs``. With ``donate=True`` (on
         a concrete array) the factor does not keep ``a``, and ``cho_solve``/``logdet`` of it
         are differentiable w.r.t. ``b`` only.
@@ -139,32 +223,48 @@ def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None
     factor keeps (see ``CholeskyFactor``).
     """
     del overwrite_a, check_finite
-    plan, a, _, _ = _plan.plan("potrf", a, T_A, mesh, in_specs, pad, engine=None,
-                               name="cho_factor")
-    place, geo = plan.place, plan.geo
-    traced = isinstance(a, jax.core.Tracer)
-    # Tracers are never donated (donation happens at the jit boundary of concrete arrays),
-    # so under a transformation the matrix is always kept and stays differentiable.
-    keep = traced or not donate
-    a_in = jax.lax.stop_gradient(a) if traced else a
-    f, info = _rules.factor_program(place, geo, bool(donate))(a_in)
-    out = CholeskyFactor(f, info[0], place, geo, bool(lower), a if keep else None, plan.n)
+    a = _matrix(a, "cho_factor")
+    fn = functools.partial(factor, lower=bool(lower), reads=_triangle(lower), T_A=T_A,
+                           mesh=mesh, in_specs=in_specs, pad=pad, donate=donate)
+    out = _over_batch(fn, a.ndim - 2, a)
     if check:
         _raise_if_failed(out.info, "cho_factor", _NOT_PD)
     return out
 
 
-def _as_factor(c_and_lower, op: str) -> CholeskyFactor:
+def factor(a, *, lower=False, reads=None, T_A=None, mesh=None, in_specs=None, pad=True,
+           donate=False) -> CholeskyFactor:
+    """``cho_factor`` of one matrix, read as ``reads`` says (``_rules.hermitian_input``;
+    None: as given, as the ops read it)."""
+    plan, a, _, _ = _plan.plan("potrf", a, T_A, mesh, in_specs, pad, engine=None,
+                               name="cho_factor")
+    place, geo = plan.place, plan.geo
+    traced = isinstance(a, jax.core.Tracer)
+    if reads is not None:
+        a = _rules.hermitian_input(place, reads, bool(donate) and not traced)(a)
+    # Tracers are never donated (donation happens at the jit boundary of concrete arrays),
+    # so under a transformation the matrix is always kept and stays differentiable.
+    keep = traced or not donate
+    a_in = jax.lax.stop_gradient(a) if traced else a
+    f, info = _rules.factor_program(place, geo, bool(donate))(a_in)
+    return CholeskyFactor(f, info[0], place, geo, bool(lower), a if keep else None, plan.n)
+
+
+def _as_factor(c_and_lower, op: str):
+    """A ``CholeskyFactor``, or ``(c, lower)`` with ``c`` a dense array (a factor from
+    ``jax.scipy.linalg.cho_factor``)."""
     if isinstance(c_and_lower, CholeskyFactor):
         return c_and_lower
-    if isinstance(c_and_lower, (tuple, list)) and len(c_and_lower) == 2 and isinstance(
-        c_and_lower[0], CholeskyFactor
-    ):
-        return c_and_lower[0]
+    if isinstance(c_and_lower, (tuple, list)) and len(c_and_lower) == 2:
+        c, lower = c_and_lower
+        if isinstance(c, CholeskyFactor):
+            return c
+        if hasattr(c, "shape") and hasattr(c, "dtype"):
+            return (c, bool(lower))
     raise TypeError(
-        f"jaxmg.linalg.{op}: expected the result of jaxmg.linalg.cho_factor (or a "
-        f"(factor, lower) pair of it), got {type(c_and_lower).__name__}; a factor from "
-        "jax.scipy.linalg.cho_factor cannot be used with jaxmg"
+        f"jaxmg.linalg.{op}: expected the result of jaxmg.linalg.cho_factor, a (factor, "
+        f"lower) pair of it, or the (c, lower) pair of jax.scipy.linalg.cho_factor; got "
+        f"{type(c_and_lower).__name__}"
     )
 
 
@@ -180,10 +280,13 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_st
     number of solves; the factor is only read).
 
     Args:
-      c_and_lower: a ``CholeskyFactor`` or a ``(factor, lower)`` pair.
-      b: N or N x k right-hand side (replicated; resharded if needed).
+      c_and_lower: a ``CholeskyFactor`` or a ``(factor, lower)`` pair. The ``(c, lower)``
+        pair of ``jax.scipy.linalg.cho_factor`` (a dense triangular ``c``) is solved as
+        ``jax.scipy.linalg.cho_solve`` solves it (dense triangular solves where ``c`` is).
+      b: N or N x k right-hand side (replicated; resharded if needed); with a batched
+        factor, ..., N or ..., N, k.
       overwrite_b, check_finite: accepted for compatibility; ignored.
-      return_status: also return the factorization's ``info``.
+      return_status: also return the factorization's ``info`` (0 for a dense ``c``).
       check: raise ``numpy.linalg.LinAlgError`` when the factorization had failed.
 
     Returns:
@@ -196,6 +299,22 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_st
     """
     del overwrite_b, check_finite
     fac = _as_factor(c_and_lower, "cho_solve")
+    if isinstance(fac, tuple):  # jax.scipy.linalg's dense factor
+        x = jax.scipy.linalg.cho_solve(fac, b)
+        return (x, jnp.zeros((), jnp.int32)) if return_status else x
+    nbatch = fac.factor.ndim - 2
+    b = b if isinstance(b, (jax.Array, jax.core.Tracer)) else jnp.asarray(b)
+    vector = b.ndim == nbatch + 1
+    lead = b.shape[: b.ndim - (1 if vector else 2)]
+    if nbatch and tuple(lead) != tuple(fac.factor.shape[:nbatch]):
+        b = jnp.broadcast_to(b, tuple(fac.factor.shape[:nbatch]) + b.shape[len(lead):])
+    x = _over_batch(_solve_one, nbatch, fac, b)
+    if check:
+        _raise_if_failed(fac.info, "cho_solve", _NOT_PD)
+    return (x, fac.info) if return_status else x
+
+
+def _solve_one(fac: CholeskyFactor, b):
     b2, vector, dtype = _plan.check_rhs(b, fac.n, fac.factor.dtype, "cho_solve")
     if vector:
         b2 = b2[:, None]
@@ -209,14 +328,14 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_st
     _ffi.ensure_backends()
     x = _cho_solve_program(fac.placement, fac.geometry, _config.get_timeout())(
         factor, matrix, b2)
-    x = x[: fac.n, 0] if vector else x[: fac.n]
-    if check:
-        _raise_if_failed(fac.info, "cho_solve", _NOT_PD)
-    return (x, fac.info) if return_status else x
+    return x[: fac.n, 0] if vector else x[: fac.n]
 
+
+# ---- solve, inv, eigh ----------------------------------------------------------------------
 
 _POS = {"pos", "positive definite"}
-_HER = {"her", "hermitian", "sym", "symmetric"}
+_HER = {"her", "hermitian"}
+_SYM = {"sym", "symmetric"}
 
 
 def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=True,
@@ -224,22 +343,44 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
           check=False, donate=False):
     """Solves A x = b for Hermitian positive definite A sharded by rows (``jaxmg.potrs``).
 
+    As ``jax.scipy.linalg.solve(a, b, lower, assume_a="pos")``: the triangle of ``a`` that
+    ``lower`` names is read (the upper one by default); ``b`` is N or N x k, or with a
+    batch of matrices (..., N, N) a batch of right-hand sides (..., N or ..., N, k, batch
+    dimensions broadcast), promoted with ``a`` as ``jnp.linalg.solve`` promotes.
+
     Only positive definite matrices are supported: ``assume_a`` may be ``'pos'`` (the
-    default) or ``'her'``/``'sym'``, which are accepted but still need A positive definite
-    (an indefinite A gives NaN and info > 0, or LinAlgError with ``check=True``).
-    ``'gen'`` and other values raise ValueError: use ``jax.scipy.linalg.solve``.
-    ``lower``, ``overwrite_*`` and ``check_finite`` are accepted and ignored.
+    default), ``'her'``, or ``'sym'`` for a real matrix, which are accepted but still need
+    A positive definite (an indefinite A gives NaN and info > 0, or LinAlgError with
+    ``check=True``, where JAX would use LU). ``'sym'`` with a complex matrix (complex
+    symmetric, A = Aᵀ), ``'gen'`` and other values raise ValueError: use
+    ``jax.scipy.linalg.solve``. ``overwrite_*`` and ``check_finite`` are accepted and
+    ignored.
     """
-    del lower, overwrite_a, overwrite_b, check_finite
+    del overwrite_a, overwrite_b, check_finite
     kind = str(assume_a).lower()
-    if kind not in _POS | _HER:
+    if kind not in _POS | _HER | _SYM:
         raise ValueError(
             f"jaxmg.linalg.solve: assume_a={assume_a!r} is not supported; jaxmg solves "
-            "Hermitian positive definite systems only (assume_a='pos', 'her' or 'sym' with a "
-            "positive definite matrix). Use jax.scipy.linalg.solve for general matrices."
+            "Hermitian positive definite systems only (assume_a='pos', 'her', or 'sym' for a "
+            "real matrix, with a positive definite matrix). Use jax.scipy.linalg.solve for "
+            "general matrices."
         )
-    x, info = potrs(a, b, T_A=T_A, mesh=mesh, in_specs=in_specs, return_status=True, pad=pad,
-                    donate=donate)
+    a = _matrix(a, "solve")
+    if kind in _SYM and jnp.issubdtype(a.dtype, jnp.complexfloating):
+        raise ValueError(
+            "jaxmg.linalg.solve: assume_a='sym' with a complex matrix means complex symmetric "
+            "(A = Aᵀ), which jaxmg does not solve; for a Hermitian positive definite matrix "
+            "pass assume_a='pos' (or 'her'), for a complex symmetric one use "
+            "jax.scipy.linalg.solve"
+        )
+    b, vector, batch = _rhs(b, a, "solve")
+    one = functools.partial(_api.solve_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
+                            return_status=True, pad=pad, donate=donate,
+                            reads=_triangle(lower), name="linalg.solve")
+    if batch:
+        a = jnp.broadcast_to(a, batch + a.shape[-2:])
+        b = jnp.broadcast_to(b, batch + (b.shape[-1:] if vector else b.shape[-2:]))
+    x, info = _over_batch(one, len(batch), a, b)
     if check:
         _raise_if_failed(info, "solve", _NOT_PD)
     return (x, info) if return_status else x
@@ -248,54 +389,105 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
 def inv(a, overwrite_a=False, check_finite=True, *, T_A=None, mesh=None, in_specs=None,
         pad=True, return_status=False, check=False, donate=False):
     """Inverse of a Hermitian positive definite matrix sharded by rows (``jaxmg.potri``);
-    the full inverse, sharded like ``a``. For general matrices use ``jnp.linalg.inv``."""
+    the full inverse, sharded like ``a`` (a batch ..., N, N: one inverse per matrix).
+
+    ``a`` goes to the solver as given and must be Hermitian positive definite (``jnp.linalg``
+    and ``jax.scipy.linalg`` invert any nonsingular matrix); the derivative is that of the
+    inverse, -X dA X, in every direction. For general matrices use ``jnp.linalg.inv``."""
     del overwrite_a, check_finite
-    x, info = potri(a, T_A=T_A, mesh=mesh, in_specs=in_specs, return_status=True, pad=pad,
-                    donate=donate)
+    a = _matrix(a, "inv")
+    fn = functools.partial(potri, T_A=T_A, mesh=mesh, in_specs=in_specs, return_status=True,
+                           pad=pad, donate=donate)
+    x, info = _over_batch(fn, a.ndim - 2, a)
     if check:
         _raise_if_failed(info, "inv", _NOT_PD)
     return (x, info) if return_status else x
 
 
-def eigh(a, lower=True, eigvals_only=False, overwrite_a=False, check_finite=True, *, UPLO=None,
-         T_A=None, mesh=None, in_specs=None, pad=True, return_status=False, check=False,
-         donate=False):
+def eigh(a, b=None, lower=True, eigvals_only=False, overwrite_a=False, overwrite_b=False,
+         turbo=True, eigvals=None, type=1, check_finite=True, *, UPLO=None,
+         symmetrize_input=True, T_A=None, mesh=None, in_specs=None, pad=True,
+         return_status=False, check=False, donate=False):
     """Eigenvalues (ascending, replicated) and eigenvectors (columns, sharded by rows like
-    ``a``) of a Hermitian matrix sharded by rows (``jaxmg.syevd``).
+    ``a``) of a Hermitian matrix sharded by rows (``jaxmg.syevd``), with the signature of
+    ``jax.scipy.linalg.eigh`` and the keywords of ``jnp.linalg.eigh``.
 
-    Returns ``w`` with ``eigvals_only``, else ``(w, v)`` (``jax.scipy.linalg.eigh``'s order);
-    ``return_status`` appends LAPACK's ``info``. ``lower`` and ``UPLO`` are accepted and
-    ignored: the whole row-sharded matrix is handed to the solver, which reads the triangle
-    its layout gives it, so ``a`` must be Hermitian (symmetrize it first if it is not).
+    Returns ``w`` with ``eigvals_only``, else ``EighResult(eigenvalues, eigenvectors)`` (a
+    named tuple, ``(w, v)`` in ``jax.scipy.linalg.eigh``'s order); ``return_status``
+    appends LAPACK's ``info``. A batch (..., N, N) gives one decomposition per matrix.
+
+    Which entries are read, as in JAX: with ``symmetrize_input=True`` (the default) the
+    Hermitian part (A + Aᴴ) / 2 (so ``lower`` changes nothing, as in JAX); with
+    ``symmetrize_input=False`` the triangle that ``UPLO`` (``'L'``/``'U'``) or, without it,
+    ``lower`` names. Derivatives are those of that function of ``a``. ``b``, ``eigvals``
+    and ``type`` other than their defaults raise NotImplementedError, as in JAX;
+    ``overwrite_*``, ``turbo`` and ``check_finite`` change nothing.
     """
-    del lower, UPLO, overwrite_a, check_finite
-    out = syevd(a, T_A=T_A, mesh=mesh, in_specs=in_specs,
-                return_eigenvectors=not eigvals_only, return_status=True, pad=pad, donate=donate)
+    del overwrite_a, overwrite_b, turbo, check_finite
+    if b is not None:
+        raise NotImplementedError("jaxmg.linalg.eigh: only the b=None case is implemented")
+    if type != 1:
+        raise NotImplementedError("jaxmg.linalg.eigh: only the type=1 case is implemented")
+    if eigvals is not None:
+        raise NotImplementedError("jaxmg.linalg.eigh: only the eigvals=None case is "
+                                  "implemented")
+    if UPLO is not None:
+        if UPLO not in ("L", "U"):
+            raise ValueError(f"jaxmg.linalg.eigh: UPLO must be 'L' or 'U', got {UPLO!r}")
+        lower = UPLO == "L"
+    reads = "hermitian" if symmetrize_input else _triangle(lower)
+    a = _matrix(a, "eigh")
+    fn = functools.partial(_api.eigh_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
+                           return_eigenvectors=not eigvals_only, return_status=True, pad=pad,
+                           donate=donate, reads=reads, name="linalg.eigh")
+    out = _over_batch(fn, a.ndim - 2, a)
     info = out[-1]
     if check:
         _raise_if_failed(info, "eigh", "the eigensolver did not converge")
-    res = out[0] if eigvals_only else (out[0], out[1])
+    res = out[0] if eigvals_only else EighResult(out[0], out[1])
     return (res, info) if return_status else res
 
 
-def slogdet(a, *, T_A=None, mesh=None, in_specs=None, pad=True, return_status=False,
-            check=False):
-    """``(sign, log|det A|)`` of a Hermitian positive definite matrix, from its Cholesky factor:
-    log det A = 2 sum_i log L_ii, reduced over the devices that hold the diagonal.
+# ---- slogdet, logdet ---------------------------------------------------------------------
+
+_SLOGDET_METHODS = (None, "lu", "qr")
+
+
+def slogdet(a, *, method=None, T_A=None, mesh=None, in_specs=None, pad=True,
+            return_status=False, check=False):
+    """``SlogdetResult(sign, logabsdet)`` of a Hermitian positive definite matrix, from its
+    Cholesky factor: log det A = 2 sum_i log L_ii, reduced over the devices that hold the
+    diagonal. A batch (..., N, N) gives one pair per matrix.
 
     ``a`` may also be a ``CholeskyFactor`` from ``cho_factor`` (no new factorization).
-    ``sign`` is 1 (in ``a``'s dtype). Only positive definite matrices: otherwise both
-    outputs are NaN (info > 0), where ``jnp.linalg.slogdet`` would use an LU factorization.
+    ``sign`` is 1 (in ``a``'s dtype). Only positive definite matrices, taken as given:
+    otherwise both outputs are NaN (info > 0), where ``jnp.linalg.slogdet`` would use an LU
+    factorization. ``method`` is accepted with ``jnp.linalg.slogdet``'s values (None,
+    ``'lu'``, ``'qr'``) and the determinant always comes from the Cholesky factor (the same
+    value for the matrices jaxmg takes); others raise ValueError as in JAX.
 
     Derivatives (forward and reverse, any order) w.r.t. ``a``, or w.r.t. the matrix a
     ``CholeskyFactor`` keeps: d log det A = Re tr(A⁻¹ dA), with the row-sharded inverse
     computed from the same factor (one factorization in all); ``sign`` is a constant.
     """
+    if method not in _SLOGDET_METHODS:
+        raise ValueError(f"jaxmg.linalg.slogdet: unknown slogdet method {method!r}; "
+                         f"supported methods are {_SLOGDET_METHODS[1:]} (and None)")
     if isinstance(a, CholeskyFactor):
         fac = a
-        _ffi.ensure_backends()
     else:
-        fac = cho_factor(a, T_A=T_A, mesh=mesh, in_specs=in_specs, pad=pad)
+        a = _matrix(a, "slogdet")
+        fn = functools.partial(factor, T_A=T_A, mesh=mesh, in_specs=in_specs, pad=pad)
+        fac = _over_batch(fn, a.ndim - 2, a)
+    _ffi.ensure_backends()
+    sign, logabs = _over_batch(_slogdet_one, fac.factor.ndim - 2, fac)
+    if check:
+        _raise_if_failed(fac.info, "slogdet", _NOT_PD)
+    res = SlogdetResult(sign, logabs)
+    return (res, fac.info) if return_status else res
+
+
+def _slogdet_one(fac: CholeskyFactor):
     if fac.matrix is None:
         value = _rules.logdet_of_factor(fac.placement, fac.geometry, fac.factor)
     else:
@@ -304,15 +496,14 @@ def slogdet(a, *, T_A=None, mesh=None, in_specs=None, pad=True, return_status=Fa
     ok = fac.info == 0
     logabs = jnp.where(ok, value, jnp.nan).astype(value.dtype)
     sign = jnp.where(ok, 1, jnp.nan).astype(fac.factor.dtype)
-    if check:
-        _raise_if_failed(fac.info, "slogdet", _NOT_PD)
-    return ((sign, logabs), fac.info) if return_status else (sign, logabs)
+    return sign, logabs
 
 
 def logdet(a, *, T_A=None, mesh=None, in_specs=None, pad=True, return_status=False,
            check=False):
     """log det A of a Hermitian positive definite matrix (or of a ``CholeskyFactor``'s
-    matrix), a real scalar; NaN (info > 0) when A is not positive definite."""
+    matrix), a real scalar (one per matrix of a batch); NaN (info > 0) when A is not
+    positive definite."""
     (_, value), info = slogdet(a, T_A=T_A, mesh=mesh, in_specs=in_specs, pad=pad,
                                return_status=True, check=check)
     return (value, info) if return_status else value

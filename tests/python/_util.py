@@ -122,3 +122,15 @@ def eig_ratios(a, w, v, dtype):
     r_res = norm1(a @ v - v * w) / (n * an * eps(dtype))
     r_orth = norm1(np.eye(n) - v.conj().T @ v) / (n * eps(dtype))
     return r_w, r_res, r_orth
+
+
+def from_triangle(m, lower: bool = False):
+    """The dense Hermitian matrix of one triangle of ``m`` (jnp ops, differentiable): what
+    ``jaxmg.linalg.cho_factor``/``solve`` (``lower``) and ``eigh`` without symmetrization
+    read of a matrix, as JAX's functions of the same names do."""
+    import jax.numpy as jnp
+
+    tri = jnp.tril(m, -1) if lower else jnp.triu(m, 1)
+    d = jnp.diagonal(m)
+    d = jnp.real(d).astype(m.dtype) if jnp.iscomplexobj(m) else d
+    return tri + jnp.conj(tri).T + jnp.diag(d)

@@ -20,6 +20,7 @@ from jax.test_util import check_grads
 
 import jaxmg
 from jaxmg import linalg
+from _util import from_triangle
 
 ROWS = P("x", None)
 DTYPES = [np.float64, np.complex128]
@@ -191,7 +192,7 @@ def test_padded_tiles(mesh_of):
     fn = lambda m, r: (linalg.logdet(m, **kw), jaxmg.potrs(m, r, **kw),
                        linalg.cho_solve(linalg.cho_factor(m, **kw), r))
     dense = lambda m, r: (jnp.linalg.slogdet(m)[1], jnp.linalg.solve(m, r),
-                          jnp.linalg.solve(m, r))
+                          jnp.linalg.solve(from_triangle(m), r))  # cho_factor's triangle
     loss = lambda f: lambda m, r: sum(jnp.sum(o * o) for o in f(m, r))
     got = jax.jit(jax.grad(loss(fn), argnums=(0, 1)))(put(a, mesh), b)
     want = jax.grad(loss(dense), argnums=(0, 1))(a, b)
@@ -208,7 +209,8 @@ def test_factor_keeps_the_matrix_unless_donated(mesh_of):
         return jnp.sum(linalg.cho_solve(fac, r) ** 2)
 
     ga, gb = jax.grad(solve_loss, argnums=(0, 1))(put(a, mesh), b, False)
-    wa, wb = jax.grad(lambda m, r: jnp.sum(jnp.linalg.solve(m, r) ** 2), argnums=(0, 1))(a, b)
+    wa, wb = jax.grad(lambda m, r: jnp.sum(jnp.linalg.solve(from_triangle(m), r) ** 2),
+                      argnums=(0, 1))(a, b)
     np.testing.assert_allclose(np.asarray(ga), np.asarray(wa), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.asarray(gb), np.asarray(wb), rtol=1e-10, atol=1e-12)
     # A donated matrix is gone: the factor is a constant, b is still differentiable.
@@ -376,7 +378,8 @@ def test_explicit_mesh(mesh_of):
             lambda x: jaxmg.potri(x, **kw), lambda x: jaxmg.syevd(x, **kw),
             lambda x: linalg.logdet(x, **kw))
 
-    dense = lambda m, r: loss(m, r, jnp.linalg.solve, jnp.linalg.solve, jnp.linalg.inv,
+    dense = lambda m, r: loss(m, r, jnp.linalg.solve,
+                              lambda x, y: jnp.linalg.solve(from_triangle(x), y), jnp.linalg.inv,
                               jnp.linalg.eigh, lambda x: jnp.linalg.slogdet(x)[1])
     want = jax.grad(dense, argnums=(0, 1))(a, b)
     A, B = put(a, mesh), put(b, mesh)  # b sharded by rows too

@@ -148,13 +148,6 @@ def test_mesh_of_wrong_type(nothing_runs, a4):
         jaxmg.potrs(a4, np.ones(N), mesh="x", in_specs=(P("x", None),))
 
 
-def test_traced_input_without_mesh(nothing_runs):
-    """Inside jit an array's type carries its mesh (tests/python/test_inference.py); a traced
-    array made there from a constant has none, and no context mesh is set."""
-    with raises(ValueError, "cannot infer the mesh", "mesh=", "in_specs=", "jax.set_mesh"):
-        jax.jit(lambda b: jaxmg.potrs(jnp.eye(N) * b[0], b))(np.ones(N))
-
-
 def test_abstract_mesh_outside_jit(nothing_runs, a4, mesh4):
     """An AbstractMesh names no devices: outside jit the concrete mesh must be known."""
     other = jax.make_mesh((2,), ("y",), devices=jax.devices("cpu")[:2])

@@ -45,8 +45,12 @@ def test_cho_solve_vector_and_scipy_style_unpacking():
     x = linalg.cho_solve((c, low), b)
     assert x.shape == (12,)
     assert solve_ratio(a, x, b, np.float64) < THRESH
+    # jax.scipy.linalg's dense (c, lower) is solved as jax.scipy.linalg.cho_solve solves it.
+    for low in (False, True):
+        x_dense = linalg.cho_solve(jsl.cho_factor(jnp.asarray(a), lower=low), b)
+        assert solve_ratio(a, x_dense, b, np.float64) < THRESH
     with pytest.raises(TypeError, match="cho_factor"):
-        linalg.cho_solve(jsl.cho_factor(jnp.asarray(a)), b)
+        linalg.cho_solve("not a factor", b)
     with pytest.raises(ValueError, match="12 rows"):
         linalg.cho_solve(c, np.ones(8))
 
@@ -115,9 +119,13 @@ def test_solve(dtype):
     rng = np.random.default_rng(4)
     a = hpd(15, dtype, rng)
     b = rand(rng, (15, 2), dtype)
-    for kind in ("pos", "her", "sym"):
+    complex_ = np.issubdtype(dtype, np.complexfloating)
+    for kind in ("pos", "her") if complex_ else ("pos", "her", "sym"):
         x = linalg.solve(put_rows(a, mesh), b, assume_a=kind, T_A=2)
         assert solve_ratio(a, x, b, dtype) < THRESH
+    if complex_:  # complex symmetric (A = Aᵀ) is another problem, refused
+        with pytest.raises(ValueError, match="complex symmetric"):
+            linalg.solve(put_rows(a, mesh), b, assume_a="sym")
     x = linalg.solve(put_rows(a, mesh), b[:, 0])
     assert x.shape == (15,) and solve_ratio(a, x, b[:, 0], dtype) < THRESH
 

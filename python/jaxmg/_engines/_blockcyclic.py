@@ -75,10 +75,10 @@ def inverse(f_loc, *, geo: Geometry, row_axes, group_axes):
     sides and solutions lives at a time."""
     n, nloc = geo.n, geo.nloc
     rank = _rank(row_axes)
-    rows = jnp.arange(n)[:, None]
+    rows = jnp.arange(n, dtype=jnp.int32)[:, None]
 
     def block(j, x_loc):
-        e = (rows == j * nloc + jnp.arange(nloc)[None, :]).astype(f_loc.dtype)
+        e = (rows == j * nloc + jnp.arange(nloc, dtype=jnp.int32)[None, :]).astype(f_loc.dtype)
         y = solve(f_loc, e, geo=geo, row_axes=row_axes, group_axes=group_axes)
         return jnp.where(rank == j, conj(y).T, x_loc)
 
@@ -92,7 +92,7 @@ def logdet(f_loc, *, geo: Geometry, row_axes, group_axes):
     entry is element g of that row. Each diagonal entry lives on exactly one device; padding
     rows hold 1 there (log 1 = 0)."""
     d = _rank(row_axes)
-    c = jnp.arange(geo.nloc_pad)
+    c = jnp.arange(geo.nloc_pad, dtype=jnp.int32)
     g = ((c // geo.tile) * geo.ndev + d) * geo.tile + c % geo.tile
     diag = jnp.take_along_axis(f_loc, g[:, None], axis=1)[:, 0]
     return 2 * jax.lax.psum(jnp.sum(jnp.log(jnp.real(diag))), axis_of(row_axes))
