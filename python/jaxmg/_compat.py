@@ -58,8 +58,9 @@ def potrs(a, b, T_A=None, mesh=None, in_specs=None, return_status=False, pad=Tru
     if not return_logdet:
         return _api.potrs(a, b, T_A, mesh, specs, return_status, pad, donate=donate,
                           engine=engine)
-    # log det from the Cholesky factor: one factorization, kept for the solve.
-    fac = linalg.cho_factor(a, T_A=T_A, mesh=mesh, in_specs=specs, pad=pad, donate=donate)
+    # log det from the Cholesky factor: one factorization, kept for the solve; the matrix is
+    # read as potrs reads it (as given), not as cho_factor reads it (one triangle).
+    fac = linalg.factor(a, T_A=T_A, mesh=mesh, in_specs=specs, pad=pad, donate=donate)
     x, info = linalg.cho_solve(fac, b, return_status=True)
     logdet = linalg.logdet(fac)
     return (x, logdet, info) if return_status else (x, logdet)
