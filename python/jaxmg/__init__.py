@@ -5,8 +5,12 @@ Hermitian eigendecompositions (``syevd``) of matrices sharded by rows over sever
 as JIT-compatible ops: cuSOLVERMg on NVIDIA GPUs, distributed LAPACK tiles on CPU devices.
 ``jaxmg.linalg`` offers the same ops with a ``jax.scipy.linalg``-style face (``cho_factor``/
 ``cho_solve`` with a factor that stays distributed, ``solve``, ``inv``, ``eigh``,
-``slogdet``/``logdet``). The seeds' layout helpers (``cyclic_1d`` and friends) show the 1D
-block-cyclic layout.
+``slogdet``/``logdet``).
+
+The original JAXMg API (JAXMg 1.x: ``potrs``, ``potri``, ``syevd``, their ``*_shardmap_ctx``
+forms, ``potri_symmetrize`` and the layout helpers ``cyclic_1d`` and friends, which show the
+1D block-cyclic layout) is kept with its names and signatures, so code written against it
+runs unchanged; see docs/netket.md.
 
 Every op is differentiable (forward and reverse mode, any order; the derivative rules use
 jaxmg's own distributed ops and ring products, so no device gathers a matrix) and batches

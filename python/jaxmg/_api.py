@@ -28,8 +28,8 @@ _ENGINE_DOC = """engine: ``"auto"`` (default) or an engine: ``"cusolvermg"`` (cu
         ``one_device`` where it implements the op and the mesh is in this process, else
         ``gather``. ``"auto"``: ``lapack`` on CPU devices; on GPUs a single-device engine
         when the matrix fits one device comfortably (and for potrs on several GPUs N is below
-        the measured crossover, ``jaxmg._engines.POTRS_MG_MIN_N``), else ``cusolvermg``
-        (docs/design.md, "Engines")."""
+        the measured crossover: docs/design.md, "Engines", and docs/benchmarks.md, "potrs
+        engine crossover"), else ``cusolvermg``."""
 
 
 # ---- eager calls ----------------------------------------------------------------------------
@@ -160,7 +160,8 @@ potrs.__doc__ = f"""Solves A x = b for Hermitian positive definite A sharded by 
         shard up to 256 (CPU), or on GPUs up to 2048 for shards of 4096 rows or more and 1024
         below (measured fastest). A tile that does not divide the shard is padded when
         ``pad`` is True.
-      mesh, in_specs: the mesh and ``(P(row_axes, None), P(None, None))`` as in the seeds;
+      mesh, in_specs: the mesh and ``(P(row_axes, None), P(None, None))`` (or
+        ``P(row_axes, None)``, ``(P(row_axes, None),)``), as in the original JAXMg API;
         inferred from ``a.sharding`` when omitted. Mesh axes that do not shard the rows
         replicate the problem: each replica group solves it independently.
       return_status: also return LAPACK's ``info`` (int32 scalar): 0 on success, k > 0 when
@@ -226,9 +227,9 @@ potri.__doc__ = f"""Inverse of a Hermitian positive definite matrix sharded by r
       T_A: tile size; default: the largest divisor of the shard up to 256 (CPU), or on GPUs
         up to 2048 for shards of 4096 rows or more and 1024 below (measured fastest). A tile
         that does not divide the shard is padded when ``pad`` is True.
-      mesh, in_specs: the mesh and ``P(row_axes, None)`` (or ``(P(row_axes, None),)``) as in
-        the seeds; inferred from ``a.sharding`` when omitted. Mesh axes that do not shard the
-        rows replicate the problem.
+      mesh, in_specs: the mesh and ``P(row_axes, None)`` (or ``(P(row_axes, None),)``), as in
+        the original JAXMg API; inferred from ``a.sharding`` when omitted. Mesh axes that do
+        not shard the rows replicate the problem.
       return_status: also return LAPACK's ``info`` (int32 scalar): 0 on success, k > 0 when
         the Cholesky factorization broke down at the pivot of original row k (1-based).
       pad: pad shards that ``T_A`` does not divide (identity padding), else raise.
@@ -272,7 +273,8 @@ def _symmetrize(a):
 
 def potri_symmetrize(a):
     """The Hermitian matrix whose upper triangle is that of ``a`` (the real part of the
-    diagonal is kept): the seeds' helper for the triangle that cuSOLVERMg's potri fills.
+    diagonal is kept): the original JAXMg API's helper for the triangle that cuSOLVERMg's
+    potri fills.
 
     jaxmg's ``potri`` and ``potri_shardmap_ctx`` already return the full inverse, so this is
     only needed for code written against the original JAXMg; on a Hermitian input it returns
@@ -336,7 +338,7 @@ syevd.__doc__ = f"""Eigenvalues (and eigenvectors) of a Hermitian matrix sharded
         ``JAXMG_DETERMINISTIC=1``.
 
     Returns:
-      ``w``, ``(w, V)``, ``(w, info)`` or ``(w, V, info)`` as in the seeds: ``w`` (N reals,
+      ``w``, ``(w, V)``, ``(w, info)`` or ``(w, V, info)`` as in the original JAXMg API: ``w`` (N reals,
       ascending) replicated, ``V`` (N x N) sharded by rows like ``a``. On failure w and V
       are NaN and info > 0, on every device.
 

@@ -1,9 +1,9 @@
-"""Both generations of the API in one set of names: the seeds' calls (``potrs``, ``syevd`` and
-their ``*_shardmap_ctx`` forms inside the user's ``jax.shard_map``) and JAXMg 1.4's (NetKet's
-distributed solvers call those).
+"""Both generations of the API in one set of names: the original JAXMg API's calls (``potrs``,
+``syevd`` and their ``*_shardmap_ctx`` forms inside the user's ``jax.shard_map``) and JAXMg
+1.4's (NetKet's distributed solvers call those).
 
 Which form a ``*_shardmap_ctx`` call is, is told from where it is made: inside a
-``shard_map`` (the abstract mesh has Manual axes) it is the seeds' per-device form, on this
+``shard_map`` (the abstract mesh has Manual axes) it is the original per-device form, on this
 device's shard; anywhere else, JAXMg 1.4's global form, on whole arrays at the ``jit`` level,
 returning the matrix work buffer first: ``(a_work, x, status)`` /
 ``(a_work, w, V, status)``. ``a_work`` is ``a`` itself (jaxmg does not consume its input
@@ -43,8 +43,8 @@ def _rows_spec(spec):
 
 def _specs(matrix_specs, in_specs, op: str):
     """The row spec of a call given ``matrix_specs`` (JAXMg 1.4's, converted by
-    ``_rows_spec``) or ``in_specs`` (the seeds', taken as it is: one that shards the columns
-    is refused, as the seeds did)."""
+    ``_rows_spec``) or ``in_specs`` (the original API's, taken as it is: one that shards the
+    columns is refused, as the original did)."""
     if matrix_specs is not None and in_specs is not None:
         raise TypeError(f"jaxmg.{op}: pass matrix_specs or in_specs, not both")
     return _rows_spec(matrix_specs) if matrix_specs is not None else in_specs
@@ -78,9 +78,14 @@ potrs.__doc__ = _api.potrs.__doc__.rstrip() + """
 def potrs_shardmap_ctx(a, b, *args, **kwargs):
     """``potrs`` called in one of two places, told apart by where the call is made:
 
-    - inside the caller's own ``jax.shard_map`` (the seeds' form):
-      ``potrs_shardmap_ctx(a_shard, b, T_A=None, pad=True, *, axis_name=None)`` on this
-      device's shard, returning ``(x, status)``; see ``jaxmg._api.potrs_shardmap_ctx``;
+    - inside the caller's own ``jax.shard_map`` (the original JAXMg API's per-device form):
+      ``potrs_shardmap_ctx(a_shard, b, T_A=None, pad=True, *, axis_name=None)``. ``a_shard``
+      is this device's N/ndev x N shard of the row-sharded matrix, ``b`` the replicated
+      right-hand side (N or N x k); ``axis_name`` names the mesh axis (or tuple of axes) the
+      rows are sharded over and may be omitted when only one axis of the mesh has more than
+      one device. Runs on the platform's distributed engine with its default tile and
+      returns ``(x, status)``: x replicated, status an int32 array of shape (1,) holding
+      LAPACK's info. Use ``check_vma=False`` on the enclosing ``shard_map``;
     - anywhere else, typically inside ``jax.jit`` (JAXMg 1.4's form):
       ``potrs_shardmap_ctx(a, b, T_A=None, mesh=None, matrix_specs=None, *, in_specs=None,
       return_logdet=False, pad=True)`` on the whole arrays (mesh and spec inferred as for
@@ -119,10 +124,14 @@ syevd.__doc__ = _api.syevd.__doc__.rstrip() + """
 def syevd_shardmap_ctx(a, *args, **kwargs):
     """``syevd`` called in one of two places, told apart by where the call is made:
 
-    - inside the caller's own ``jax.shard_map`` (the seeds' form):
+    - inside the caller's own ``jax.shard_map`` (the original JAXMg API's per-device form):
       ``syevd_shardmap_ctx(a_shard, T_A=None, return_eigenvectors=True, pad=True, *,
-      axis_name=None)``, returning ``(w, V_local, status)`` or ``(w, status)``; see
-      ``jaxmg._api.syevd_shardmap_ctx``;
+      axis_name=None)`` on this device's N/ndev x N shard (``axis_name`` as for
+      ``potrs_shardmap_ctx``), returning ``(w, V_local, status)`` or ``(w, status)``: w the N
+      eigenvalues, ascending, the same on every device (``out_specs=P()``); ``V_local`` this
+      device's rows of V (``out_specs=P(axis, None)`` assembles V with the eigenvectors as
+      columns); status an int32 array of shape (1,) with LAPACK's info. Use
+      ``check_vma=False`` on the enclosing ``shard_map``;
     - anywhere else (JAXMg 1.4's form): ``syevd_shardmap_ctx(a, T_A=None, mesh=None,
       matrix_specs=None, *, in_specs=None, return_eigenvectors=True, pad=True)`` on the whole
       matrix, returning ``(a_work, w, V, status)`` or ``(a_work, w, status)``: ``a_work`` is

@@ -1,11 +1,11 @@
-"""The seeds' layout helpers: the 1D block-cyclic row layout that cuSOLVERMg reads, made
-visible, and the padding arithmetic around it.
+"""The original JAXMg API's layout helpers: the 1D block-cyclic row layout that cuSOLVERMg
+reads, made visible, and the padding arithmetic around it.
 
 These helpers show and check the layout; the solvers never call them. jaxmg's ops reach the
 same layout without moving rows between devices (see docs/design.md); ``cyclic_1d`` here
 gathers the matrix on every device, which is simple and good enough for inspection and tests.
 
-The layout (the seeds' ``get_cols_cyclic``): row j of an ``N_rows``-row matrix sharded over
+The layout (``get_cols_cyclic``): row j of an ``N_rows``-row matrix sharded over
 ``ndev`` devices belongs to tile t = j // T_A, which goes to device t % ndev, at local
 position (t // ndev) * T_A + j % T_A of that device's ``N_batch = shard + padding`` rows.
 """
@@ -65,7 +65,7 @@ def _cyclic_dst(n_rows: int, n_batch: int, T_A: int, ndev: int) -> np.ndarray:
 
 
 def get_cols_cyclic(N, N_batch, T_A, num_devices):
-    """The seeds' column map of the 1D block-cyclic layout: a list of ``(col, src, dst)``, one
+    """The column map of the 1D block-cyclic layout: a list of ``(col, src, dst)``, one
     per original column (row of the row-major shards) ``col`` in 0..N-1, where ``src`` is its
     index once every shard of ``N // num_devices`` rows is padded to ``N_batch`` rows and
     ``dst`` its index in the block-cyclic layout with ``N_batch`` rows per device."""
@@ -142,10 +142,10 @@ def cyclic_1d(a, T_A, mesh, in_specs, pad=True):
     Row j goes to row ``dst(j)`` of the result (see ``get_cols_cyclic``); every device's
     shard of the result holds ``N_batch = shard + calculate_padding(shard, T_A)`` rows, the
     unused ones zero, so the result has ``ndev * N_batch`` rows (the padding is kept, as in
-    the seeds). A ``T_A`` of at least the shard size leaves ``a`` as it is. The result is
-    sharded like ``a``; ``verify_cyclic`` checks it. This helper gathers the whole matrix on
-    every device (it is for inspection and tests); jaxmg's solvers reach the same layout
-    without moving any row between devices.
+    the original JAXMg API). A ``T_A`` of at least the shard size leaves ``a`` as it is. The
+    result is sharded like ``a``; ``verify_cyclic`` checks it. This helper gathers the whole
+    matrix on every device (it is for inspection and tests); jaxmg's solvers reach the same
+    layout without moving any row between devices.
 
     Args:
       a: matrix (N_rows x N), sharded by rows.
@@ -200,7 +200,7 @@ def verify_cyclic(A, A_cyclic, T_A, *, ndev=None):
     first row of ``A`` that is not where the layout puts it.
 
     ``ndev`` (devices along the rows) defaults to that of ``A_cyclic``'s sharding, else
-    ``jax.device_count()`` as in the seeds.
+    ``jax.device_count()`` as in the original JAXMg API.
     """
     T_A = _positive_int(T_A, "T_A", "verify_cyclic")
     if ndev is None:

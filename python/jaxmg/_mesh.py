@@ -2,7 +2,7 @@
 
 The participants of a call are the devices along the row axes, in mesh order (whatever their
 device ids). Mesh axes that do not shard the rows replicate the matrix: each replica group
-solves the same problem independently, so the seeds' multi-node pattern (a 2D mesh with the
+solves the same problem independently, so the original API's multi-node pattern (a 2D mesh with the
 rows sharded within a node) needs no communication between groups.
 """
 
@@ -26,7 +26,7 @@ def _entry_axes(entry) -> tuple:
 
 
 def split_in_specs(in_specs, op: str):
-    """(spec of a, spec of b or None) from the seeds' forms: P, (P,), (P, P), [P, P]."""
+    """(spec of a, spec of b or None) from the original API's forms: P, (P,), (P, P), [P, P]."""
     if in_specs is None:
         return None, None
     if isinstance(in_specs, P):

@@ -77,7 +77,7 @@ class Engine:
         return None
 
 
-# cuSOLVERMg's syevd refuses tiles above 1024, and the seeds' syevd enforced the same bound:
+# cuSOLVERMg's syevd refuses tiles above 1024, and the original JAXMg syevd enforced the same bound:
 # a larger T_A is clamped to it on every engine, so a program's layout does not depend on
 # the platform it runs on.
 SYEVD_MAX_TILE = 1024
