@@ -338,9 +338,9 @@ syevd.__doc__ = f"""Eigenvalues (and eigenvectors) of a Hermitian matrix sharded
         ``JAXMG_DETERMINISTIC=1``.
 
     Returns:
-      ``w``, ``(w, V)``, ``(w, info)`` or ``(w, V, info)`` as in the original JAXMg API: ``w`` (N reals,
-      ascending) replicated, ``V`` (N x N) sharded by rows like ``a``. On failure w and V
-      are NaN and info > 0, on every device.
+      ``w``, ``(w, V)``, ``(w, info)`` or ``(w, V, info)`` as in the original JAXMg API:
+      ``w`` (N reals, ascending) replicated, ``V`` (N x N) sharded by rows like ``a``. On
+      failure w and V are NaN and info > 0, on every device.
 
     Differentiable (forward and reverse, any order) with ``jnp.linalg.eigh``'s rule and
     conventions (Hermitian part of the tangent; eigenvector derivatives not finite for equal
