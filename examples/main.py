@@ -1,4 +1,4 @@
-"""The main job: the seeds' README example, then a larger random SPD solve, on whatever
+"""The main job: the original JAXMg README example, then a larger random SPD solve, on whatever
 devices exist (GPUs when present, else 4 virtual CPU devices). Prints residuals and times.
 
     python examples/main.py [N]
@@ -24,7 +24,7 @@ devices = jax.devices()
 ndev = len(devices)
 print(f"Devices: {devices}")
 
-# ---- the seeds' README example (unchanged but for the device list) -----------------------
+# ---- the original JAXMg README example (unchanged but for the device list) ----------------
 N = 12
 T_A = 3
 dtype = jnp.float64
