@@ -3,7 +3,9 @@
 Nothing happens at import: the first op traced on a platform loads the library of that
 platform and registers its targets with XLA. The CPU library links no LAPACK; it receives
 the function pointers of SciPy's ``cython_lapack``/``cython_blas`` (the way jaxlib obtains
-LAPACK), so it works wherever SciPy does.
+LAPACK), so it works wherever SciPy does. The CUDA library of the CUDA version JAX uses
+(``libjaxmg_cuda<major>.so``) and the CUDA libraries it links by soname are found and
+loaded by ``_cuda_libs`` (no LD_LIBRARY_PATH needed).
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-import re
 import threading
 
 import jax
 from scipy.linalg import cython_blas, cython_lapack
+
+from . import _cuda_libs
 
 _LOCK = threading.Lock()
 _LIBS: dict[str, ctypes.CDLL] = {}
@@ -28,7 +31,8 @@ def _find_library(stem: str) -> str | None:
     for cand in (os.path.join(_HERE, f"lib{stem}.so"),):
         if os.path.exists(cand):
             return cand
-    hits = sorted(glob.glob(os.path.join(_HERE, f"lib{stem}*.so")))
+    hits = sorted(h for h in glob.glob(os.path.join(_HERE, f"lib{stem}*.so"))
+                  if "_cuda" not in os.path.basename(h)[len(stem) + 3:])
     return hits[0] if hits else None
 
 
@@ -109,65 +113,16 @@ def _blas_threads_setter(lapack_fn: int) -> int | None:
     return None
 
 
-# "libcusolverMg.so.12: cannot open shared object file" -> the soname the loader missed.
-_MISSING_SONAME = re.compile(r"(lib[^\s:/]+\.so(?:\.[0-9]+)*): cannot open shared object file")
-
-
-def _wheel_lib_dirs() -> list[str]:
-    """The lib/ folders of NVIDIA's pip wheels: nvidia/<component>/lib for CUDA 12
-    (nvidia-cusolver-cu12 -> nvidia/cusolver/lib, nvidia-cuda-runtime-cu12 ->
-    nvidia/cuda_runtime/lib, ...) and nvidia/cu13/lib for every CUDA 13 component."""
-    try:
-        import nvidia  # namespace package of the nvidia-* wheels
-    except ImportError:
-        return []
-    dirs = []
-    for root in getattr(nvidia, "__path__", []):
-        dirs += sorted(glob.glob(os.path.join(root, "*", "lib")))
-    return dirs
-
-
-def _dlopen(path: str, mode: int, depth: int = 0) -> ctypes.CDLL:
-    """dlopen ``path``; each shared library the loader cannot find is looked up by its exact
-    soname in NVIDIA's wheels, loaded globally (so the loader then finds it by soname) and the
-    load retried. Nothing is preloaded that the library does not ask for, so a toolkit found
-    through the library's RPATH, or libraries JAX has already loaded, are used as they are."""
-    tried = set()
-    while True:
-        try:
-            return ctypes.CDLL(path, mode=mode)
-        except OSError as e:
-            m = _MISSING_SONAME.search(str(e))
-            soname = m.group(1) if m else None
-            if depth > 8 or soname is None or soname in tried:
-                raise
-            tried.add(soname)
-            hit = next((os.path.join(d, soname) for d in _wheel_lib_dirs()
-                        if os.path.exists(os.path.join(d, soname))), None)
-            if hit is None:
-                raise
-            _dlopen(hit, ctypes.RTLD_GLOBAL, depth + 1)
-
-
 def _load_cuda() -> ctypes.CDLL:
-    """The CUDA library (called with _LOCK held or from a caller that tolerates a race)."""
+    """The CUDA library (called with _LOCK held or from a caller that tolerates a race):
+    the backend matching the CUDA JAX uses, its CUDA libraries found as _cuda_libs says
+    (already loaded, NVIDIA's pip wheels, the system's, a toolkit; JAXMG_CUDA_LIBS)."""
     lib = _LIBS.get("jaxmg_cuda")
     if lib is None:
-        path = _find_library("jaxmg_cuda")
-        if path is None:
-            raise RuntimeError(
-                "jaxmg: this installation has no CUDA backend (libjaxmg_cuda.so); it was "
-                "built without the CUDA toolkit. Rebuild with the toolkit installed, or "
-                "run on CPU devices."
-            )
         try:
-            lib = _dlopen(path, ctypes.DEFAULT_MODE)
+            lib = _cuda_libs.load_backend(_HERE)
         except OSError as e:
-            raise RuntimeError(
-                f"jaxmg: cannot load the CUDA backend: {e}. It needs the CUDA runtime, cuBLAS "
-                "and cuSOLVERMg of the CUDA major version it was built with, from the toolkit "
-                "or from NVIDIA's pip wheels (jax[cuda12] / jax[cuda13])."
-            ) from None
+            raise RuntimeError(f"jaxmg: {e}") from None
         _LIBS["jaxmg_cuda"] = lib
     return lib
 

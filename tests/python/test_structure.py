@@ -18,7 +18,7 @@ LAYERS = [
     ("derivative rules", ["jaxmg._rules", "jaxmg._dist"]),
     ("engines", ["jaxmg._engines", "jaxmg._engines.*"]),
     ("FFI call", ["jaxmg._call", "jaxmg._mpmd", "jaxmg._ffi"]),
-    ("shared", ["jaxmg._geometry", "jaxmg._spmd", "jaxmg._config"]),
+    ("shared", ["jaxmg._geometry", "jaxmg._spmd", "jaxmg._config", "jaxmg._cuda_libs"]),
 ]
 # Imported inside functions on purpose: optional, and only needed by what uses them.
 OPTIONAL = {"matplotlib", "nvidia"}
