@@ -228,8 +228,9 @@ def _under(path: str, dirs: list[str]) -> bool:
     return any(os.path.dirname(real) == os.path.realpath(d) for d in dirs)
 
 
-def _dlopen(path: str, dirs: list[str], depth: int = 0) -> ctypes.CDLL:
-    """dlopen ``path`` (RTLD_GLOBAL). Its own CUDA dependencies not yet loaded are loaded
+def _dlopen(path: str, dirs: list[str], depth: int = 0,
+            mode: int = ctypes.RTLD_GLOBAL) -> ctypes.CDLL:
+    """dlopen ``path`` (RTLD_GLOBAL unless ``mode`` says otherwise). Its own CUDA dependencies not yet loaded are loaded
     first from its folder or ``dirs`` (the folders of the same source), so that neither
     LD_LIBRARY_PATH (which beats a DT_RUNPATH of $ORIGIN) nor the ldconfig cache slips
     another copy in; one the loader still cannot find (a toolkit library has no RPATH to
@@ -246,7 +247,7 @@ def _dlopen(path: str, dirs: list[str], depth: int = 0) -> ctypes.CDLL:
     tried: set[str] = set()
     while True:
         try:
-            return ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            return ctypes.CDLL(path, mode=mode)
         except OSError as e:
             m = _MISSING.search(str(e))
             missing = m.group(1) if m else None
@@ -263,7 +264,8 @@ def _dlopen(path: str, dirs: list[str], depth: int = 0) -> ctypes.CDLL:
 
 def preload(soname: str, plan: list[tuple[str, list[str] | None]]) -> tuple[str, str]:
     """Loads ``soname`` from the first place of ``plan`` that has it; returns (path, source).
-    A library of that soname already in the process is kept (source "process")."""
+    A library of that soname already in the process is kept (source "loaded"); "process"
+    is the folder of another CUDA library already loaded."""
     restricted = source() not in ("", "auto")
     loaded = _loaded_path(soname)
     if loaded is not None:
@@ -273,7 +275,7 @@ def preload(soname: str, plan: list[tuple[str, list[str] | None]]) -> tuple[str,
                 f"({', '.join(plan[0][1]) or 'none found'}), but this process already has it "
                 f"from {loaded} (JAX loaded it; one process holds one copy). Unset {ENV}, or "
                 "make JAX use the same CUDA libraries.")
-        return loaded, "process"
+        return loaded, "loaded"
     errors = []
     for name, dirs in plan:
         if dirs is None:
@@ -342,7 +344,8 @@ def load_backend_file(path: str, major: int | None) -> ctypes.CDLL:
         for soname in elf_needed(path):
             if not _SYSTEM.match(soname):
                 LOADED[soname] = preload(soname, plan)
-    return _dlopen(path, [d for _, dirs in plan for d in (dirs or [])])
+    # The backend itself local, as libjaxmg.so is: both export the same jaxmg_* names.
+    return _dlopen(path, [d for _, dirs in plan for d in (dirs or [])], mode=ctypes.DEFAULT_MODE)
 
 
 def load_backend(folder: str) -> ctypes.CDLL:

@@ -222,7 +222,7 @@ def test_already_loaded_wins_and_its_folder_first(fake):
     out = _load(fake, FAKE_PRELOAD=str(fake / "jax"), CUDA_HOME=str(fake / "toolkit"))
     assert out.get("backend") == 77, out
     assert set(out["where"].values()) == {"jax"}, out
-    assert out["sources"] == {"libcudart.so.77": "process", "libcusolver.so.76": "process",
+    assert out["sources"] == {"libcudart.so.77": "loaded", "libcusolver.so.76": "loaded",
                               "libcusolverMg.so.76": "process"}
 
 
