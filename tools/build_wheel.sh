@@ -175,6 +175,7 @@ case "$CUDA_MODE" in
   *) echo "$libs" | grep -q 'libjaxmg_cuda[0-9]*\.so' || { echo "FAILED: no CUDA backend in the wheel"; exit 1; } ;;
 esac
 ls -la "$WHEEL"
+rm -rf "$WORK/nvidia-root" "$WORK/cmake" "$WORK/unpacked"  # ~0.6 GB of extracted CUDA libraries
 
 # ---- fresh venvs: install the wheel, run the example on virtual CPU devices
 find_python() {
