@@ -196,6 +196,16 @@ def _suite(op, dtype, short):
                 source="S1")
 
 
+def _scaling(op, dtype):
+    return dict(png=f"scaling_{op}_{dtype}.png", kind="gpus", single="gather",
+                files=[f"{H200X4}/scaling_4gpu.jsonl"], select=lambda r: r["op"] == op,
+                script='bash bench/run_multi_gpu.sh "$OUT" scaling',
+                heading=f"{op} {dtype}: scaling over 1, 2, 4 GPUs",
+                what=f"`{op}` {dtype} on 1, 2 and 4 GPUs, N = 8192 and 16384: jaxmg with engine "
+                     "auto (gather) and cusolvermg, raw cuSOLVERMg; native JAX on one GPU dashed",
+                source="S17")
+
+
 FIGURES = [
     _suite("potrs", "float64", "f64"),
     _suite("potrs", "float32", "f32"),
@@ -212,20 +222,8 @@ FIGURES = [
               "right-hand side), native JAX on one GPU: where cuSOLVERMg's distributed "
               "factorization overtakes one GPU (the crossover engine auto uses)",
          source="S11"),
-    dict(png="scaling_potri_complex128.png", kind="gpus", single="gather",
-         files=[f"{H200X4}/scaling_4gpu.jsonl"], select=lambda r: r["op"] == "potri",
-         script='bash bench/run_multi_gpu.sh "$OUT" scaling',
-         heading="potri complex128: scaling over 1, 2, 4 GPUs",
-         what="`potri` complex128 on 1, 2 and 4 GPUs, N = 8192 and 16384: jaxmg with engine "
-              "auto (gather) and cusolvermg, raw cuSOLVERMg; native JAX on one GPU dashed",
-         source="S17"),
-    dict(png="scaling_syevd_float64.png", kind="gpus", single="gather",
-         files=[f"{H200X4}/scaling_4gpu.jsonl"], select=lambda r: r["op"] == "syevd",
-         script='bash bench/run_multi_gpu.sh "$OUT" scaling',
-         heading="syevd float64: scaling over 1, 2, 4 GPUs",
-         what="`syevd` float64 on 1, 2 and 4 GPUs, N = 8192 and 16384: jaxmg with engine auto "
-              "(gather) and cusolvermg, raw cuSOLVERMg; native JAX on one GPU dashed",
-         source="S17"),
+    _scaling("potri", "complex128"),
+    _scaling("syevd", "float64"),
     dict(png="auto_vs_native_1gpu.png", kind="ratio",
          files=["2026-12-07-h100x1/auto_vs_native.jsonl"],
          select=lambda r: r["label"] == "new",
