@@ -195,6 +195,23 @@ def _triangle(lower) -> str:
     return "lower" if lower else "upper"
 
 
+# ---- empty inputs ------------------------------------------------------------------------
+# A 0 x 0 matrix, a batch of none, or a right-hand side without columns: nothing to compute,
+# so no engine runs (a device cannot hold a share of 0 rows) and the results are those of
+# JAX's functions: empty arrays of the right shapes and dtypes, det = 1, info = 0.
+
+def _is_empty(x) -> bool:
+    return 0 in tuple(x.shape)
+
+
+def _ok(batch) -> jax.Array:
+    return jnp.zeros(tuple(batch), jnp.int32)
+
+
+def _real(dtype):
+    return jnp.finfo(dtype).dtype
+
+
 # ---- the Cholesky factor and its solves ----------------------------------------------------
 
 def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None, mesh=None,
@@ -224,6 +241,9 @@ def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None
     """
     del overwrite_a, check_finite
     a = _matrix(a, "cho_factor")
+    if _is_empty(a):
+        _plan.check_dtype(a.dtype, "linalg.cho_factor")
+        return CholeskyFactor(a, _ok(a.shape[:-2]), None, None, bool(lower), a, a.shape[-1])
     fn = functools.partial(factor, lower=bool(lower), reads=_triangle(lower), T_A=T_A,
                            mesh=mesh, in_specs=in_specs, pad=pad, donate=donate)
     out = _over_batch(fn, a.ndim - 2, a)
@@ -308,6 +328,14 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True, *, return_st
     lead = b.shape[: b.ndim - (1 if vector else 2)]
     if nbatch and tuple(lead) != tuple(fac.factor.shape[:nbatch]):
         b = jnp.broadcast_to(b, tuple(fac.factor.shape[:nbatch]) + b.shape[len(lead):])
+    if fac.geometry is None or _is_empty(b):  # an empty factor or no right-hand side
+        if b.ndim < nbatch + 1 or b.shape[nbatch] != fac.n:
+            raise ValueError(f"jaxmg.cho_solve: 'b' must have {fac.n} rows to match 'a', "
+                             f"got shape {tuple(b.shape)}")
+        x = jnp.zeros(b.shape, _plan.promote(fac.factor.dtype, b.dtype, "cho_solve"))
+        if check:
+            _raise_if_failed(fac.info, "cho_solve", _NOT_PD)
+        return (x, fac.info) if return_status else x
     x = _over_batch(_solve_one, nbatch, fac, b)
     if check:
         _raise_if_failed(fac.info, "cho_solve", _NOT_PD)
@@ -374,6 +402,14 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
             "jax.scipy.linalg.solve"
         )
     b, vector, batch = _rhs(b, a, "solve")
+    if _is_empty(a) or _is_empty(b):
+        _plan.check_dtype(a.dtype, "linalg.solve")
+        if b.shape[-1 if vector else -2] != a.shape[-1]:
+            raise ValueError(f"jaxmg.linalg.solve: 'b' must have {a.shape[-1]} rows to match "
+                             f"'a', got shape {tuple(b.shape)}")
+        tail = b.shape[-1:] if vector else b.shape[-2:]
+        x = jnp.zeros(batch + tail, _plan.promote(a.dtype, b.dtype, "linalg.solve"))
+        return (x, _ok(batch)) if return_status else x
     one = functools.partial(_api.solve_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
                             return_status=True, pad=pad, donate=donate,
                             reads=_triangle(lower), name="linalg.solve")
@@ -396,6 +432,10 @@ def inv(a, overwrite_a=False, check_finite=True, *, T_A=None, mesh=None, in_spec
     inverse, -X dA X, in every direction. For general matrices use ``jnp.linalg.inv``."""
     del overwrite_a, check_finite
     a = _matrix(a, "inv")
+    if _is_empty(a):
+        _plan.check_dtype(a.dtype, "linalg.inv")
+        x = jnp.zeros(a.shape, a.dtype)
+        return (x, _ok(a.shape[:-2])) if return_status else x
     fn = functools.partial(potri, T_A=T_A, mesh=mesh, in_specs=in_specs, return_status=True,
                            pad=pad, donate=donate)
     x, info = _over_batch(fn, a.ndim - 2, a)
@@ -437,6 +477,11 @@ def eigh(a, b=None, lower=True, eigvals_only=False, overwrite_a=False, overwrite
         lower = UPLO == "L"
     reads = "hermitian" if symmetrize_input else _triangle(lower)
     a = _matrix(a, "eigh")
+    if _is_empty(a):
+        _plan.check_dtype(a.dtype, "linalg.eigh")
+        w = jnp.zeros(a.shape[:-1], _real(a.dtype))
+        res = w if eigvals_only else EighResult(w, jnp.zeros(a.shape, a.dtype))
+        return (res, _ok(a.shape[:-2])) if return_status else res
     fn = functools.partial(_api.eigh_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
                            return_eigenvectors=not eigvals_only, return_status=True, pad=pad,
                            donate=donate, reads=reads, name="linalg.eigh")
@@ -473,10 +518,17 @@ def slogdet(a, *, method=None, T_A=None, mesh=None, in_specs=None, pad=True,
     if method not in _SLOGDET_METHODS:
         raise ValueError(f"jaxmg.linalg.slogdet: unknown slogdet method {method!r}; "
                          f"supported methods are {_SLOGDET_METHODS[1:]} (and None)")
+    if not isinstance(a, CholeskyFactor):
+        a = _matrix(a, "slogdet")
+        if _is_empty(a):
+            a = cho_factor(a)
+    if isinstance(a, CholeskyFactor) and a.geometry is None:  # an empty matrix: det = 1
+        batch = a.factor.shape[:-2]
+        res = SlogdetResult(jnp.ones(batch, a.dtype), jnp.zeros(batch, _real(a.dtype)))
+        return (res, a.info) if return_status else res
     if isinstance(a, CholeskyFactor):
         fac = a
     else:
-        a = _matrix(a, "slogdet")
         fn = functools.partial(factor, T_A=T_A, mesh=mesh, in_specs=in_specs, pad=pad)
         fac = _over_batch(fn, a.ndim - 2, a)
     _ffi.ensure_backends()

@@ -254,6 +254,45 @@ def test_leading_batch_dimensions():
         linalg.solve(A, np.ones((4, 3, n)))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0, 0), (2, 0, 0), (0, 3, 3)])
+def test_empty_inputs_give_jax_results(dtype, shape):
+    """A 0 x 0 matrix, a batch of none, or no right-hand side: JAX's empty results (det 1,
+    info 0), eagerly and under jit and grad, with no engine run."""
+    a = np.zeros(shape, dtype)
+    real = np.finfo(dtype).dtype
+    bv, bm = np.zeros(shape[:-1], dtype), np.zeros(shape[:-1] + (2,), dtype)
+    for f in (lambda m: m, jax.jit):
+        assert _same(f(linalg.inv)(a), jnp.linalg.inv(a))
+        w, v = f(linalg.eigh)(a)
+        w_ref, v_ref = jnp.linalg.eigh(a)
+        assert _same(w, w_ref) and w.dtype == real and _same(v, v_ref)
+        sign, logabs = f(linalg.slogdet)(a)
+        sign_ref, logabs_ref = jnp.linalg.slogdet(a)
+        assert _same(sign, sign_ref) and _same(logabs, logabs_ref) and logabs.dtype == real
+        for b in (bv, bm):
+            x_ref = jsl.solve(a, b, assume_a="pos")
+            assert _same(f(linalg.solve)(a, b), x_ref)
+            assert _same(f(linalg.cho_solve)(linalg.cho_factor(a), b), x_ref)
+        x, info = f(lambda a, b: linalg.solve(a, b, return_status=True))(a, bm)
+        assert info.shape == shape[:-2] and not np.asarray(info).any()
+    assert _same(jax.grad(lambda a: linalg.logdet(a).sum().real)(a), np.zeros(shape, dtype))
+    # An N x 0 right-hand side of a matrix that is not empty.
+    m = hpd(3, dtype, np.random.default_rng(11))
+    assert linalg.solve(m, np.zeros((3, 0), dtype)).shape == (3, 0)
+    assert linalg.cho_solve(linalg.cho_factor(m), np.zeros((3, 0), dtype)).shape == (3, 0)
+    with pytest.raises(ValueError, match="rows"):
+        linalg.solve(a, np.zeros((5,), dtype))
+    with pytest.raises(TypeError, match="float32, float64"):
+        linalg.inv(np.zeros(shape, np.float16))
+
+
+def _same(x, ref):
+    """Same shape, dtype and values."""
+    x, ref = np.asarray(x), np.asarray(ref)
+    return x.shape == ref.shape and x.dtype == ref.dtype and np.array_equal(x, ref)
+
+
 # ---- factors from and for jax.scipy.linalg -----------------------------------------------------
 
 def test_dense_factors_from_jax_and_ours_refused_by_jax():
