@@ -16,7 +16,7 @@ import threading
 import jax
 import jax.numpy as jnp
 
-from . import _config, _engines, _plan, _rules, _spmd
+from . import _config, _engines, _mesh, _plan, _rules, _spmd
 
 _ENGINE_DOC = """engine: ``"auto"`` (default) or an engine: ``"cusolvermg"`` (cuSOLVERMg over every GPU
         of the mesh, O(N^2 / ndev) memory per device), ``"lapack"`` (the distributed tiled
@@ -264,11 +264,23 @@ def potri_shardmap_ctx(a, T_A=None, pad=True, *, axis_name=None):
 
 @jax.jit
 def _symmetrize(a):
-    upper = jnp.triu(a, 1)
-    d = jnp.diagonal(a)
-    if jnp.iscomplexobj(a):
-        d = jnp.real(d).astype(a.dtype)
-    return upper + jnp.conj(upper).T + jnp.diag(d)
+    """Elementwise selects between ``a`` and its conjugate transpose. On a mesh with
+    Explicit axes the transpose and the masks are first given ``a``'s sharding (there the
+    sharding is part of the type, and a select of differently sharded operands is refused)."""
+    n = a.shape[0]
+    row = jax.lax.broadcasted_iota(jnp.int32, (n, n), 0)
+    col = jax.lax.broadcasted_iota(jnp.int32, (n, n), 1)
+    lower = jnp.conj(a).T
+    traced = isinstance(a, jax.core.Tracer)
+    sharding = _mesh._typed_sharding(a) if traced else getattr(a, "sharding", None)
+    explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+    if (isinstance(sharding, jax.sharding.NamedSharding) and explicit is not None
+            and explicit in tuple(getattr(sharding.mesh, "axis_types", ()))):
+        move = ((lambda x: jax.sharding.reshard(x, sharding)) if traced
+                else (lambda x: jax.device_put(x, sharding)))
+        row, col, lower = (move(x) for x in (row, col, lower))
+    diag = jnp.real(a).astype(a.dtype) if jnp.iscomplexobj(a) else a
+    return jnp.where(col > row, a, jnp.where(col == row, diag, lower))
 
 
 def potri_symmetrize(a):

@@ -1,7 +1,7 @@
 """potri: the full Hermitian inverse of a row-sharded HPD matrix, on virtual CPU devices."""
 
 import _util  # noqa: F401  (devices and x64 before JAX starts)
-from _util import DTYPES, THRESH, hpd, inv_ratio, mesh_1d, put_rows
+from _util import DTYPES, THRESH, hpd, inv_ratio, mesh_1d, put_rows, rand
 
 
 import jax
@@ -206,3 +206,24 @@ def test_ops_move_an_array_from_another_device_onto_the_mesh():
     f = linalg.cho_factor(a_other, mesh=mesh, in_specs=spec)
     np.testing.assert_allclose(np.asarray(linalg.cho_solve(f, np.ones(16))),
                                np.linalg.solve(a, np.ones(16)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_potri_symmetrize_on_explicit_mesh(dtype):
+    # jax.make_mesh's default (Explicit) axes: the sharding is part of the type, and the
+    # helper must keep it, eagerly and inside jit, on potri's output and on a raw triangle.
+    mesh = explicit_mesh(2)
+    rng = np.random.default_rng(22)
+    h = hpd(8, dtype, rng)
+    junk = (np.triu(h) + np.tril(rand(rng, (8, 8), dtype), -1)).astype(dtype)
+    sharding = NamedSharding(mesh, P("x", None))
+    arr = jax.device_put(junk, sharding)
+    with jax.set_mesh(mesh):
+        for f in (potri_symmetrize, jax.jit(potri_symmetrize)):
+            out = f(arr)
+            assert out.sharding.is_equivalent_to(sharding, 2)
+            np.testing.assert_allclose(np.asarray(out), h, rtol=0, atol=0)
+    x = potri(jax.device_put(h, sharding))
+    y = potri_symmetrize(x)
+    tol = 100 * np.finfo(dtype).eps * np.abs(np.asarray(x)).max()
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=tol)
