@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${JAXMG_TEST_VENV:-${VIRTUAL_ENV:-build/venv-$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}}
-REQS=${JAXMG_TEST_REQS:-jax>=0.10 netket}
+REQS=${JAXMG_TEST_REQS:-jax>=0.10.2 netket}
 PHASES=" ${JAXMG_TEST_PHASES:-c mock python} "
 PIP_Q=(-q --disable-pip-version-check)
 t_start=$(date +%s)
