@@ -50,7 +50,22 @@ def _conj(x):
 def _shift(x, axis, ndev: int, towards: int):
     """Each device sends ``x`` to position d + towards (mod ndev)."""
     perm = [(i, (i + towards) % ndev) for i in range(ndev)]
-    return jax.lax.ppermute(x, axis, perm)
+    return jax.lax.ppermute(x, _in_mesh_order(axis), perm)
+
+
+def _in_mesh_order(axis):
+    """A tuple of mesh axes in the mesh's own order: ppermute numbers the devices in that
+    order anyway, and newer JAX refuses a tuple in another order. Every ring here carries
+    its block indices, so any single cycle over the devices is right."""
+    if not isinstance(axis, (tuple, list)) or len(axis) < 2:
+        return axis
+    try:
+        names = tuple(jax.sharding.get_abstract_mesh().axis_names)
+    except Exception:  # no abstract mesh in this JAX: keep the order given
+        return tuple(axis)
+    if not set(axis) <= set(names):
+        return tuple(axis)
+    return tuple(sorted(axis, key=names.index))
 
 
 def _cols(x_loc, j, n: int):
