@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from . import _engines, _ffi, _mesh, _spmd
+from ._engines import dense
 from ._geometry import Geometry, Placement
 
 SUPPORTED_DTYPES = (jnp.float32, jnp.float64, jnp.complex64, jnp.complex128)
@@ -274,3 +275,72 @@ def context_plan(a, T_A, pad: bool, axis_name, op: str) -> tuple[ContextPlan, di
     geos = {p: geometry(op, p, n, ndev, T_A, pad, name) for p in _engines.DISTRIBUTED}
     _ffi.ensure_backends()
     return ContextPlan(rows, groups, n, ndev), geos
+
+
+# ---- status ----------------------------------------------------------------------------------
+
+def raise_if_failed(info, op: str, what: str) -> None:
+    """``check=True``: LinAlgError on a nonzero info (only with a concrete info)."""
+    if isinstance(info, jax.core.Tracer):
+        raise ValueError(
+            f"jaxmg.linalg.{op}: check=True needs concrete results and cannot be used inside "
+            "jit or another transformation; pass return_status=True and test the status "
+            "instead"
+        )
+    codes = np.asarray(info).reshape(-1)
+    code = int(codes[codes != 0][0]) if np.any(codes != 0) else 0
+    if code != 0:
+        raise np.linalg.LinAlgError(f"jaxmg.linalg.{op}: {what} (info = {code})")
+
+
+# ---- the gathered dense ops (_engines.dense) -------------------------------------------------
+
+# The gathered route holds its inputs, its outputs and the solver's workspace whole on every
+# device: about this many times their bytes. It runs only where that fits in the device.
+DENSE_COPIES = 3
+
+
+def _cut_rows(x, m: int, mesh):
+    """The first ``m`` rows of a row-sharded result padded to split evenly (replicated first
+    on a mesh with Explicit axes, where JAX refuses an uneven slice of a sharded dimension)."""
+    if x.shape[0] == m:
+        return x
+    if _spmd.explicit_axes(mesh):
+        x = _spmd.conform(x, mesh, P())
+    return x[:m]
+
+
+def dense_run(op: str, inputs, *, mesh, in_specs, name: str, kw: tuple = ()):
+    """Runs the gathered dense op ``op`` (``_engines.dense.OPS``) on ``inputs`` (arrays in
+    the op's order; the placement is read off the first, as for every jaxmg op): the row
+    inputs padded to split evenly over the row devices and placed by rows, the others
+    replicated; the row outputs cut back to their true sizes. Refuses, before anything runs,
+    a problem whose whole matrices do not fit one device."""
+    _, in_kinds, _ = dense.OPS[op]
+    place = _mesh.resolve(inputs[0], mesh, in_specs, name)
+    _ffi.ensure_registered(place.platform)
+    shapes = tuple((tuple(x.shape), jnp.dtype(x.dtype)) for x in inputs)
+    sizes = dense.out_rows(op, shapes, kw)
+    outs = jax.eval_shape(lambda *xs: dense.OPS[op][0](*xs, **dict(kw)),
+                          *(jax.ShapeDtypeStruct(s, d) for s, d in shapes))
+    need = DENSE_COPIES * sum(int(np.prod(s)) * d.itemsize for s, d in shapes)
+    need += DENSE_COPIES * sum(int(np.prod(o.shape)) * o.dtype.itemsize for o in outs)
+    have = _engines._device_bytes(place.device)
+    if place.platform != "cpu" and need > have:
+        raise ValueError(
+            f"jaxmg.{name}: this op gathers its matrices on every device; it needs about "
+            f"{need / 2**30:.1f} GiB per device and the device has {have / 2**30:.1f} GiB")
+    args, rows = [], []
+    for x, kind in zip(inputs, in_kinds):
+        if kind == "rows":
+            m = x.shape[0]
+            rows.append(m)
+            extra = dense.rows_per_device(m, place.ndev) * place.ndev - m
+            if extra:
+                x = jnp.pad(x, ((0, extra),) + ((0, 0),) * (x.ndim - 1))
+            x = _mesh.place(x, NamedSharding(place.mesh, P(place.axis)))
+        else:
+            x = _mesh.place(x, NamedSharding(place.mesh, P()))
+        args.append(x)
+    res = dense.program(op, place, tuple(rows), kw)(*args)
+    return tuple(o if s is None else _cut_rows(o, s, place.mesh) for o, s in zip(res, sizes))

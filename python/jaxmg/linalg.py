@@ -27,8 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _api, _config, _ffi, _plan, _rules
+from . import _api, _config, _ffi, _general, _plan, _rules
 from ._api import potri
+from ._general import (QRResult, SVDResult, cholesky, det, lstsq, lu_factor, lu_solve, polar,
+                       qr, svd)
 from ._geometry import Geometry, Placement
 
 __all__ = [
@@ -42,23 +44,23 @@ __all__ = [
     "logdet",
     "EighResult",
     "SlogdetResult",
+    "eigvalsh",
+    "lu_factor",
+    "lu_solve",
+    "det",
+    "cholesky",
+    "qr",
+    "svd",
+    "polar",
+    "lstsq",
+    "QRResult",
+    "SVDResult",
 ]
 
 
 # ---- status policy ----------------------------------------------------------------------
 
-def _raise_if_failed(info, op: str, what: str) -> None:
-    """``check=True``: LinAlgError on a nonzero info (only with a concrete info)."""
-    if isinstance(info, jax.core.Tracer):
-        raise ValueError(
-            f"jaxmg.linalg.{op}: check=True needs concrete results and cannot be used inside "
-            "jit or another transformation; pass return_status=True and test the status "
-            "instead"
-        )
-    codes = np.asarray(info).reshape(-1)
-    code = int(codes[codes != 0][0]) if np.any(codes != 0) else 0
-    if code != 0:
-        raise np.linalg.LinAlgError(f"jaxmg.linalg.{op}: {what} (info = {code})")
+_raise_if_failed = _plan.raise_if_failed
 
 
 _NOT_PD = "the matrix is not positive definite"
@@ -364,6 +366,7 @@ def _solve_one(fac: CholeskyFactor, b):
 _POS = {"pos", "positive definite"}
 _HER = {"her", "hermitian"}
 _SYM = {"sym", "symmetric"}
+_GEN = {"gen", "general"}
 
 
 def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=True,
@@ -376,30 +379,39 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
     batch of matrices (..., N, N) a batch of right-hand sides (..., N or ..., N, k, batch
     dimensions broadcast), promoted with ``a`` as ``jnp.linalg.solve`` promotes.
 
-    Only positive definite matrices are supported: ``assume_a`` may be ``'pos'`` (the
-    default), ``'her'``, or ``'sym'`` for a real matrix, which are accepted but still need
-    A positive definite (an indefinite A gives NaN and info > 0, or LinAlgError with
-    ``check=True``, where JAX would use LU). ``'sym'`` with a complex matrix (complex
-    symmetric, A = Aᵀ), ``'gen'`` and other values raise ValueError: use
-    ``jax.scipy.linalg.solve``. ``overwrite_*`` and ``check_finite`` are accepted and
-    ignored.
+    ``assume_a='gen'`` solves a general matrix by LU with partial pivoting (the gathered
+    route, ``jaxmg.linalg.lu_factor``; a singular matrix gives NaN and info > 0, the first
+    zero pivot). Otherwise A must be positive definite: ``assume_a`` may be ``'pos'`` (the
+    default, where JAX's is ``'gen'``), ``'her'``, or ``'sym'`` for a real matrix, which are
+    accepted but still need A positive definite (an indefinite A gives NaN and info > 0, or
+    LinAlgError with ``check=True``, where JAX would use LU). ``'sym'`` with a complex
+    matrix (complex symmetric, A = Aᵀ) and other values raise ValueError.
+    ``overwrite_*`` and ``check_finite`` are accepted and ignored.
     """
     del overwrite_a, overwrite_b, check_finite
     kind = str(assume_a).lower()
+    if kind in _GEN:
+        a = _matrix(a, "solve")
+        b, vector, batch = _rhs(b, a, "solve")
+        if _is_empty(a) or _is_empty(b):
+            x = jax.scipy.linalg.solve(a, b, assume_a="gen")
+            return (x, _ok(batch)) if return_status else x
+        return _general.solve_gen(a, b, vector, batch, mesh=mesh, in_specs=in_specs,
+                                  return_status=return_status, check=check)
     if kind not in _POS | _HER | _SYM:
         raise ValueError(
             f"jaxmg.linalg.solve: assume_a={assume_a!r} is not supported; jaxmg solves "
-            "Hermitian positive definite systems only (assume_a='pos', 'her', or 'sym' for a "
-            "real matrix, with a positive definite matrix). Use jax.scipy.linalg.solve for "
-            "general matrices."
+            "general systems (assume_a='gen') and Hermitian positive definite ones "
+            "(assume_a='pos', 'her', or 'sym' for a real matrix, with a positive definite "
+            "matrix)."
         )
     a = _matrix(a, "solve")
     if kind in _SYM and jnp.issubdtype(a.dtype, jnp.complexfloating):
         raise ValueError(
             "jaxmg.linalg.solve: assume_a='sym' with a complex matrix means complex symmetric "
-            "(A = Aᵀ), which jaxmg does not solve; for a Hermitian positive definite matrix "
-            "pass assume_a='pos' (or 'her'), for a complex symmetric one use "
-            "jax.scipy.linalg.solve"
+            "(A = Aᵀ), which jaxmg does not solve as such; for a Hermitian positive definite "
+            "matrix pass assume_a='pos' (or 'her'), for a complex symmetric one "
+            "assume_a='gen' (LU)"
         )
     b, vector, batch = _rhs(b, a, "solve")
     if _is_empty(a) or _is_empty(b):
@@ -445,8 +457,8 @@ def inv(a, overwrite_a=False, check_finite=True, *, T_A=None, mesh=None, in_spec
 
 
 def eigh(a, b=None, lower=True, eigvals_only=False, overwrite_a=False, overwrite_b=False,
-         turbo=True, eigvals=None, type=1, check_finite=True, *, UPLO=None,
-         symmetrize_input=True, T_A=None, mesh=None, in_specs=None, pad=True,
+         turbo=True, eigvals=None, type=1, check_finite=True, *, subset_by_index=None,
+         UPLO=None, symmetrize_input=True, T_A=None, mesh=None, in_specs=None, pad=True,
          return_status=False, check=False, donate=False):
     """Eigenvalues (ascending, replicated) and eigenvectors (columns, sharded by rows like
     ``a``) of a Hermitian matrix sharded by rows (``jaxmg.syevd``), with the signature of
@@ -459,38 +471,80 @@ def eigh(a, b=None, lower=True, eigvals_only=False, overwrite_a=False, overwrite
     Which entries are read, as in JAX: with ``symmetrize_input=True`` (the default) the
     Hermitian part (A + Aᴴ) / 2 (so ``lower`` changes nothing, as in JAX); with
     ``symmetrize_input=False`` the triangle that ``UPLO`` (``'L'``/``'U'``) or, without it,
-    ``lower`` names. Derivatives are those of that function of ``a``. ``b``, ``eigvals``
-    and ``type`` other than their defaults raise NotImplementedError, as in JAX;
+    ``lower`` names. Derivatives are those of that function of ``a``.
+
+    ``b`` (Hermitian positive definite, the same shape, read the same way as ``a``) gives
+    the generalized problem A v = λ B v, eigenvectors B-orthonormal (Vᴴ B V = I), as
+    ``scipy.linalg.eigh(a, b)`` (which JAX does not implement): B = L Lᴴ, the standard
+    problem of L⁻¹ A L⁻ᴴ, V = L⁻ᴴ W, on the gathered route (docs/ops/linalg.md); a ``b``
+    that is not positive definite gives NaN and info = N + k (LAPACK's, k its first
+    failing pivot). ``subset_by_index=(lo, hi)`` (SciPy's, inclusive; ``eigvals`` is its
+    older name) keeps eigenpairs lo..hi only: the eigenvalues ``hi - lo + 1`` and the
+    matching columns of V. ``type`` other than 1 raises NotImplementedError;
     ``overwrite_*``, ``turbo`` and ``check_finite`` change nothing.
     """
     del overwrite_a, overwrite_b, turbo, check_finite
-    if b is not None:
-        raise NotImplementedError("jaxmg.linalg.eigh: only the b=None case is implemented")
     if type != 1:
         raise NotImplementedError("jaxmg.linalg.eigh: only the type=1 case is implemented")
-    if eigvals is not None:
-        raise NotImplementedError("jaxmg.linalg.eigh: only the eigvals=None case is "
-                                  "implemented")
+    if eigvals is not None and subset_by_index is not None:
+        raise ValueError("jaxmg.linalg.eigh: pass subset_by_index or eigvals, not both")
+    subset = subset_by_index if subset_by_index is not None else eigvals
     if UPLO is not None:
         if UPLO not in ("L", "U"):
             raise ValueError(f"jaxmg.linalg.eigh: UPLO must be 'L' or 'U', got {UPLO!r}")
         lower = UPLO == "L"
     reads = "hermitian" if symmetrize_input else _triangle(lower)
     a = _matrix(a, "eigh")
+    keep = _subset(subset, a.shape[-1], "eigh")
     if _is_empty(a):
         _plan.check_dtype(a.dtype, "linalg.eigh")
         w = jnp.zeros(a.shape[:-1], _real(a.dtype))
         res = w if eigvals_only else EighResult(w, jnp.zeros(a.shape, a.dtype))
         return (res, _ok(a.shape[:-2])) if return_status else res
-    fn = functools.partial(_api.eigh_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
-                           return_eigenvectors=not eigvals_only, return_status=True, pad=pad,
-                           donate=donate, reads=reads, name="linalg.eigh")
-    out = _over_batch(fn, a.ndim - 2, a)
+    if b is not None:
+        b = _matrix(b, "eigh")
+        out = _general.eigh_gen(a, b, reads, keep, not eigvals_only, mesh=mesh,
+                                in_specs=in_specs)
+    else:
+        fn = functools.partial(_api.eigh_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
+                               return_eigenvectors=not eigvals_only, return_status=True,
+                               pad=pad, donate=donate, reads=reads, name="linalg.eigh")
+        out = _over_batch(fn, a.ndim - 2, a)
+        if keep is not None:  # the columns of V are local to every device: no traffic
+            lo, hi = keep
+            vs = () if eigvals_only else (out[1][..., lo:hi],)
+            out = (out[0][..., lo:hi], *vs, out[-1])
     info = out[-1]
     if check:
-        _raise_if_failed(info, "eigh", "the eigensolver did not converge")
+        what = "the eigensolver did not converge, or 'b' is not positive definite"
+        _raise_if_failed(info, "eigh", what)
     res = out[0] if eigvals_only else EighResult(out[0], out[1])
     return (res, info) if return_status else res
+
+
+def _subset(subset, n: int, op: str):
+    """SciPy's inclusive ``subset_by_index=(lo, hi)`` as a half-open (lo, hi + 1), checked."""
+    if subset is None:
+        return None
+    try:
+        lo, hi = (int(i) for i in subset)
+    except (TypeError, ValueError):
+        raise ValueError(f"jaxmg.linalg.{op}: subset_by_index must be a pair (lo, hi) of "
+                         f"indices, got {subset!r}") from None
+    if not 0 <= lo <= hi < n:
+        raise ValueError(f"jaxmg.linalg.{op}: subset_by_index=(lo, hi) needs "
+                         f"0 <= lo <= hi < N = {n}, got {subset!r}")
+    return lo, hi + 1
+
+
+def eigvalsh(a, UPLO="L", *, symmetrize_input=True, subset_by_index=None, T_A=None, mesh=None,
+             in_specs=None, pad=True, return_status=False, check=False, donate=False):
+    """Eigenvalues of a Hermitian matrix sharded by rows, ascending and replicated, as
+    ``jnp.linalg.eigvalsh`` (``eigh(..., eigvals_only=True)``: no eigenvectors computed);
+    ``subset_by_index=(lo, hi)`` (inclusive, SciPy's) keeps those only."""
+    return eigh(a, eigvals_only=True, UPLO=UPLO, symmetrize_input=symmetrize_input,
+                subset_by_index=subset_by_index, T_A=T_A, mesh=mesh, in_specs=in_specs,
+                pad=pad, return_status=return_status, check=check, donate=donate)
 
 
 # ---- slogdet, logdet ---------------------------------------------------------------------
@@ -508,8 +562,10 @@ def slogdet(a, *, method=None, T_A=None, mesh=None, in_specs=None, pad=True,
     ``sign`` is 1 (in ``a``'s dtype). Only positive definite matrices, taken as given:
     otherwise both outputs are NaN (info > 0), where ``jnp.linalg.slogdet`` would use an LU
     factorization. ``method`` is accepted with ``jnp.linalg.slogdet``'s values (None,
-    ``'lu'``, ``'qr'``) and the determinant always comes from the Cholesky factor (the same
-    value for the matrices jaxmg takes); others raise ValueError as in JAX.
+    ``'lu'``, ``'qr'``): ``'lu'`` takes any square matrix and computes through LU with
+    partial pivoting (the gathered route, as ``jaxmg.linalg.det``; a singular matrix gives
+    sign 0 and -inf, as JAX), None and ``'qr'`` through the Cholesky factor (positive
+    definite matrices only); others raise ValueError as in JAX.
 
     Derivatives (forward and reverse, any order) w.r.t. ``a``, or w.r.t. the matrix a
     ``CholeskyFactor`` keeps: d log det A = Re tr(A⁻¹ dA), with the row-sharded inverse
@@ -518,6 +574,12 @@ def slogdet(a, *, method=None, T_A=None, mesh=None, in_specs=None, pad=True,
     if method not in _SLOGDET_METHODS:
         raise ValueError(f"jaxmg.linalg.slogdet: unknown slogdet method {method!r}; "
                          f"supported methods are {_SLOGDET_METHODS[1:]} (and None)")
+    if method == "lu" and not isinstance(a, CholeskyFactor):  # any square matrix
+        a = _matrix(a, "slogdet")
+        _plan.check_dtype(a.dtype, "linalg.slogdet")
+        sign, logabs = _general.slogdet_gen(a, mesh=mesh, in_specs=in_specs)
+        res = SlogdetResult(sign, logabs)
+        return (res, _ok(a.shape[:-2])) if return_status else res
     if not isinstance(a, CholeskyFactor):
         a = _matrix(a, "slogdet")
         if _is_empty(a):

@@ -1,0 +1,235 @@
+"""The general dense ops (LU, QR, SVD, polar, least squares, the Cholesky factor itself and
+the generalized Hermitian eigenproblem) over a row-sharded matrix, on any platform and any
+number of devices: every device of the group gathers the matrices (one all-gather each) and
+runs XLA's own single-device solver on them (LAPACK on CPU devices, cuSOLVER on GPUs), then
+keeps its own rows of every output that is sharded by rows. The route of engine ``gather``,
+for the ops the distributed engines do not implement.
+
+Each op is a function of the whole matrices (``OPS``: the function, which inputs and outputs
+are sharded by rows, the others replicated). ``program`` puts it inside one ``jax.shard_map``
+with the varying-axes check on, so JAX differentiates and batches it exactly: the gather's
+transpose is a reduce-scatter, and a device's rows of an output are a slice of a value every
+device holds. Memory O(M N) per device: the whole matrices and outputs live on every device
+of the group.
+
+Numerical failure follows jaxmg's policy: LAPACK's ``info`` (the first zero pivot of U for
+LU, the first non-positive pivot for Cholesky, N + k for a ``b`` of the generalized problem
+that is not positive definite at its order-k leading minor) and NaN in the outputs that
+depend on the failed factorization.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from .. import _dist, _spmd
+from .._geometry import Placement
+from ._base import nan_where
+
+_tri = jax.lax.linalg.triangular_solve
+
+
+# ---- pieces --------------------------------------------------------------------------------
+
+def first_bad_pivot(h):
+    """LAPACK potrf's info for the Hermitian matrix ``h`` (its lower triangle read): 0, or
+    the 1-based index of the first pivot that is not positive (or not finite). An unblocked
+    elimination in a loop, run only where the fast factorization failed."""
+    n = h.shape[-1]
+    idx = jnp.arange(n)
+
+    def step(k, carry):
+        m, info = carry
+        d = jnp.real(m[k, k])
+        bad = (info == 0) & ~(d > 0)
+        info = jnp.where(bad, k + 1, info)
+        safe = jnp.where(d > 0, d, 1).astype(m.dtype)
+        col = jnp.where(idx > k, m[:, k], 0)
+        m = m - jnp.outer(col, jnp.conj(col)) / safe
+        return m, info
+
+    lower = jnp.tril(h)
+    h = lower + jnp.conj(jnp.tril(h, -1)).T
+    _, info = jax.lax.fori_loop(0, n, step, (h, jnp.zeros((), jnp.int32)))
+    return info
+
+
+def cholesky_info(h, L):
+    """(failed, info) of XLA's Cholesky ``L`` of ``h`` (XLA fills a failed factor with NaN)."""
+    failed = ~jnp.all(jnp.isfinite(jnp.real(jnp.diagonal(L))))
+    info = jax.lax.cond(failed, first_bad_pivot, lambda h: jnp.zeros((), jnp.int32), h)
+    return failed, info
+
+
+def hermitian(a, reads: str):
+    """The Hermitian matrix ``a`` stands for: its Hermitian part, or that of one triangle."""
+    if reads == "hermitian":
+        return (a + jnp.conj(a).T) / 2
+    t = jnp.tril(a) if reads == "lower" else jnp.triu(a)
+    d = jnp.real(jnp.diagonal(a)).astype(a.dtype)
+    strict = t - jnp.diag(jnp.diagonal(t))
+    return strict + jnp.conj(strict).T + jnp.diag(d)
+
+
+def lu_info(lu):
+    """getrf's info: 0, or the 1-based index of the first exactly zero diagonal entry of U."""
+    zero = jnp.diagonal(lu) == 0
+    return jnp.where(jnp.any(zero), jnp.argmax(zero) + 1, 0).astype(jnp.int32)
+
+
+# ---- the ops, as functions of the whole matrices --------------------------------------------
+
+def lu_factor(a):
+    lu, piv, _ = jax.lax.linalg.lu(a)
+    return lu, piv.astype(jnp.int32), lu_info(lu)
+
+
+def lu_solve(lu, piv, b, *, trans: int):
+    return (jax.scipy.linalg.lu_solve((lu, piv), b, trans=trans),)
+
+
+def solve_gen(a, b):
+    lu, piv, info = lu_factor(a)
+    x = jax.scipy.linalg.lu_solve((lu, piv), b)
+    return nan_where(info != 0, x), info
+
+
+def det(a):
+    return (jnp.linalg.det(a),)
+
+
+def slogdet_gen(a):
+    sign, logabs = jnp.linalg.slogdet(a)
+    return sign, logabs
+
+
+def cholesky(a, *, lower: bool):
+    h = hermitian(a, "lower" if lower else "upper")
+    L = jax.lax.linalg.cholesky(h, symmetrize_input=False)
+    failed, info = cholesky_info(h, L)
+    L = jnp.tril(L)
+    c = L if lower else jnp.conj(L).T
+    return nan_where(failed, c), info
+
+
+def qr(a, *, mode: str):
+    q, r = jnp.linalg.qr(a, mode=mode)
+    return q, r
+
+
+def qr_r(a):
+    return (jnp.linalg.qr(a, mode="r"),)
+
+
+def svd(a, *, full_matrices: bool):
+    u, s, vh = jnp.linalg.svd(a, full_matrices=full_matrices)
+    return u, s, vh
+
+
+def svd_values(a):
+    return (jnp.linalg.svd(a, compute_uv=False),)
+
+
+def polar(a, *, side: str, method: str):
+    u, p = jax.scipy.linalg.polar(a, side=side, method=method)
+    return u, p
+
+
+def lstsq(a, b, *, rcond):
+    x, resid, rank, s = jnp.linalg.lstsq(a, b, rcond=rcond)
+    return x, resid, rank.astype(jnp.int32), s
+
+
+def eigh_gen(a, b, *, reads: str, subset, vectors: bool):
+    """A v = λ B v: B = L Lᴴ, C = L⁻¹ A L⁻ᴴ, C = W Λ Wᴴ, V = L⁻ᴴ W (B-orthonormal)."""
+    n = a.shape[-1]
+    h = hermitian(a, reads)
+    hb = hermitian(b, reads)
+    L = jax.lax.linalg.cholesky(hb, symmetrize_input=False)
+    failed, info = cholesky_info(hb, L)
+    L = jnp.tril(jnp.where(failed, jnp.eye(n, dtype=L.dtype), L))
+    y = _tri(L, h, left_side=True, lower=True)
+    c = _tri(L, jnp.conj(y).T, left_side=True, lower=True)  # L⁻¹ (L⁻¹ A)ᴴ = L⁻¹ A L⁻ᴴ
+    c = (c + jnp.conj(c).T) / 2
+    v, w = jax.lax.linalg.eigh(c, lower=True, symmetrize_input=False)
+    info = jnp.where(failed, n + info, jnp.where(jnp.all(jnp.isfinite(w)), 0, 1))
+    bad = info != 0
+    if subset is not None:
+        lo, hi = subset
+        w, v = w[lo:hi], v[:, lo:hi]
+    w = nan_where(bad, w)
+    if not vectors:
+        return w, info.astype(jnp.int32)
+    v = _tri(L, v, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
+    return w, nan_where(bad, v), info.astype(jnp.int32)
+
+
+# name -> (function, input kinds, output kinds): "rows" sharded by rows, "rep" replicated
+OPS = {
+    "lu_factor": (lu_factor, ("rows",), ("rows", "rep", "rep")),
+    "lu_solve": (lu_solve, ("rows", "rep", "rep"), ("rep",)),
+    "solve_gen": (solve_gen, ("rows", "rep"), ("rep", "rep")),
+    "det": (det, ("rows",), ("rep",)),
+    "slogdet_gen": (slogdet_gen, ("rows",), ("rep", "rep")),
+    "cholesky": (cholesky, ("rows",), ("rows", "rep")),
+    "qr": (qr, ("rows",), ("rows", "rep")),
+    "qr_r": (qr_r, ("rows",), ("rep",)),
+    "svd": (svd, ("rows",), ("rows", "rep", "rep")),
+    "svd_values": (svd_values, ("rows",), ("rep",)),
+    "polar_right": (polar, ("rows",), ("rows", "rep")),
+    "polar_left": (polar, ("rows",), ("rows", "rows")),
+    "lstsq": (lstsq, ("rows", "rep"), ("rep", "rep", "rep", "rep")),
+    "eigh_gen": (eigh_gen, ("rows", "rows"), ("rep", "rows", "rep")),
+    "eigvalsh_gen": (eigh_gen, ("rows", "rows"), ("rep", "rep")),
+}
+
+
+def rows_per_device(m: int, ndev: int) -> int:
+    return -(-m // ndev)
+
+
+def _mine(x, axis, ndev: int):
+    """This device's rows of ``x`` (held whole by every device), zero rows padding the
+    last devices' shares to the same count."""
+    per = rows_per_device(x.shape[0], ndev)
+    x = jnp.pad(x, ((0, per * ndev - x.shape[0]),) + ((0, 0),) * (x.ndim - 1))
+    return jax.lax.dynamic_slice_in_dim(x, _dist.position(axis) * per, per, axis=0)
+
+
+@functools.lru_cache(maxsize=256)
+def program(op: str, place: Placement, rows: tuple, kw: tuple = ()):
+    """``op`` as one jitted program over the mesh of ``place``: its row inputs padded with
+    zero rows to a multiple of the row devices (``rows``: their true row counts, in order),
+    its row outputs likewise padded (cut by the caller); ``kw``: the op's static keywords
+    as sorted (name, value) pairs."""
+    fn, in_kinds, out_kinds = OPS[op]
+    fn = functools.partial(fn, **dict(kw))
+    axis, ndev = place.axis, place.ndev
+
+    def body(*args):
+        whole, it = [], iter(rows)
+        for x, kind in zip(args, in_kinds):
+            if kind == "rows":
+                g = jax.lax.all_gather(x, axis, axis=0, tiled=True, to="invarying")
+                x = g[: next(it)]
+            whole.append(x)
+        outs = fn(*whole)
+        return tuple(_mine(o, axis, ndev) if k == "rows" else o
+                     for o, k in zip(outs, out_kinds))
+
+    in_specs = tuple(P(place.axis) if k == "rows" else P() for k in in_kinds)
+    out_specs = tuple(P(place.axis) if k == "rows" else P() for k in out_kinds)
+    return jax.jit(_spmd.shard_map(body, place.mesh, in_specs, out_specs, check_vma=True))
+
+
+def out_rows(op: str, shapes: tuple, kw: tuple = ()) -> tuple:
+    """The true row count of each output of ``op`` on inputs of ``shapes`` (None for a
+    replicated output)."""
+    fn, in_kinds, out_kinds = OPS[op]
+    args = [jax.ShapeDtypeStruct(s, d) for s, d in shapes]
+    outs = jax.eval_shape(functools.partial(fn, **dict(kw)), *args)
+    return tuple(o.shape[0] if k == "rows" else None for o, k in zip(outs, out_kinds))

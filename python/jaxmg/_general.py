@@ -1,0 +1,301 @@
+"""The general dense ops of ``jaxmg.linalg``: LU (``lu_factor``, ``lu_solve``, ``det``, and
+``solve(assume_a="gen")``), the Cholesky factor itself (``cholesky``), ``qr``, ``svd``,
+``polar``, ``lstsq`` and the generalized Hermitian eigenproblem (``eigh(a, b)``), with the
+names, arguments and results of ``jax.scipy.linalg`` / ``jnp.linalg``.
+
+They take matrices sharded by rows, as every jaxmg op (mesh and spec inferred, or
+``mesh=``/``in_specs=``), and run the gathered route (``_engines.dense``): every device of the
+group gathers the matrix and runs XLA's solver, keeping its rows of the outputs sharded by
+rows. Derivatives and ``vmap`` are JAX's own rules of the same functions. See
+docs/ops/linalg.md ("General matrices").
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _plan
+
+
+class QRResult(NamedTuple):
+    """``qr``'s ``(Q, R)``, named as ``jnp.linalg.qr``'s result."""
+
+    Q: jax.Array
+    R: jax.Array
+
+
+class SVDResult(NamedTuple):
+    """``svd``'s ``(U, S, Vh)``, named as ``jnp.linalg.svd``'s result."""
+
+    U: jax.Array
+    S: jax.Array
+    Vh: jax.Array
+
+
+_SINGULAR = "the matrix is singular"
+_NOT_PD = "the matrix is not positive definite"
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+def as_matrix(a, op: str, square: bool = False):
+    """``a`` as JAX takes it: an array of rank ≥ 2 (a batch: leading dimensions), integers
+    and booleans promoted to the default floating dtype, a supported dtype."""
+    if not isinstance(a, (jax.Array, jax.core.Tracer)):
+        a = jnp.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.inexact):
+        a = a.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    if a.ndim < 2:
+        raise ValueError(f"jaxmg.linalg.{op}: 'a' must be a matrix (or a stack of them, "
+                         f"..., M, N), got shape {tuple(a.shape)}")
+    if square and a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"jaxmg.linalg.{op}: 'a' must be a square matrix (or a stack of "
+                         f"them, ..., N, N), got shape {tuple(a.shape)}")
+    _plan.check_dtype(a.dtype, f"linalg.{op}")
+    return a
+
+
+def as_rhs(b, n: int, dtype, op: str, nbatch: int):
+    """(b in the solve's dtype, vector): ``b`` of N or N x k (after ``nbatch`` batch
+    dimensions), checked against the matrix's N."""
+    if not isinstance(b, (jax.Array, jax.core.Tracer)):
+        b = jnp.asarray(b)
+    vector = b.ndim == nbatch + 1
+    if b.ndim not in (nbatch + 1, nbatch + 2) or b.shape[nbatch] != n:
+        raise ValueError(f"jaxmg.linalg.{op}: 'b' must have {n} rows to match 'a' (shape "
+                         f"..., {n} or ..., {n}, k), got shape {tuple(b.shape)}")
+    dtype = _plan.promote(dtype, b.dtype, f"linalg.{op}")
+    return b.astype(dtype), vector, dtype
+
+
+def _batched(fn, nbatch: int, *args):
+    for _ in range(nbatch):
+        fn = jax.vmap(fn)
+    return fn(*args)
+
+
+def _empty(x) -> bool:
+    return 0 in tuple(x.shape)
+
+
+def _finish(out, info, op, what, return_status, check):
+    if check:
+        _plan.raise_if_failed(info, op, what)
+    return (out, info) if return_status else out
+
+
+def _run(op, inputs, mesh, in_specs, name, **kw):
+    return _plan.dense_run(op, inputs, mesh=mesh, in_specs=in_specs, name=f"linalg.{name}",
+                           kw=tuple(sorted(kw.items())))
+
+
+# ---- LU ------------------------------------------------------------------------------------
+
+def lu_factor(a, overwrite_a=False, check_finite=True, *, mesh=None, in_specs=None,
+              return_status=False, check=False):
+    """LU factorization with partial pivoting, P A = L U, as ``jax.scipy.linalg.lu_factor``:
+    ``(lu, piv)``, ``lu`` (M x N, L's unit diagonal implicit) sharded by rows like ``a``,
+    ``piv`` (min(M, N), int32, LAPACK's 0-based row interchanges) replicated.
+
+    A singular matrix is factored completely, as LAPACK does; its ``info`` (with
+    ``return_status=True``) is the 1-based index of the first zero pivot, and
+    ``check=True`` raises ``numpy.linalg.LinAlgError`` for it (outside jit)."""
+    del overwrite_a, check_finite
+    a = as_matrix(a, "lu_factor")
+    if _empty(a):
+        lu, piv = jax.scipy.linalg.lu_factor(a)
+        return _finish((lu, piv), jnp.zeros(a.shape[:-2], jnp.int32), "lu_factor",
+                       _SINGULAR, return_status, check)
+
+    def one(a):
+        return _run("lu_factor", (a,), mesh, in_specs, "lu_factor")
+
+    lu, piv, info = _batched(one, a.ndim - 2, a)
+    return _finish((lu, piv), info, "lu_factor", _SINGULAR, return_status, check)
+
+
+def lu_solve(lu_and_piv, b, trans=0, overwrite_b=False, check_finite=True, *, mesh=None,
+             in_specs=None):
+    """Solves A x = b (``trans=0``), Aᵀ x = b (1) or Aᴴ x = b (2) with the factorization of
+    ``lu_factor``, as ``jax.scipy.linalg.lu_solve``; x replicated."""
+    del overwrite_b, check_finite
+    if trans not in (0, 1, 2):
+        raise ValueError(f"jaxmg.linalg.lu_solve: trans must be 0, 1 or 2, got {trans!r}")
+    lu, piv = lu_and_piv
+    lu = as_matrix(lu, "lu_solve", square=True)
+    nbatch = lu.ndim - 2
+    b, vector, dtype = as_rhs(b, lu.shape[-1], lu.dtype, "lu_solve", nbatch)
+    lu = lu.astype(dtype)
+    piv = jnp.asarray(piv).astype(jnp.int32)
+    if _empty(lu) or _empty(b):
+        return jax.scipy.linalg.lu_solve((lu, piv), b, trans=trans)
+
+    def one(lu, piv, b):
+        return _run("lu_solve", (lu, piv, b), mesh, in_specs, "lu_solve", trans=int(trans))[0]
+
+    return _batched(one, nbatch, lu, piv, b)
+
+
+def solve_gen(a, b, vector: bool, batch, *, mesh, in_specs, return_status, check):
+    """``solve(a, b, assume_a="gen")``: LU with partial pivoting; NaN and info > 0 (the
+    first zero pivot) for a singular matrix."""
+    dtype = _plan.promote(a.dtype, b.dtype, "linalg.solve")
+    a, b = a.astype(dtype), b.astype(dtype)
+    if batch:
+        a = jnp.broadcast_to(a, tuple(batch) + a.shape[-2:])
+        b = jnp.broadcast_to(b, tuple(batch) + (b.shape[-1:] if vector else b.shape[-2:]))
+
+    def one(a, b):
+        return _run("solve_gen", (a, b), mesh, in_specs, "solve")
+
+    x, info = _batched(one, len(batch), a, b)
+    return _finish(x, info, "solve", _SINGULAR, return_status, check)
+
+
+def det(a, overwrite_a=False, check_finite=True, *, mesh=None, in_specs=None):
+    """The determinant of a square matrix (LU with partial pivoting), as
+    ``jax.scipy.linalg.det``: a scalar in ``a``'s dtype, replicated (0 for a singular
+    matrix)."""
+    del overwrite_a, check_finite
+    a = as_matrix(a, "det", square=True)
+    if _empty(a):
+        return jnp.linalg.det(a)
+    return _batched(lambda a: _run("det", (a,), mesh, in_specs, "det")[0], a.ndim - 2, a)
+
+
+def slogdet_gen(a, *, mesh=None, in_specs=None):
+    """``(sign, log|det|)`` of a general square matrix through LU (``jnp.linalg.slogdet``)."""
+    if _empty(a):
+        return jnp.linalg.slogdet(a)
+    return _batched(lambda a: _run("slogdet_gen", (a,), mesh, in_specs, "slogdet"),
+                    a.ndim - 2, a)
+
+
+# ---- Cholesky, QR, SVD, polar, least squares -------------------------------------------------
+
+def cholesky(a, lower=False, overwrite_a=False, check_finite=True, *, mesh=None,
+             in_specs=None, return_status=False, check=False):
+    """The Cholesky factor of a Hermitian positive definite matrix, as
+    ``jax.scipy.linalg.cholesky``: U with A = Uᴴ U (``lower=False``, the default) or L with
+    A = L Lᴴ, reading only that triangle of ``a``; sharded by rows like ``a``, zero in the
+    other triangle. Not positive definite: NaN and info > 0 (LAPACK's first failing
+    pivot). ``jaxmg.linalg.cho_factor`` is the factor to solve with (it stays in the
+    solver's distributed layout); this is the matrix itself."""
+    del overwrite_a, check_finite
+    a = as_matrix(a, "cholesky", square=True)
+    if _empty(a):
+        return _finish(jax.scipy.linalg.cholesky(a, lower=lower),
+                       jnp.zeros(a.shape[:-2], jnp.int32), "cholesky", _NOT_PD,
+                       return_status, check)
+    c, info = _batched(lambda a: _run("cholesky", (a,), mesh, in_specs, "cholesky",
+                                      lower=bool(lower)), a.ndim - 2, a)
+    return _finish(c, info, "cholesky", _NOT_PD, return_status, check)
+
+
+_QR_MODES = ("reduced", "complete", "r")
+
+
+def qr(a, mode="reduced", *, mesh=None, in_specs=None):
+    """QR factorization, as ``jnp.linalg.qr``: ``QRResult(Q, R)`` with Q (M x K, K =
+    min(M, N); M x M for ``mode="complete"``) sharded by rows like ``a`` and R (K x N)
+    replicated; ``mode="r"`` returns R alone. ``"raw"`` raises ValueError."""
+    if mode not in _QR_MODES:
+        raise ValueError(f"jaxmg.linalg.qr: mode must be one of {_QR_MODES}, got {mode!r}")
+    a = as_matrix(a, "qr")
+    if _empty(a):
+        return jnp.linalg.qr(a, mode=mode)
+    if mode == "r":
+        return _batched(lambda a: _run("qr_r", (a,), mesh, in_specs, "qr")[0], a.ndim - 2, a)
+    q, r = _batched(lambda a: _run("qr", (a,), mesh, in_specs, "qr", mode=mode),
+                    a.ndim - 2, a)
+    return QRResult(q, r)
+
+
+def svd(a, full_matrices=True, compute_uv=True, hermitian=False, subset_by_index=None, *,
+        mesh=None, in_specs=None):
+    """Singular value decomposition, as ``jnp.linalg.svd``: ``SVDResult(U, S, Vh)`` with U
+    (M x M, or M x K with ``full_matrices=False``) sharded by rows like ``a``, S (K,
+    descending) and Vh (N x N or K x N) replicated; S alone with ``compute_uv=False``.
+    ``hermitian`` changes nothing (the general algorithm runs); ``subset_by_index`` raises
+    NotImplementedError, as ``jnp.linalg.svd`` does on CPU and GPU."""
+    del hermitian
+    if subset_by_index is not None:
+        raise NotImplementedError("jaxmg.linalg.svd: subset_by_index is not implemented")
+    a = as_matrix(a, "svd")
+    if _empty(a):
+        return jnp.linalg.svd(a, full_matrices=full_matrices, compute_uv=compute_uv)
+    if not compute_uv:
+        return _batched(lambda a: _run("svd_values", (a,), mesh, in_specs, "svd")[0],
+                        a.ndim - 2, a)
+    u, s, vh = _batched(lambda a: _run("svd", (a,), mesh, in_specs, "svd",
+                                       full_matrices=bool(full_matrices)), a.ndim - 2, a)
+    return SVDResult(u, s, vh)
+
+
+def polar(a, side="right", *, method="qdwh", eps=None, max_iterations=None, mesh=None,
+          in_specs=None):
+    """Polar decomposition, as ``jax.scipy.linalg.polar``: ``(u, p)`` with A = U P
+    (``side="right"``, P N x N) or A = P U (``"left"``, P M x M); U (M x N) sharded by rows
+    like ``a``, P sharded by rows for ``"left"`` and replicated for ``"right"``.
+    ``method`` is ``"qdwh"`` or ``"svd"``; ``eps`` and ``max_iterations`` other than None
+    raise NotImplementedError."""
+    if side not in ("right", "left"):
+        raise ValueError(f"jaxmg.linalg.polar: side must be 'right' or 'left', got {side!r}")
+    if method not in ("qdwh", "svd"):
+        raise ValueError(f"jaxmg.linalg.polar: method must be 'qdwh' or 'svd', got {method!r}")
+    if eps is not None or max_iterations is not None:
+        raise NotImplementedError("jaxmg.linalg.polar: eps and max_iterations are not "
+                                  "implemented (the defaults of jax.scipy.linalg.polar run)")
+    a = as_matrix(a, "polar")
+    if _empty(a):
+        return jax.scipy.linalg.polar(a, side=side, method=method)
+    return _batched(lambda a: _run(f"polar_{side}", (a,), mesh, in_specs, "polar",
+                                   side=side, method=method), a.ndim - 2, a)
+
+
+def lstsq(a, b, rcond=None, *, numpy_resid=False, mesh=None, in_specs=None):
+    """Least-squares solution of A x = b, as ``jnp.linalg.lstsq``: ``(x, resid, rank, s)``,
+    all replicated (SVD-based: any shape, any rank; ``rcond`` as there). ``numpy_resid``
+    raises NotImplementedError unless False."""
+    if numpy_resid:
+        raise NotImplementedError("jaxmg.linalg.lstsq: numpy_resid=True is not implemented")
+    a = as_matrix(a, "lstsq")
+    if a.ndim != 2:
+        raise ValueError(f"jaxmg.linalg.lstsq: 'a' must be a matrix (batches are not "
+                         f"supported, as in jnp.linalg.lstsq), got shape {tuple(a.shape)}")
+    b, vector, dtype = as_rhs(b, a.shape[0], a.dtype, "lstsq", 0)
+    a = a.astype(dtype)
+    if _empty(a) or _empty(b):
+        return jnp.linalg.lstsq(a, b, rcond=rcond)
+    rc = None if rcond is None else float(rcond)
+    x, resid, rank, s = _run("lstsq", (a, b), mesh, in_specs, "lstsq", rcond=rc)
+    return x, resid, rank, s
+
+
+# ---- the generalized Hermitian eigenproblem -------------------------------------------------
+
+def eigh_gen(a, b, reads: str, subset, vectors: bool, *, mesh, in_specs):
+    """``eigh(a, b)``: A v = λ B v, B Hermitian positive definite (the same triangle or
+    Hermitian part of both read); V B-orthonormal, sharded by rows. Returns ``(w, v or None,
+    info)``; info = N + k when B's leading minor of order k is not positive definite."""
+    dtype = _plan.promote(a.dtype, b.dtype, "linalg.eigh")
+    a, b = a.astype(dtype), b.astype(dtype)
+    if tuple(b.shape) != tuple(a.shape):
+        raise ValueError(f"jaxmg.linalg.eigh: 'b' must have the shape of 'a' "
+                         f"{tuple(a.shape)}, got {tuple(b.shape)}")
+    op = "eigh_gen" if vectors else "eigvalsh_gen"
+
+    def one(a, b):
+        out = _run(op, (a, b), mesh, in_specs, "eigh", reads=reads, subset=subset,
+                   vectors=bool(vectors))
+        return out if vectors else (out[0], None, out[1])
+
+    return _batched(one, a.ndim - 2, a, b)
+
+
+def real_dtype(dtype):
+    return np.dtype(jnp.finfo(dtype).dtype)
