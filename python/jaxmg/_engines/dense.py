@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from .. import _dist, _spmd
+from .. import _spmd
 from .._geometry import Placement
 from ._base import nan_where
 
@@ -197,7 +197,7 @@ def _mine(x, axis, ndev: int):
     last devices' shares to the same count."""
     per = rows_per_device(x.shape[0], ndev)
     x = jnp.pad(x, ((0, per * ndev - x.shape[0]),) + ((0, 0),) * (x.ndim - 1))
-    return jax.lax.dynamic_slice_in_dim(x, _dist.position(axis) * per, per, axis=0)
+    return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(axis).astype(jnp.int32) * per, per, axis=0)
 
 
 @functools.lru_cache(maxsize=256)
