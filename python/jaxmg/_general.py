@@ -295,7 +295,3 @@ def eigh_gen(a, b, reads: str, subset, vectors: bool, *, mesh, in_specs):
         return out if vectors else (out[0], None, out[1])
 
     return _batched(one, a.ndim - 2, a, b)
-
-
-def real_dtype(dtype):
-    return np.dtype(jnp.finfo(dtype).dtype)
