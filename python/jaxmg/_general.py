@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _plan
 
@@ -42,20 +41,23 @@ _NOT_PD = "the matrix is not positive definite"
 
 # ---- inputs ---------------------------------------------------------------------------------
 
-def as_matrix(a, op: str, square: bool = False):
-    """``a`` as JAX takes it: an array of rank ≥ 2 (a batch: leading dimensions), integers
-    and booleans promoted to the default floating dtype, a supported dtype."""
+def as_matrix(a, op: str, square: bool = False, check_dtype: bool = True):
+    """``a`` as a JAX function takes it: NumPy arrays and lists become arrays, integer and
+    boolean matrices the default floating dtype (``jnp.linalg``'s promotion); rank ≥ 2 (a
+    batch: leading dimensions), square where ``square``; a supported dtype where
+    ``check_dtype``."""
     if not isinstance(a, (jax.Array, jax.core.Tracer)):
         a = jnp.asarray(a)
     if not jnp.issubdtype(a.dtype, jnp.inexact):
         a = a.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    if square and (a.ndim < 2 or a.shape[-1] != a.shape[-2]):
+        raise ValueError(f"jaxmg.linalg.{op}: 'a' must be a square matrix (or a stack of "
+                         f"them, ..., N, N), got shape {tuple(a.shape)}")
     if a.ndim < 2:
         raise ValueError(f"jaxmg.linalg.{op}: 'a' must be a matrix (or a stack of them, "
                          f"..., M, N), got shape {tuple(a.shape)}")
-    if square and a.shape[-1] != a.shape[-2]:
-        raise ValueError(f"jaxmg.linalg.{op}: 'a' must be a square matrix (or a stack of "
-                         f"them, ..., N, N), got shape {tuple(a.shape)}")
-    _plan.check_dtype(a.dtype, f"linalg.{op}")
+    if check_dtype:
+        _plan.check_dtype(a.dtype, f"linalg.{op}")
     return a
 
 
@@ -72,13 +74,15 @@ def as_rhs(b, n: int, dtype, op: str, nbatch: int):
     return b.astype(dtype), vector, dtype
 
 
-def _batched(fn, nbatch: int, *args):
+def over_batch(fn, nbatch: int, *args):
+    """``fn`` mapped over ``nbatch`` leading dimensions of every argument (``jax.vmap``:
+    one call of the op per matrix)."""
     for _ in range(nbatch):
         fn = jax.vmap(fn)
     return fn(*args)
 
 
-def _empty(x) -> bool:
+def is_empty(x) -> bool:
     return 0 in tuple(x.shape)
 
 
@@ -106,7 +110,7 @@ def lu_factor(a, overwrite_a=False, check_finite=True, *, mesh=None, in_specs=No
     ``check=True`` raises ``numpy.linalg.LinAlgError`` for it (outside jit)."""
     del overwrite_a, check_finite
     a = as_matrix(a, "lu_factor")
-    if _empty(a):
+    if is_empty(a):
         lu, piv = jax.scipy.linalg.lu_factor(a)
         return _finish((lu, piv), jnp.zeros(a.shape[:-2], jnp.int32), "lu_factor",
                        _SINGULAR, return_status, check)
@@ -114,7 +118,7 @@ def lu_factor(a, overwrite_a=False, check_finite=True, *, mesh=None, in_specs=No
     def one(a):
         return _run("lu_factor", (a,), mesh, in_specs, "lu_factor")
 
-    lu, piv, info = _batched(one, a.ndim - 2, a)
+    lu, piv, info = over_batch(one, a.ndim - 2, a)
     return _finish((lu, piv), info, "lu_factor", _SINGULAR, return_status, check)
 
 
@@ -131,28 +135,25 @@ def lu_solve(lu_and_piv, b, trans=0, overwrite_b=False, check_finite=True, *, me
     b, vector, dtype = as_rhs(b, lu.shape[-1], lu.dtype, "lu_solve", nbatch)
     lu = lu.astype(dtype)
     piv = jnp.asarray(piv).astype(jnp.int32)
-    if _empty(lu) or _empty(b):
+    if is_empty(lu) or is_empty(b):
         return jax.scipy.linalg.lu_solve((lu, piv), b, trans=trans)
 
     def one(lu, piv, b):
         return _run("lu_solve", (lu, piv, b), mesh, in_specs, "lu_solve", trans=int(trans))[0]
 
-    return _batched(one, nbatch, lu, piv, b)
+    return over_batch(one, nbatch, lu, piv, b)
 
 
-def solve_gen(a, b, vector: bool, batch, *, mesh, in_specs, return_status, check):
-    """``solve(a, b, assume_a="gen")``: LU with partial pivoting; NaN and info > 0 (the
-    first zero pivot) for a singular matrix."""
+def solve_gen(a, b, nbatch: int, *, mesh, in_specs, return_status, check):
+    """``solve(a, b, assume_a="gen")`` of ``a`` and ``b`` with equal batch dimensions (N or
+    N x k after them): LU with partial pivoting; NaN and info > 0 (the first zero pivot)
+    for a singular matrix."""
     dtype = _plan.promote(a.dtype, b.dtype, "linalg.solve")
-    a, b = a.astype(dtype), b.astype(dtype)
-    if batch:
-        a = jnp.broadcast_to(a, tuple(batch) + a.shape[-2:])
-        b = jnp.broadcast_to(b, tuple(batch) + (b.shape[-1:] if vector else b.shape[-2:]))
 
     def one(a, b):
         return _run("solve_gen", (a, b), mesh, in_specs, "solve")
 
-    x, info = _batched(one, len(batch), a, b)
+    x, info = over_batch(one, nbatch, a.astype(dtype), b.astype(dtype))
     return _finish(x, info, "solve", _SINGULAR, return_status, check)
 
 
@@ -162,16 +163,16 @@ def det(a, overwrite_a=False, check_finite=True, *, mesh=None, in_specs=None):
     matrix)."""
     del overwrite_a, check_finite
     a = as_matrix(a, "det", square=True)
-    if _empty(a):
+    if is_empty(a):
         return jnp.linalg.det(a)
-    return _batched(lambda a: _run("det", (a,), mesh, in_specs, "det")[0], a.ndim - 2, a)
+    return over_batch(lambda a: _run("det", (a,), mesh, in_specs, "det")[0], a.ndim - 2, a)
 
 
 def slogdet_gen(a, *, mesh=None, in_specs=None):
     """``(sign, log|det|)`` of a general square matrix through LU (``jnp.linalg.slogdet``)."""
-    if _empty(a):
+    if is_empty(a):
         return jnp.linalg.slogdet(a)
-    return _batched(lambda a: _run("slogdet_gen", (a,), mesh, in_specs, "slogdet"),
+    return over_batch(lambda a: _run("slogdet_gen", (a,), mesh, in_specs, "slogdet"),
                     a.ndim - 2, a)
 
 
@@ -187,11 +188,11 @@ def cholesky(a, lower=False, overwrite_a=False, check_finite=True, *, mesh=None,
     solver's distributed layout); this is the matrix itself."""
     del overwrite_a, check_finite
     a = as_matrix(a, "cholesky", square=True)
-    if _empty(a):
+    if is_empty(a):
         return _finish(jax.scipy.linalg.cholesky(a, lower=lower),
                        jnp.zeros(a.shape[:-2], jnp.int32), "cholesky", _NOT_PD,
                        return_status, check)
-    c, info = _batched(lambda a: _run("cholesky", (a,), mesh, in_specs, "cholesky",
+    c, info = over_batch(lambda a: _run("cholesky", (a,), mesh, in_specs, "cholesky",
                                       lower=bool(lower)), a.ndim - 2, a)
     return _finish(c, info, "cholesky", _NOT_PD, return_status, check)
 
@@ -206,11 +207,11 @@ def qr(a, mode="reduced", *, mesh=None, in_specs=None):
     if mode not in _QR_MODES:
         raise ValueError(f"jaxmg.linalg.qr: mode must be one of {_QR_MODES}, got {mode!r}")
     a = as_matrix(a, "qr")
-    if _empty(a):
+    if is_empty(a):
         return jnp.linalg.qr(a, mode=mode)
     if mode == "r":
-        return _batched(lambda a: _run("qr_r", (a,), mesh, in_specs, "qr")[0], a.ndim - 2, a)
-    q, r = _batched(lambda a: _run("qr", (a,), mesh, in_specs, "qr", mode=mode),
+        return over_batch(lambda a: _run("qr_r", (a,), mesh, in_specs, "qr")[0], a.ndim - 2, a)
+    q, r = over_batch(lambda a: _run("qr", (a,), mesh, in_specs, "qr", mode=mode),
                     a.ndim - 2, a)
     return QRResult(q, r)
 
@@ -226,12 +227,12 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False, subset_by_index
     if subset_by_index is not None:
         raise NotImplementedError("jaxmg.linalg.svd: subset_by_index is not implemented")
     a = as_matrix(a, "svd")
-    if _empty(a):
+    if is_empty(a):
         return jnp.linalg.svd(a, full_matrices=full_matrices, compute_uv=compute_uv)
     if not compute_uv:
-        return _batched(lambda a: _run("svd_values", (a,), mesh, in_specs, "svd")[0],
+        return over_batch(lambda a: _run("svd_values", (a,), mesh, in_specs, "svd")[0],
                         a.ndim - 2, a)
-    u, s, vh = _batched(lambda a: _run("svd", (a,), mesh, in_specs, "svd",
+    u, s, vh = over_batch(lambda a: _run("svd", (a,), mesh, in_specs, "svd",
                                        full_matrices=bool(full_matrices)), a.ndim - 2, a)
     return SVDResult(u, s, vh)
 
@@ -251,9 +252,9 @@ def polar(a, side="right", *, method="qdwh", eps=None, max_iterations=None, mesh
         raise NotImplementedError("jaxmg.linalg.polar: eps and max_iterations are not "
                                   "implemented (the defaults of jax.scipy.linalg.polar run)")
     a = as_matrix(a, "polar")
-    if _empty(a):
+    if is_empty(a):
         return jax.scipy.linalg.polar(a, side=side, method=method)
-    return _batched(lambda a: _run(f"polar_{side}", (a,), mesh, in_specs, "polar",
+    return over_batch(lambda a: _run(f"polar_{side}", (a,), mesh, in_specs, "polar",
                                    side=side, method=method), a.ndim - 2, a)
 
 
@@ -269,7 +270,7 @@ def lstsq(a, b, rcond=None, *, numpy_resid=False, mesh=None, in_specs=None):
                          f"supported, as in jnp.linalg.lstsq), got shape {tuple(a.shape)}")
     b, vector, dtype = as_rhs(b, a.shape[0], a.dtype, "lstsq", 0)
     a = a.astype(dtype)
-    if _empty(a) or _empty(b):
+    if is_empty(a) or is_empty(b):
         return jnp.linalg.lstsq(a, b, rcond=rcond)
     rc = None if rcond is None else float(rcond)
     x, resid, rank, s = _run("lstsq", (a, b), mesh, in_specs, "lstsq", rcond=rc)
@@ -294,4 +295,4 @@ def eigh_gen(a, b, reads: str, subset, vectors: bool, *, mesh, in_specs):
                    vectors=bool(vectors))
         return out if vectors else (out[0], None, out[1])
 
-    return _batched(one, a.ndim - 2, a, b)
+    return over_batch(one, a.ndim - 2, a, b)

@@ -316,15 +316,13 @@ def dense_run(op: str, inputs, *, mesh, in_specs, name: str, kw: tuple = ()):
     inputs padded to split evenly over the row devices and placed by rows, the others
     replicated; the row outputs cut back to their true sizes. Refuses, before anything runs,
     a problem whose whole matrices do not fit one device."""
-    _, in_kinds, _ = dense.OPS[op]
+    _, in_kinds, out_kinds = dense.OPS[op]
     place = _mesh.resolve(inputs[0], mesh, in_specs, name)
     _ffi.ensure_registered(place.platform)
     shapes = tuple((tuple(x.shape), jnp.dtype(x.dtype)) for x in inputs)
-    sizes = dense.out_rows(op, shapes, kw)
-    outs = jax.eval_shape(lambda *xs: dense.OPS[op][0](*xs, **dict(kw)),
-                          *(jax.ShapeDtypeStruct(s, d) for s, d in shapes))
-    need = DENSE_COPIES * sum(int(np.prod(s)) * d.itemsize for s, d in shapes)
-    need += DENSE_COPIES * sum(int(np.prod(o.shape)) * o.dtype.itemsize for o in outs)
+    outs = dense.outputs(op, shapes, kw)
+    need = DENSE_COPIES * (sum(int(np.prod(s)) * d.itemsize for s, d in shapes)
+                           + sum(int(np.prod(o.shape)) * o.dtype.itemsize for o in outs))
     have = _engines._device_bytes(place.device)
     if place.platform != "cpu" and need > have:
         raise ValueError(
@@ -335,7 +333,7 @@ def dense_run(op: str, inputs, *, mesh, in_specs, name: str, kw: tuple = ()):
         if kind == "rows":
             m = x.shape[0]
             rows.append(m)
-            extra = dense.rows_per_device(m, place.ndev) * place.ndev - m
+            extra = even_split(m, place.ndev) - m
             if extra:
                 x = jnp.pad(x, ((0, extra),) + ((0, 0),) * (x.ndim - 1))
             x = _mesh.place(x, NamedSharding(place.mesh, P(place.axis)))
@@ -343,4 +341,5 @@ def dense_run(op: str, inputs, *, mesh, in_specs, name: str, kw: tuple = ()):
             x = _mesh.place(x, NamedSharding(place.mesh, P()))
         args.append(x)
     res = dense.program(op, place, tuple(rows), kw)(*args)
-    return tuple(o if s is None else _cut_rows(o, s, place.mesh) for o, s in zip(res, sizes))
+    return tuple(_cut_rows(r, o.shape[0], place.mesh) if k == "rows" else r
+                 for r, o, k in zip(res, outs, out_kinds))

@@ -154,19 +154,10 @@ class SlogdetResult(NamedTuple):
 # ---- inputs as JAX takes them ------------------------------------------------------------
 
 def _matrix(a, op: str):
-    """``a`` as a JAX function takes it: NumPy arrays and lists become arrays, integer and
-    boolean matrices the default floating dtype (``jnp.linalg``'s promotion); the shape is
-    (..., N, N) with any leading batch dimensions."""
+    """``a`` as a JAX function takes it (``_general.as_matrix``), square: (..., N, N)."""
     if isinstance(a, CholeskyFactor):
         raise TypeError(f"jaxmg.linalg.{op}: expected a matrix, got a CholeskyFactor")
-    if not isinstance(a, (jax.Array, jax.core.Tracer)):
-        a = jnp.asarray(a)
-    if not jnp.issubdtype(a.dtype, jnp.inexact):
-        a = a.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
-    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
-        raise ValueError(f"jaxmg.linalg.{op}: 'a' must be a square matrix (or a stack of them, "
-                         f"..., N, N), got shape {tuple(a.shape)}")
-    return a
+    return _general.as_matrix(a, op, square=True, check_dtype=False)
 
 
 def _rhs(b, a, op: str):
@@ -185,12 +176,7 @@ def _rhs(b, a, op: str):
     return b, vector, batch
 
 
-def _over_batch(fn, nbatch: int, *args):
-    """``fn`` mapped over ``nbatch`` leading dimensions of every argument (``jax.vmap``:
-    one call of the op per matrix)."""
-    for _ in range(nbatch):
-        fn = jax.vmap(fn)
-    return fn(*args)
+_over_batch = _general.over_batch
 
 
 def _triangle(lower) -> str:
@@ -202,8 +188,7 @@ def _triangle(lower) -> str:
 # so no engine runs (a device cannot hold a share of 0 rows) and the results are those of
 # JAX's functions: empty arrays of the right shapes and dtypes, det = 1, info = 0.
 
-def _is_empty(x) -> bool:
-    return 0 in tuple(x.shape)
+_is_empty = _general.is_empty
 
 
 def _ok(batch) -> jax.Array:
@@ -390,15 +375,7 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
     """
     del overwrite_a, overwrite_b, check_finite
     kind = str(assume_a).lower()
-    if kind in _GEN:
-        a = _matrix(a, "solve")
-        b, vector, batch = _rhs(b, a, "solve")
-        if _is_empty(a) or _is_empty(b):
-            x = jax.scipy.linalg.solve(a, b, assume_a="gen")
-            return (x, _ok(batch)) if return_status else x
-        return _general.solve_gen(a, b, vector, batch, mesh=mesh, in_specs=in_specs,
-                                  return_status=return_status, check=check)
-    if kind not in _POS | _HER | _SYM:
+    if kind not in _POS | _HER | _SYM | _GEN:
         raise ValueError(
             f"jaxmg.linalg.solve: assume_a={assume_a!r} is not supported; jaxmg solves "
             "general systems (assume_a='gen') and Hermitian positive definite ones "
@@ -422,12 +399,16 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
         tail = b.shape[-1:] if vector else b.shape[-2:]
         x = jnp.zeros(batch + tail, _plan.promote(a.dtype, b.dtype, "linalg.solve"))
         return (x, _ok(batch)) if return_status else x
-    one = functools.partial(_api.solve_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
-                            return_status=True, pad=pad, donate=donate,
-                            reads=_triangle(lower), name="linalg.solve")
     if batch:
         a = jnp.broadcast_to(a, batch + a.shape[-2:])
         b = jnp.broadcast_to(b, batch + (b.shape[-1:] if vector else b.shape[-2:]))
+    if kind in _GEN:
+        _plan.check_dtype(a.dtype, "linalg.solve")
+        return _general.solve_gen(a, b, len(batch), mesh=mesh, in_specs=in_specs,
+                                  return_status=return_status, check=check)
+    one = functools.partial(_api.solve_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
+                            return_status=True, pad=pad, donate=donate,
+                            reads=_triangle(lower), name="linalg.solve")
     x, info = _over_batch(one, len(batch), a, b)
     if check:
         _raise_if_failed(info, "solve", _NOT_PD)

@@ -36,7 +36,7 @@ _tri = jax.lax.linalg.triangular_solve
 # ---- pieces --------------------------------------------------------------------------------
 
 def first_bad_pivot(h):
-    """LAPACK potrf's info for the Hermitian matrix ``h`` (its lower triangle read): 0, or
+    """LAPACK potrf's info for the Hermitian matrix ``h``: 0, or
     the 1-based index of the first pivot that is not positive (or not finite). An unblocked
     elimination in a loop, run only where the fast factorization failed."""
     n = h.shape[-1]
@@ -52,8 +52,6 @@ def first_bad_pivot(h):
         m = m - jnp.outer(col, jnp.conj(col)) / safe
         return m, info
 
-    lower = jnp.tril(h)
-    h = lower + jnp.conj(jnp.tril(h, -1)).T
     _, info = jax.lax.fori_loop(0, n, step, (h, jnp.zeros((), jnp.int32)))
     return info
 
@@ -188,14 +186,10 @@ OPS = {
 }
 
 
-def rows_per_device(m: int, ndev: int) -> int:
-    return -(-m // ndev)
-
-
 def _mine(x, axis, ndev: int):
     """This device's rows of ``x`` (held whole by every device), zero rows padding the
     last devices' shares to the same count."""
-    per = rows_per_device(x.shape[0], ndev)
+    per = -(-x.shape[0] // ndev)
     x = jnp.pad(x, ((0, per * ndev - x.shape[0]),) + ((0, 0),) * (x.ndim - 1))
     return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(axis).astype(jnp.int32) * per, per, axis=0)
 
@@ -226,10 +220,9 @@ def program(op: str, place: Placement, rows: tuple, kw: tuple = ()):
     return jax.jit(_spmd.shard_map(body, place.mesh, in_specs, out_specs, check_vma=True))
 
 
-def out_rows(op: str, shapes: tuple, kw: tuple = ()) -> tuple:
-    """The true row count of each output of ``op`` on inputs of ``shapes`` (None for a
-    replicated output)."""
-    fn, in_kinds, out_kinds = OPS[op]
-    args = [jax.ShapeDtypeStruct(s, d) for s, d in shapes]
-    outs = jax.eval_shape(functools.partial(fn, **dict(kw)), *args)
-    return tuple(o.shape[0] if k == "rows" else None for o, k in zip(outs, out_kinds))
+@functools.lru_cache(maxsize=512)
+def outputs(op: str, shapes: tuple, kw: tuple = ()) -> tuple:
+    """The outputs of ``op`` on inputs of ``shapes`` ((shape, dtype) pairs) as
+    ``jax.ShapeDtypeStruct``s, with their true sizes (before any padding); cached."""
+    fn = functools.partial(OPS[op][0], **dict(kw))
+    return tuple(jax.eval_shape(fn, *(jax.ShapeDtypeStruct(s, d) for s, d in shapes)))
