@@ -65,7 +65,7 @@ c_tests() {
 # (needs only the toolkit's headers).
 mock_tests() {
   if [ -f "${CUDA_INC:-/usr/local/cuda/include}/cusolverMg.h" ]; then
-    bash tests/gpu/mock/run_mock.sh build/mock
+    PYTHON="$PY" bash tests/gpu/mock/run_mock.sh build/mock
   else
     echo "no CUDA toolkit headers (cusolverMg.h): the mock tests need them and do not run"
   fi

@@ -296,3 +296,17 @@ def eigh_gen(a, b, reads: str, subset, vectors: bool, *, mesh, in_specs):
         return out if vectors else (out[0], None, out[1])
 
     return over_batch(one, a.ndim - 2, a, b)
+
+
+def eigh_subset(a, reads: str, subset, vectors: bool, *, mesh, in_specs):
+    """``eigh(a, subset_by_index=...)``: eigenpairs subset = (lo, hi) (half-open) of the
+    Hermitian ``a`` by the subset eigensolver (the tridiagonal reduction and hi - lo
+    eigenpairs only). Returns ``(w, v or None, info)``, V sharded by rows."""
+    op = "eigh_subset" if vectors else "eigvalsh_subset"
+
+    def one(a):
+        out = _run(op, (a,), mesh, in_specs, "eigh", reads=reads, subset=subset,
+                   vectors=bool(vectors))
+        return out if vectors else (out[0], None, out[1])
+
+    return over_batch(one, a.ndim - 2, a)

@@ -486,15 +486,14 @@ def eigh(a, b=None, lower=True, eigvals_only=False, overwrite_a=False, overwrite
         b = _matrix(b, "eigh")
         out = _general.eigh_gen(a, b, reads, keep, not eigvals_only, mesh=mesh,
                                 in_specs=in_specs)
+    elif keep is not None:
+        out = _general.eigh_subset(a, reads, keep, not eigvals_only, mesh=mesh,
+                                   in_specs=in_specs)
     else:
         fn = functools.partial(_api.eigh_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
                                return_eigenvectors=not eigvals_only, return_status=True,
                                pad=pad, donate=donate, reads=reads, name="linalg.eigh")
         out = _over_batch(fn, a.ndim - 2, a)
-        if keep is not None:  # the columns of V are local to every device: no traffic
-            lo, hi = keep
-            vs = () if eigvals_only else (out[1][..., lo:hi],)
-            out = (out[0][..., lo:hi], *vs, out[-1])
     info = out[-1]
     if check:
         what = "the eigensolver did not converge, or 'b' is not positive definite"

@@ -107,6 +107,24 @@ typedef struct {
   jaxmg_session_t *session;  /* joined; slots hold every participant's jaxmg_part_t */
 } jaxmg_task_t;
 
+/* ---- device-local ops ----------------------------------------------------------------------
+ * No participants and no rendezvous: each device computes on operands it holds whole (the
+ * dense engine, python/jaxmg/_engines/dense.py). FFI targets: JAXMG_LOCAL_TARGETS
+ * (src/ffi/dispatch.h). */
+
+/* jaxmg_syevx: eigenpairs lo .. hi - 1 (ascending, 0-based) of the Hermitian n x n matrix at
+ * `a`, read column-major, lower triangle; `a` is overwritten. */
+typedef struct {
+  jaxmg_dtype_t dtype;
+  int64_t n, lo, hi;
+  int vectors;    /* 1: eigenvectors into z */
+  int parts;      /* devices of the process computing the same at once (CPU thread share) */
+  void *a;        /* n x n, column-major (in/scratch) */
+  void *w;        /* hi - lo eigenvalues, the real type of a */
+  void *z;        /* n x (hi - lo) column-major eigenvectors (vectors) */
+  int32_t *info;  /* LAPACK info: 0, or > 0 when the solver failed (outputs unspecified) */
+} jaxmg_syevx_t;
+
 /* Statuses that originate in another participant (already posted to the session). */
 static inline int jaxmg__is_peer_status(jaxmg_status_t s) {
   return s == JAXMG_EPEER || s == JAXMG_ETIMEDOUT;

@@ -53,4 +53,7 @@ jaxmg_status_t jaxmg__cpu_syevd(const jaxmg_cpu_ctx_t *c, int32_t *info, jaxmg_e
 jaxmg_status_t jaxmg__cpu_potrs_whole(const jaxmg_cpu_ctx_t *c, int32_t *info,
                                       jaxmg_error_t *err);
 
+/* The device-local subset eigensolver (cpu_syevx.c): ?syevr / ?heevr, range 'I'. */
+jaxmg_status_t jaxmg__cpu_syevx(const jaxmg_syevx_t *x, jaxmg_error_t *err);
+
 #endif

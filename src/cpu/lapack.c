@@ -11,7 +11,8 @@
   X(s, trsm, trsm) X(d, trsm, trsm) X(c, trsm, trsm) X(z, trsm, trsm)               \
   X(s, syrk, herk) X(d, syrk, herk) X(c, herk, herk) X(z, herk, herk)               \
   X(s, gemm, gemm) X(d, gemm, gemm) X(c, gemm, gemm) X(z, gemm, gemm)               \
-  X(s, syevd, syevd) X(d, syevd, syevd) X(c, heevd, heevd) X(z, heevd, heevd)
+  X(s, syevd, syevd) X(d, syevd, syevd) X(c, heevd, heevd) X(z, heevd, heevd)       \
+  X(s, syevr, syevr) X(d, syevr, syevr) X(c, heevr, heevr) X(z, heevr, heevr)
 
 static const float kF32[2] = {1.0f, -1.0f};
 static const double kF64[2] = {1.0, -1.0};
@@ -78,9 +79,13 @@ jaxmg_status_t jaxmg__cpu_kernels(jaxmg_dtype_t dt, int need_evd, const jaxmg_cp
   if (!k->info) k->info = info;
   const char *missing = !k->potrf ? "potrf" : !k->trsm ? "trsm" : !k->herk ? (info->is_complex ? "herk" : "syrk")
                       : !k->gemm ? "gemm" : NULL;
-  if (!missing && need_evd) {
+  if (!missing && need_evd == 1) {
     if (info->is_complex && !k->heevd) missing = "heevd";
     if (!info->is_complex && !k->syevd) missing = "syevd";
+  }
+  if (!missing && need_evd == 2) {
+    if (info->is_complex && !k->heevr) missing = "heevr";
+    if (!info->is_complex && !k->syevr) missing = "syevr";
   }
   pthread_mutex_unlock(&g_mu);
   if (missing) {

@@ -24,6 +24,19 @@ typedef void (*jaxmg_syevd_fn)(const char *jobz, const char *uplo, const int *n,
 typedef void (*jaxmg_heevd_fn)(const char *jobz, const char *uplo, const int *n, void *a,
                                const int *lda, void *w, void *work, const int *lwork, void *rwork,
                                const int *lrwork, int *iwork, const int *liwork, int *info);
+/* ?syevr / ?heevr: eigenvalues il..iu (1-based, inclusive) by relatively robust
+ * representations; vl, vu and abstol are reals of the element's real type. */
+typedef void (*jaxmg_syevr_fn)(const char *jobz, const char *range, const char *uplo,
+                               const int *n, void *a, const int *lda, const void *vl,
+                               const void *vu, const int *il, const int *iu, const void *abstol,
+                               int *m, void *w, void *z, const int *ldz, int *isuppz, void *work,
+                               const int *lwork, int *iwork, const int *liwork, int *info);
+typedef void (*jaxmg_heevr_fn)(const char *jobz, const char *range, const char *uplo,
+                               const int *n, void *a, const int *lda, const void *vl,
+                               const void *vu, const int *il, const int *iu, const void *abstol,
+                               int *m, void *w, void *z, const int *ldz, int *isuppz, void *work,
+                               const int *lwork, void *rwork, const int *lrwork, int *iwork,
+                               const int *liwork, int *info);
 
 typedef struct {
   const jaxmg_dtype_info_t *info;
@@ -33,6 +46,8 @@ typedef struct {
   jaxmg_gemm_fn gemm;
   jaxmg_syevd_fn syevd; /* real types */
   jaxmg_heevd_fn heevd; /* complex types */
+  jaxmg_syevr_fn syevr; /* real types */
+  jaxmg_heevr_fn heevr; /* complex types */
   const void *one, *mone; /* 1 and -1 in the element type */
   const void *rone, *rmone; /* 1 and -1 in the real type (herk/syrk scalars) */
   const void *zero;
@@ -47,7 +62,8 @@ typedef int (*jaxmg_cpu_threads_fn)(int threads);
 int jaxmg__cpu_threads_begin(int computing);
 void jaxmg__cpu_threads_end(int previous);
 
-/* The kernels of dtype dt, or JAXMG_EUNAVAIL naming the first routine not registered. */
+/* The kernels of dtype dt, or JAXMG_EUNAVAIL naming the first routine not registered;
+ * need_evd: 1 also requires ?syevd/?heevd, 2 ?syevr/?heevr. */
 jaxmg_status_t jaxmg__cpu_kernels(jaxmg_dtype_t dt, int need_evd, const jaxmg_cpu_kernels_t **out,
                                   const char *op, jaxmg_error_t *err);
 

@@ -109,4 +109,16 @@ const char *jaxmg__ffi_targets(const jaxmg_platform_t *pf);
 jaxmg_status_t jaxmg__ffi_run_joined(XLA_FFI_CallFrame *f, const jaxmg_platform_t *pf,
                                      jaxmg_task_t *t, jaxmg_error_t *err);
 
+/* ---- device-local ops (src/ffi/local.c) -------------------------------------------------
+ * Targets outside the op table: no participants, no rendezvous (src/common/ops.h). Every
+ * platform library registers them, after the op table's targets. */
+#define JAXMG_LOCAL_TARGETS "jaxmg_syevx"
+
+/* Decodes and validates a jaxmg_syevx call: operand a (n x n); results a (n x n, aliased to
+ * the operand: the solver's scratch), w (hi - lo reals), z (hi - lo x n, or 0 x n without
+ * vectors), info (int32 scalar); attributes lo, hi, vectors, parts. x->a is the result a;
+ * *src the operand (the platform copies it into x->a where XLA did not alias them). */
+jaxmg_status_t jaxmg__ffi_syevx_decode(const XLA_FFI_CallFrame *f, jaxmg_syevx_t *x,
+                                       const void **src, jaxmg_error_t *err);
+
 #endif

@@ -136,4 +136,20 @@ static const jaxmg_platform_t kCpu = {
 JAXMG_OPS(JAXMG_CPU_ENTRY)
 #undef JAXMG_CPU_ENTRY
 
+/* The device-local subset eigensolver (src/common/ops.h), on XLA's thread of the device. */
+JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_syevx_cpu(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_syevx_cpu(XLA_FFI_CallFrame *f) {
+  if (jaxmg__ffi_metadata(f)) return NULL;
+  if (f->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL;
+  jaxmg_error_t err = {JAXMG_OK, ""};
+  jaxmg_syevx_t x;
+  const void *src = NULL;
+  jaxmg_status_t st = jaxmg__ffi_syevx_decode(f, &x, &src, &err);
+  if (!st && src != x.a) {
+    memcpy(x.a, src, (size_t)x.n * (size_t)x.n * jaxmg__dtype_info(x.dtype)->size);
+  }
+  if (!st) st = jaxmg__cpu_syevx(&x, &err);
+  return st ? jaxmg__ffi_error(f->api, &err) : NULL;
+}
+
 const char *jaxmg_ffi_targets(void) { return jaxmg__ffi_targets(&kCpu); }

@@ -558,4 +558,35 @@ static const jaxmg_platform_t kCuda = {
 JAXMG_OPS(JAXMG_CUDA_ENTRY)
 #undef JAXMG_CUDA_ENTRY
 
+/* The device-local subset eigensolver (src/common/ops.h), on the call's stream. */
+JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_syevx_cuda(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_syevx_cuda(XLA_FFI_CallFrame *f) {
+  if (jaxmg__ffi_metadata(f)) return NULL;
+  if (f->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL;
+  jaxmg_error_t err = {JAXMG_OK, ""};
+  jaxmg_gpu_part_t g;
+  jaxmg_syevx_t x;
+  const void *src = NULL, *stream = NULL;
+  memset(&g, 0, sizeof g);
+  jaxmg_status_t st = jaxmg__ffi_syevx_decode(f, &x, &src, &err);
+  if (!st) st = jaxmg__ffi_stream(f, (void **)&stream, "eigh", &err);
+  if (!st) {
+    g.stream = (cudaStream_t)stream;
+    g.mem.alloc = xla_alloc;
+    g.mem.free = xla_free;
+    g.mem.ctx = f;
+    st = device_of(f, g.stream, &g.device, &err);
+  }
+  if (!st) st = enter(g.device, &err);
+  if (!st) {
+    if (src != x.a)
+      st = JAXMG_GPU(&err, "eigh", cudaMemcpyAsync(x.a, src, (size_t)x.n * (size_t)x.n *
+                                                   jaxmg__dtype_info(x.dtype)->size,
+                                                   cudaMemcpyDeviceToDevice, g.stream));
+    if (!st) st = jaxmg__gpu_syevx(&x, &g, &err);
+    leave();
+  }
+  return st ? jaxmg__ffi_error(f->api, &err) : NULL;
+}
+
 const char *jaxmg_ffi_targets(void) { return jaxmg__ffi_targets(&kCuda); }

@@ -141,6 +141,9 @@ jaxmg_status_t jaxmg__mg_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_e
  * cuSOLVERDn alone; the others copy their results from it. */
 jaxmg_status_t jaxmg__gpu_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
 
+/* The device-local subset eigensolver on g's device and stream (whole.c). */
+jaxmg_status_t jaxmg__gpu_syevx(const jaxmg_syevx_t *x, jaxmg_gpu_part_t *g, jaxmg_error_t *err);
+
 /* ---- what participants share during a call ------------------------------------------------ */
 /* The session's scratch: each participant's private state, published before a barrier. */
 typedef struct {

@@ -318,3 +318,78 @@ jaxmg_status_t jaxmg__gpu_whole(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxm
   /* 4. Nobody releases its events or buffers while another may still enqueue a wait on them. */
   return jaxmg__rv_barrier(t->session, rank, -1, err);
 }
+
+/* ---- the device-local subset eigensolver (src/common/ops.h) -------------------------------
+ * cusolverDnXsyevdx, range I: the tridiagonal reduction (as Xsyevd), then only the k wanted
+ * eigenpairs of the tridiagonal matrix and the back-transformation of those k vectors. The
+ * eigenvectors overwrite the first k columns of x->a (column-major, contiguous): one copy
+ * into z. cuSOLVER returns the number of eigenvalues found in host memory, so the call waits
+ * for the device. */
+jaxmg_status_t jaxmg__gpu_syevx(const jaxmg_syevx_t *x, jaxmg_gpu_part_t *g, jaxmg_error_t *err) {
+  const char *nm = "eigh";
+  const int64_t n = x->n, k = x->hi - x->lo;
+  const jaxmg_gpu_dtype_t *ty = jaxmg__gpu_dtype(x->dtype);
+  const size_t esz = jaxmg_dtype_size(x->dtype), rsz = jaxmg__dtype_info(x->dtype)->real_size;
+  if (!ty) return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: unsupported dtype", nm);
+  jaxmg_status_t st = JAXMG_GPU(err, nm, cudaMemsetAsync(x->info, 0, sizeof(int32_t), g->stream));
+  if (st || n == 0 || k == 0) return st;
+  const cusolverEigMode_t jobz = x->vectors ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+  const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
+  const double vb[2] = {0, 0}; /* vl, vu: unused with range I; room for any real type */
+  const int64_t il = x->lo + 1, iu = x->hi;
+  int64_t found = 0;
+  size_t dbytes = 0, hbytes = 0;
+  void *hwork = NULL;
+  if ((st = dn_lock(g->device, nm, err))) return st;
+  cusolverDnHandle_t h = g_dn[g->device].h;
+  cusolverDnParams_t prm = g_dn[g->device].params;
+  st = JAXMG_GPU(err, nm, cusolverDnSetStream(h, g->stream));
+  if (!st)
+    st = JAXMG_GPU(err, nm, cusolverDnSetDeterministicMode(
+                                h, deterministic() ? CUSOLVER_DETERMINISTIC_RESULTS
+                                                   : CUSOLVER_ALLOW_NON_DETERMINISTIC_RESULTS));
+  if (!st)
+    st = JAXMG_GPU(err, nm, cusolverDnXsyevdx_bufferSize(
+                                h, prm, jobz, CUSOLVER_EIG_RANGE_I, lo, n, ty->ctype, x->a, n,
+                                (void *)vb, (void *)vb, il, iu, &found, ty->rtype, NULL,
+                                ty->ctype, &dbytes, &hbytes));
+  /* One block: all n eigenvalues (cuSOLVER's W has n entries) and the workspace. */
+  const size_t wbytes = round_up((size_t)n * rsz);
+  if (!st)
+    st = jaxmg__gpu_alloc(g, &g->work, &g->work_bytes, wbytes + round_up(dbytes),
+                          "the eigenvalues and cuSOLVER's workspace", nm, err);
+  if (!st && hbytes && !(hwork = malloc(hbytes)))
+    st = jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory (%zu bytes)", nm, hbytes);
+  char *W = g->work;
+  if (!st)
+    st = JAXMG_GPU(err, nm, cusolverDnXsyevdx(h, prm, jobz, CUSOLVER_EIG_RANGE_I, lo, n,
+                                              ty->ctype, x->a, n, (void *)vb, (void *)vb, il, iu,
+                                              &found, ty->rtype, W, ty->ctype, W + wbytes, dbytes,
+                                              hwork, hbytes, x->info));
+  if (!st)
+    st = JAXMG_GPU(err, nm, cudaMemcpyAsync(x->w, W, (size_t)k * rsz, cudaMemcpyDeviceToDevice,
+                                            g->stream));
+  if (!st && x->vectors)
+    st = JAXMG_GPU(err, nm, cudaMemcpyAsync(x->z, x->a, (size_t)n * (size_t)k * esz,
+                                            cudaMemcpyDeviceToDevice, g->stream));
+  if (hwork) {
+    jaxmg_error_t e2;
+    jaxmg_status_t st2 = JAXMG_GPU(&e2, nm, cudaStreamSynchronize(g->stream));
+    if (!st && st2) {
+      st = st2;
+      *err = e2;
+    }
+    free(hwork);
+  }
+  pthread_mutex_unlock(&g_dn[g->device].mu);
+  /* Fewer eigenvalues than asked: a failure the caller sees as info = n + 1. */
+  if (!st && found != k) {
+    const int32_t bad = (int32_t)n + 1;
+    st = JAXMG_GPU(err, nm, cudaMemcpyAsync(x->info, &bad, sizeof bad, cudaMemcpyHostToDevice,
+                                            g->stream));
+    if (!st) st = JAXMG_GPU(err, nm, cudaStreamSynchronize(g->stream));
+  }
+  /* Stream-ordered: freed after the work enqueued above. */
+  jaxmg__gpu_free(g, &g->work, &g->work_bytes);
+  return st;
+}

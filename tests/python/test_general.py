@@ -290,24 +290,56 @@ def test_eigh_generalized_indefinite_b_gives_lapacks_info():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("ndev,n", [(1, 8), (2, 12), (3, 9), (4, 16)])
+@pytest.mark.parametrize("ndev,n", [(1, 8), (2, 12), (3, 9), (4, 16), (4, 13)])
 def test_eigh_subset_and_eigvalsh(dtype, ndev, n):
     need_devices(ndev)
     rng = np.random.default_rng(n)
     a = herm(n, dtype, rng)
-    arg, _ = _on(a, ndev)
+    arg, mesh = _on(a, ndev)
     w_ref = np.linalg.eigvalsh(_c(a))
     tol = THRESH * n * _norm(a) * eps(dtype)
     for lo, hi in ((0, 0), (2, n - 3), (n - 1, n - 1)):
-        w, v = linalg.eigh(arg, subset_by_index=(lo, hi))
+        w, v = linalg.eigh(arg, subset_by_index=(lo, hi), mesh=mesh)
         assert w.shape == (hi - lo + 1,) and v.shape == (n, hi - lo + 1)
+        assert w.dtype == np.finfo(dtype).dtype and v.dtype == dtype
         assert np.abs(np.asarray(w) - w_ref[lo:hi + 1]).max() <= tol
         assert _ratio(_c(a) @ _c(v) - _c(v) * np.asarray(w), a, dtype) < THRESH
-        ws = linalg.eigvalsh(arg, subset_by_index=(lo, hi))
+        assert _orth(v, dtype) < THRESH
+        ws = linalg.eigvalsh(arg, subset_by_index=(lo, hi), mesh=mesh)
         assert np.abs(np.asarray(ws) - w_ref[lo:hi + 1]).max() <= tol
+    # one triangle read, as JAX's symmetrize_input=False and UPLO do
+    junk = np.triu(rand(rng, (n, n), dtype), 1) * 100
+    for uplo, m in (("L", a + junk), ("U", a + junk.conj().T)):
+        arg_m, mesh_m = _on(m.astype(dtype), ndev)
+        ws = linalg.eigvalsh(arg_m, UPLO=uplo, symmetrize_input=False, subset_by_index=(1, 2),
+                             mesh=mesh_m)
+        assert np.abs(np.asarray(ws) - w_ref[1:3]).max() <= tol
     w_old = linalg.eigh(arg, eigvals=(1, 2), eigvals_only=True)  # SciPy's older name
     assert np.abs(np.asarray(w_old) - w_ref[1:3]).max() <= tol
     assert np.abs(np.asarray(linalg.eigvalsh(arg)) - w_ref).max() <= tol
+
+
+def test_eigh_subset_runs_the_subset_solver_not_the_full_one():
+    """The partial problem is not the full decomposition sliced: the program calls jaxmg's
+    subset eigensolver (LAPACK ?syevr / cuSOLVER Xsyevdx) and no full eigensolver."""
+    mesh = _two()
+    a = _rows(herm(8, np.float64, np.random.default_rng(1)), mesh)
+    for vectors in (False, True):
+        fn = jax.jit(lambda x: linalg.eigh(x, subset_by_index=(0, 1), eigvals_only=not vectors))
+        hlo = fn.lower(a).as_text()
+        assert "jaxmg_syevx" in hlo
+        assert "syevd" not in hlo and "jaxmg_syevd" not in hlo
+
+
+def test_eigh_subset_of_a_matrix_with_nan_gives_info_and_nan():
+    mesh = _two()
+    a = herm(8, np.float64, np.random.default_rng(2))
+    a[3, 5] = a[5, 3] = np.nan
+    (w, v), info = linalg.eigh(_rows(a, mesh), subset_by_index=(0, 2), return_status=True)
+    assert int(info) > 0
+    assert np.isnan(np.asarray(w)).all() and np.isnan(np.asarray(v)).all()
+    with pytest.raises(np.linalg.LinAlgError):
+        linalg.eigvalsh(_rows(a, mesh), subset_by_index=(0, 2), check=True)
 
 
 # ---- derivatives and vmap ---------------------------------------------------------------------
@@ -344,6 +376,11 @@ def test_derivatives_match_finite_differences(dtype):
 
     check_grads(gen, (h, s), order=1, **kw)
     check_grads(lambda h: linalg.eigh(h, subset_by_index=(1, 3))[0], (h,), order=1, **kw)
+    check_grads(lambda h: linalg.eigvalsh(h, subset_by_index=(0, 2)), (h,), order=1, **kw)
+    check_grads(lambda h: jnp.abs(linalg.eigh(h, subset_by_index=(2, 4))[1]) ** 2, (h,),
+                order=1, **kw)
+    check_grads(lambda h, s: linalg.eigh(h, s, subset_by_index=(0, 1), eigvals_only=True),
+                (h, s), order=1, **kw)
 
 
 def test_vmap_matches_one_call_per_matrix():

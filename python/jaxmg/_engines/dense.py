@@ -24,6 +24,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from .. import _spmd
@@ -77,6 +78,54 @@ def lu_info(lu):
     """getrf's info: 0, or the 1-based index of the first exactly zero diagonal entry of U."""
     zero = jnp.diagonal(lu) == 0
     return jnp.where(jnp.any(zero), jnp.argmax(zero) + 1, 0).astype(jnp.int32)
+
+
+def _syevx(h, lo: int, hi: int, vectors: bool, parts: int):
+    """jaxmg's device-local subset eigensolver (``jaxmg_syevx``: LAPACK ?syevr on CPU,
+    cuSOLVER Xsyevdx on GPU) on the whole Hermitian ``h``: ``(w, v, info)``, eigenpairs
+    lo..hi-1, v (N x (hi - lo), or N x 0 without vectors). The solver reads ``h``
+    column-major (``conj(h)``, the same eigenvalues, conjugate vectors)."""
+    n, k = h.shape[-1], hi - lo
+    real = jnp.finfo(h.dtype).dtype
+    finite = jnp.all(jnp.isfinite(h))
+    safe = jnp.where(finite, h, jnp.eye(n, dtype=h.dtype))
+    shapes = (jax.ShapeDtypeStruct((n, n), h.dtype), jax.ShapeDtypeStruct((k,), real),
+              jax.ShapeDtypeStruct((k if vectors else 0, n), h.dtype),
+              jax.ShapeDtypeStruct((), jnp.int32))
+    call = jax.ffi.ffi_call("jaxmg_syevx", shapes, input_output_aliases={0: 0},
+                            vmap_method="sequential")
+    _, w, z, info = call(safe, lo=np.int64(lo), hi=np.int64(hi), vectors=np.int64(vectors),
+                         parts=np.int64(parts))
+    info = jnp.where(finite, info, 1).astype(jnp.int32)
+    return w, jnp.conj(z).T, info
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
+def subset_eigh(h, lo: int, hi: int, vectors: bool, parts: int = 1):
+    """Eigenpairs lo..hi-1 (ascending) of the Hermitian ``h``, at the cost of the
+    tridiagonal reduction and k = hi - lo eigenpairs: ``(w, v, info)`` (v: N x 0 without
+    vectors). Derivatives: of the eigenvalues dλ = Re diag(Vᴴ dH V) from the same subset;
+    of the eigenvectors JAX's rule for the full decomposition (it sums over every other
+    eigenpair), so differentiating the vectors costs a full ``eigh``."""
+    return _syevx(h, lo, hi, vectors, parts)
+
+
+@subset_eigh.defjvp
+def _subset_eigh_jvp(lo, hi, vectors, parts, primals, tangents):
+    (h,), (dh,) = primals, tangents
+    zero_info = np.zeros((), dtype=jax.dtypes.float0)
+    if vectors:
+        def full(h):
+            v, w = jax.lax.linalg.eigh(h, lower=True, symmetrize_input=False)
+            return w[lo:hi], v[:, lo:hi]
+
+        (w, v), (dw, dv) = jax.jvp(full, (h,), (dh,))
+        info = jnp.where(jnp.all(jnp.isfinite(w)), 0, 1).astype(jnp.int32)
+        return (w, v, info), (dw, dv, zero_info)
+    w, v, info = _syevx(h, lo, hi, True, parts)
+    dw = jnp.real(jnp.sum(jnp.conj(v) * (dh @ v), axis=0)).astype(w.dtype)
+    empty = jnp.zeros((h.shape[-1], 0), h.dtype)
+    return (w, empty, info), (dw, empty, zero_info)
 
 
 # ---- the ops, as functions of the whole matrices --------------------------------------------
@@ -142,7 +191,7 @@ def lstsq(a, b, *, rcond):
     return x, resid, rank.astype(jnp.int32), s
 
 
-def eigh_gen(a, b, *, reads: str, subset, vectors: bool):
+def eigh_gen(a, b, *, reads: str, subset, vectors: bool, parts: int = 1):
     """A v = λ B v: B = L Lᴴ, C = L⁻¹ A L⁻ᴴ, C = W Λ Wᴴ, V = L⁻ᴴ W (B-orthonormal)."""
     n = a.shape[-1]
     h = hermitian(a, reads)
@@ -153,17 +202,27 @@ def eigh_gen(a, b, *, reads: str, subset, vectors: bool):
     y = _tri(L, h, left_side=True, lower=True)
     c = _tri(L, jnp.conj(y).T, left_side=True, lower=True)  # L⁻¹ (L⁻¹ A)ᴴ = L⁻¹ A L⁻ᴴ
     c = (c + jnp.conj(c).T) / 2
-    v, w = jax.lax.linalg.eigh(c, lower=True, symmetrize_input=False)
-    info = jnp.where(failed, n + info, jnp.where(jnp.all(jnp.isfinite(w)), 0, 1))
+    if subset is None:
+        v, w = jax.lax.linalg.eigh(c, lower=True, symmetrize_input=False)
+        einfo = jnp.where(jnp.all(jnp.isfinite(w)), 0, 1)
+    else:
+        w, v, einfo = subset_eigh(c, subset[0], subset[1], vectors, parts)
+    info = jnp.where(failed, n + info, einfo)
     bad = info != 0
-    if subset is not None:
-        lo, hi = subset
-        w, v = w[lo:hi], v[:, lo:hi]
     w = nan_where(bad, w)
     if not vectors:
         return w, info.astype(jnp.int32)
     v = _tri(L, v, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
     return w, nan_where(bad, v), info.astype(jnp.int32)
+
+
+def eigh_subset(a, *, reads: str, subset, vectors: bool, parts: int = 1):
+    """Eigenpairs subset = (lo, hi) of the standard problem, by the subset eigensolver."""
+    w, v, info = subset_eigh(hermitian(a, reads), subset[0], subset[1], vectors, parts)
+    bad = info != 0
+    if not vectors:
+        return nan_where(bad, w), info
+    return nan_where(bad, w), nan_where(bad, v), info
 
 
 # name -> (function, input kinds, output kinds): "rows" sharded by rows, "rep" replicated
@@ -183,7 +242,12 @@ OPS = {
     "lstsq": (lstsq, ("rows", "rep"), ("rep", "rep", "rep", "rep")),
     "eigh_gen": (eigh_gen, ("rows", "rows"), ("rep", "rows", "rep")),
     "eigvalsh_gen": (eigh_gen, ("rows", "rows"), ("rep", "rep")),
+    "eigh_subset": (eigh_subset, ("rows",), ("rep", "rows", "rep")),
+    "eigvalsh_subset": (eigh_subset, ("rows",), ("rep", "rep")),
 }
+
+# Ops told how many devices run them at once (the CPU backend's share of the cores).
+_PARTS = frozenset({"eigh_gen", "eigvalsh_gen", "eigh_subset", "eigvalsh_subset"})
 
 
 def _mine(x, axis, ndev: int):
@@ -201,7 +265,10 @@ def program(op: str, place: Placement, rows: tuple, kw: tuple = ()):
     its row outputs likewise padded (cut by the caller); ``kw``: the op's static keywords
     as sorted (name, value) pairs."""
     fn, in_kinds, out_kinds = OPS[op]
-    fn = functools.partial(fn, **dict(kw))
+    kw = dict(kw)
+    if op in _PARTS:
+        kw["parts"] = int(place.mesh.size)
+    fn = functools.partial(fn, **kw)
     axis, ndev = place.axis, place.ndev
 
     def body(*args):
