@@ -24,13 +24,15 @@ typedef void syevd_t(const char *jobz, const char *uplo, const int *n, void *a, 
 typedef void heevd_t(const char *jobz, const char *uplo, const int *n, void *a, const int *lda,
                      void *w, void *work, const int *lwork, void *rwork, const int *lrwork,
                      int *iwork, const int *liwork, int *info);
+typedef void syevr_t(void); /* registered only: the library calls it through its own type */
 
 #define JT_LAPACK(X)                                                                      \
   X(spotrf, potrf_t) X(dpotrf, potrf_t) X(cpotrf, potrf_t) X(zpotrf, potrf_t)           \
   X(strsm, trsm_t) X(dtrsm, trsm_t) X(ctrsm, trsm_t) X(ztrsm, trsm_t)                   \
   X(ssyrk, herk_t) X(dsyrk, herk_t) X(cherk, herk_t) X(zherk, herk_t)                   \
   X(sgemm, gemm_t) X(dgemm, gemm_t) X(cgemm, gemm_t) X(zgemm, gemm_t)                   \
-  X(ssyevd, syevd_t) X(dsyevd, syevd_t) X(cheevd, heevd_t) X(zheevd, heevd_t)
+  X(ssyevd, syevd_t) X(dsyevd, syevd_t) X(cheevd, heevd_t) X(zheevd, heevd_t)             \
+  X(ssyevr, syevr_t) X(dsyevr, syevr_t) X(cheevr, syevr_t) X(zheevr, syevr_t)
 
 #define JT_DECLARE_FORTRAN(name, type) extern type name##_;
 JT_LAPACK(JT_DECLARE_FORTRAN)
