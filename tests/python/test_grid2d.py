@@ -3,12 +3,17 @@ conventions) and its exchange with row-sharded matrices, against a NumPy referen
 from the definition: element (i, j) belongs to grid row (i // mb) % p and grid column
 (j // nb) % q, its rank is row + col * p, local rows and columns in increasing global order."""
 
-import itertools
-import os
+import _util  # noqa: F401  (devices and x64 before JAX starts)
+from _util import need_devices
 
+import itertools
+
+import jax
 import numpy as np
 import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxmg import _spmd
 from jaxmg._engines import _grid2d as g
 
 
@@ -145,3 +150,59 @@ def test_moved_bytes_are_all_but_a_share_of_each_shard():
         lay = g.Layout(n, n, nb, nb, p, q)
         moved = g.moved_elements(g.exchange(lay, g.even_row_starts(n, P)), P)
         np.testing.assert_array_equal(moved, np.full(P, (n * n // P) * (P - 1) // P))
+
+
+# ---- the exchange in JAX, on virtual CPU devices -------------------------------------------
+
+
+@pytest.mark.parametrize("m,n,mb,nb,p,q", [
+    (8, 8, 2, 2, 1, 1), (8, 8, 2, 2, 2, 1), (8, 6, 2, 2, 1, 2), (12, 12, 2, 3, 2, 2),
+    (16, 13, 3, 2, 2, 2), (24, 24, 4, 4, 1, 4), (20, 9, 2, 4, 2, 2), (12, 30, 16, 4, 3, 1),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+def test_rows_to_grid_and_back_in_jax(m, n, mb, nb, p, q, dtype):
+    nprocs = p * q
+    need_devices(nprocs)
+    mesh = Mesh(np.array(jax.devices()[:nprocs]), ("x",))
+    lay = g.Layout(m, n, mb, nb, p, q)
+    starts = g.even_row_starts(m, nprocs)
+    tb = g.tables(lay, starts)
+    rng = np.random.default_rng(m + n)
+    a = rng.standard_normal((m, n)).astype(dtype)
+    if np.iscomplexobj(a):
+        a = a + 1j * rng.standard_normal((m, n))
+    arr = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    fwd = _spmd.shard_map(lambda x: g.rows_to_grid(x, tb, "x"), mesh, (P("x", None),),
+                          P("x", None))
+    local = np.asarray(jax.jit(fwd)(arr)).reshape(nprocs, tb.mloc, tb.nloc)
+    for r in range(nprocs):
+        rows, cols = lay.rows(r), lay.cols(r)
+        want = np.zeros((tb.mloc, tb.nloc), a.dtype)
+        want[:rows.size, :cols.size] = a[np.ix_(rows, cols)]
+        np.testing.assert_array_equal(local[r], want)
+    back = _spmd.shard_map(lambda y: g.grid_to_rows(y, tb, "x", m // nprocs, n), mesh,
+                           (P("x", None),), P("x", None))
+    y = jax.device_put(local.reshape(nprocs * tb.mloc, tb.nloc), NamedSharding(mesh, P("x", None)))
+    np.testing.assert_array_equal(np.asarray(jax.jit(back)(y)), a)
+
+
+def test_rows_to_grid_over_two_mesh_axes():
+    need_devices(4)
+    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("a", "b"))
+    lay = g.Layout(16, 16, 2, 2, 2, 2)
+    tb = g.tables(lay, g.even_row_starts(16, 4))
+    a = np.arange(256.0).reshape(16, 16)
+    arr = jax.device_put(a, NamedSharding(mesh, P(("a", "b"), None)))
+    fwd = _spmd.shard_map(lambda x: g.rows_to_grid(x, tb, ("a", "b")), mesh,
+                          (P(("a", "b"), None),), P(("a", "b"), None))
+    local = np.asarray(jax.jit(fwd)(arr)).reshape(4, tb.mloc, tb.nloc)
+    for r in range(4):
+        np.testing.assert_array_equal(local[r], a[np.ix_(lay.rows(r), lay.cols(r))])
+
+
+def test_padding_of_the_all_to_all():
+    """Shards of whole row blocks per grid row and whole column blocks: no padding, each
+    rank sends exactly its shard (its own piece included)."""
+    lay = g.Layout(64, 64, 4, 4, 2, 2)
+    tb = g.tables(lay, g.even_row_starts(64, 4))
+    assert tb.padded_elements == 64 * 64 // 4

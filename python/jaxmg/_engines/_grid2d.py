@@ -1,6 +1,8 @@
 """The 2D block-cyclic layout of ScaLAPACK and cuSOLVERMp, and the exchange between it and
-the row-sharded matrices jaxmg's users hold. Pure index arithmetic (NumPy, no JAX): the
-distributed engine over cuSOLVERMp builds its data movement and its descriptors from it.
+the row-sharded matrices jaxmg's users hold: the index arithmetic in NumPy (descriptors,
+tables, byte counts) and the exchange itself in JAX, one ``all_to_all`` inside
+``shard_map`` each way (``rows_to_grid``, ``grid_to_rows``). The distributed engine over
+cuSOLVERMp builds its data movement and its descriptors from it.
 
 A p x q process grid holds an M x N matrix in blocks of mb x nb: global row i lies in grid
 row (i // mb) mod p, global column j in grid column (j // nb) mod q (the first block on
@@ -23,6 +25,8 @@ import math
 import os
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -214,3 +218,82 @@ def from_block_cyclic(local, lay: Layout, row_starts) -> list[np.ndarray]:
         shards[pc.src][np.ix_(pc.src_rows, pc.cols)] = \
             np.asarray(local[pc.dst])[np.ix_(pc.dst_rows, pc.dst_cols)]
     return shards
+
+
+# ---- the exchange in JAX ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Tables:
+    """Index tables of ``exchange`` for one all_to_all: every piece padded to R rows and C
+    columns (the largest piece). ``send_rows[s, d]``: rows of s's shard for d (padding:
+    row 0); ``cols[d]``: the global columns d holds (padding: column 0);
+    ``recv_rows[d, s]``: where s's rows land in d's local matrix (padding: ``mloc``, out of
+    bounds, dropped); ``recv_cols[d]``: d's local columns (padding: ``nloc``)."""
+    send_rows: np.ndarray  # (P, P, R)
+    cols: np.ndarray       # (P, C)
+    recv_rows: np.ndarray  # (P, P, R)
+    recv_cols: np.ndarray  # (P, C)
+    mloc: int              # the local matrix every rank holds in JAX: mloc x nloc (max over
+    nloc: int              # ranks; a rank's own is its top-left numroc x numroc corner)
+
+    @property
+    def padded_elements(self) -> int:
+        """Elements each rank sends and receives in the all_to_all (its own piece included)."""
+        P, _, R = self.send_rows.shape
+        return P * R * self.cols.shape[1]
+
+
+def tables(lay: Layout, row_starts) -> Tables:
+    P = lay.nprocs
+    pieces = exchange(lay, row_starts)
+    R = max([pc.src_rows.size for pc in pieces] + [1])
+    C = max([lay.local_shape(d)[1] for d in range(P)] + [1])
+    mloc = max([lay.local_shape(d)[0] for d in range(P)] + [1])
+    nloc = max([lay.local_shape(d)[1] for d in range(P)] + [1])
+    send = np.zeros((P, P, R), np.int32)
+    recv = np.full((P, P, R), mloc, np.int32)
+    cols = np.zeros((P, C), np.int32)
+    rcols = np.full((P, C), nloc, np.int32)
+    for d in range(P):
+        c = lay.cols(d)
+        cols[d, :c.size] = c
+        rcols[d, :c.size] = np.arange(c.size)
+    for pc in pieces:
+        send[pc.src, pc.dst, :pc.src_rows.size] = pc.src_rows
+        recv[pc.dst, pc.src, :pc.dst_rows.size] = pc.dst_rows
+    return Tables(send, cols, recv, rcols, mloc, nloc)
+
+
+def rows_to_grid(x, tb: Tables, axis):
+    """Inside ``shard_map``: this rank's row shard ``x`` (rows x N) to its local matrix of
+    the 2D block-cyclic layout, (``tb.mloc`` x ``tb.nloc``; a rank with fewer local rows or
+    columns holds zeros past them). One all_to_all over ``axis`` (a name or tuple of names,
+    rank = the flattened axis index)."""
+    me = jax.lax.axis_index(axis)
+    send = jnp.asarray(tb.send_rows)[me]                      # (P, R)
+    cols = jnp.asarray(tb.cols)                                # (P, C)
+    out = x[send[:, :, None], cols[:, None, :]]                # (P, R, C)
+    got = jax.lax.all_to_all(out, axis, 0, 0, tiled=False)     # got[s]: s's piece for me
+    rows = jnp.asarray(tb.recv_rows)[me]                       # (P, R)
+    rcols = jnp.asarray(tb.recv_cols)[me]                      # (C,)
+    local = jnp.zeros((tb.mloc, tb.nloc), x.dtype)
+    return local.at[rows[:, :, None], rcols[None, None, :]].set(got, mode="drop")
+
+
+def grid_to_rows(y, tb: Tables, axis, shard_rows: int, n: int):
+    """The inverse of ``rows_to_grid``: this rank's local block-cyclic matrix ``y`` back to
+    its row shard (``shard_rows`` x ``n``)."""
+    me = jax.lax.axis_index(axis)
+    mine = jnp.asarray(tb.recv_rows)[me]                       # (P, R): where s's rows sit
+    rcols = jnp.asarray(tb.recv_cols)[me]                      # (C,)
+    yp = jnp.pad(y, ((0, 1), (0, 1)))                          # padding reads the zero corner
+    out = yp[jnp.minimum(mine, tb.mloc)[:, :, None], jnp.minimum(rcols, tb.nloc)[None, None, :]]
+    got = jax.lax.all_to_all(out, axis, 0, 0, tiled=False)     # got[d]: d's piece of my rows
+    send = jnp.asarray(tb.send_rows)[me]                       # (P, R): my rows for d
+    valid = jnp.asarray(tb.recv_rows)[:, me] < tb.mloc         # (P, R): rows for d
+    cols = jnp.asarray(tb.cols)                                # (P, C)
+    cvalid = jnp.asarray(tb.recv_cols) < tb.nloc               # (P, C)
+    r_idx = jnp.where(valid, send, shard_rows)[:, :, None]
+    c_idx = jnp.where(cvalid, cols, n)[:, None, :]
+    shard = jnp.zeros((shard_rows, n), y.dtype)
+    return shard.at[r_idx, c_idx].set(got, mode="drop")
