@@ -60,7 +60,8 @@ def hpd(n: int, dtype, rng, shift: float = 1.0) -> np.ndarray:
     """Random Hermitian positive definite matrix, condition number of order n."""
     x = rand(rng, (n, n), np.complex128 if np.issubdtype(dtype, np.complexfloating) else np.float64)
     a = x @ x.conj().T / n + shift * np.eye(n)
-    return a.astype(dtype)
+    # exactly Hermitian (a BLAS may leave round-off in the imaginary part of the diagonal)
+    return ((a + a.conj().T) / 2).astype(dtype)
 
 
 def herm(n: int, dtype, rng) -> np.ndarray:
