@@ -10,7 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxmg
 from jaxmg import _api, _config, _engines, _plan, _rules
-from jaxmg._engines import one_device
+from jaxmg._engines import cusolvermp, one_device
 
 DTYPES = [np.float64, np.complex128, np.float32]
 
@@ -312,6 +312,8 @@ def test_every_engine_implements_what_it_declares(mesh_of):
     inv_ref, x_ref = np.linalg.inv(a), np.linalg.solve(a, b)
     w_ref = np.linalg.eigvalsh(a)
     for name, eng in _engines.ENGINES.items():
+        if eng.prepare:  # sets up GPU communicators (tests/gpu/test_cusolvermp.py)
+            continue
         for op in eng.bodies:
             prog = _engines.program(name, op, place, geo)
             if op == "potrs":
@@ -353,3 +355,13 @@ def test_potri_by_solves_matches(mesh_of, dtype, tile):
     a_s = jax.device_put(a, NamedSharding(mesh, P("x", None)))
     inv, info = prog(a_s)
     assert int(info[0]) == 31 and np.isnan(np.asarray(inv)).all()
+
+
+def test_the_cusolvermp_engine_is_refused_clearly_where_it_cannot_run(mesh_of):
+    mesh = mesh_of([0, 1])
+    a = jax.device_put(_hpd(8, np.float64, seed=1), NamedSharding(mesh, P("x", None)))
+    with pytest.raises(ValueError, match="cusolvermp.*gpu"):
+        jaxmg.potrs(a, np.ones((8, 1)), T_A=4, mesh=mesh, in_specs=(P("x", None), P(None, None)),
+                    engine="cusolvermp")
+    why = cusolvermp.available()
+    assert why is None or "pip install" in why

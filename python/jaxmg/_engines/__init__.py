@@ -13,6 +13,7 @@ engine                  platforms   what it does
 ``lapack``              cpu         distributed tiled LAPACK over the CPU devices
 ``one_device``          cpu, gpu    position 0 gathers what the solver reads and solves alone
 ``gather``              cpu, gpu    every device gathers the matrix, XLA's solver on each
+``cusolvermp``          gpu         cuSOLVERMp, one rank per GPU, any number of processes/nodes
 ======================  ==========  ===========================================================
 
 ``engine="mg"`` names the platform's distributed engine (``cusolvermg`` or ``lapack``) and
@@ -30,11 +31,12 @@ from jax.sharding import PartitionSpec as P
 
 from .. import _mpmd, _spmd
 from .._geometry import Geometry, Placement
-from . import cusolvermg, gather, lapack, one_device
+from . import cusolvermg, cusolvermp, gather, lapack, one_device
 from ._base import OPS, Engine
 
 ENGINES: dict[str, Engine] = {
-    e.name: e for e in (cusolvermg.ENGINE, lapack.ENGINE, one_device.ENGINE, gather.ENGINE)
+    e.name: e for e in (cusolvermg.ENGINE, lapack.ENGINE, one_device.ENGINE, gather.ENGINE,
+                        cusolvermp.ENGINE)
 }
 
 # The distributed engine of each platform: it lays the matrix out in tiles (its tile rule
@@ -126,6 +128,9 @@ def body(engine: str, op: str, geo: Geometry, row_axes, group_axes, platform: st
     """The per-device body of ``op`` on ``engine``, bound to its geometry and axes (for a
     call inside the user's own shard_map)."""
     eng = ENGINES[engine]
+    if eng.prepare:
+        raise ValueError(f"jaxmg.{op}: engine '{engine}' sets itself up from the concrete mesh "
+                         "and cannot run inside your own shard_map; call the op outside it")
     opts = eng.options(op, platform) if eng.options else {}
     return functools.partial(eng.bodies[op], geo=geo, row_axes=tuple(row_axes),
                              group_axes=tuple(group_axes), **opts, **kw)
@@ -156,6 +161,8 @@ def program(engine: str, op: str, place: Placement, geo: Geometry, donate: bool 
     assert op in OPS, op
     eng = ENGINES[engine]
     opts = eng.options(op, place.platform) if eng.options else {}
+    if eng.prepare:
+        opts = {**opts, **eng.prepare(op, place, geo)}
     fn = functools.partial(eng.bodies[op], geo=geo, row_axes=place.row_axes,
                            group_axes=place.group_axes, **opts)
     if op == "potrs":

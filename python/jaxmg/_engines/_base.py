@@ -58,6 +58,11 @@ class Engine:
     tile: Callable | None = None
     # (op, platform) -> extra keywords of the op's body (None: none).
     options: Callable | None = None
+    # (op, place) -> why the engine cannot run there beyond the checks below, or None.
+    check: Callable | None = None
+    # (op, place, geo) -> extra keywords of the body, computed with the concrete mesh when
+    # the program is built (the engine's set-up, e.g. communicators); None: nothing.
+    prepare: Callable | None = None
 
     def refuses(self, op: str, place, in_this_process: bool) -> str | None:
         """Why this engine cannot run ``op`` on ``place``, or None when it can."""
@@ -74,7 +79,7 @@ class Engine:
         if most is not None and place.ndev > most:
             return (f"engine '{self.name}' takes at most {most} {place.platform} devices along "
                     f"the row axes, the rows are sharded over {place.ndev}")
-        return None
+        return self.check(op, place) if self.check else None
 
 
 # cuSOLVERMg's syevd refuses tiles above 1024, and the original JAXMg syevd enforced the same bound:

@@ -1,0 +1,95 @@
+"""The cuSOLVERMp engine (``engine="cusolvermp"``) in one process, on every GPU JAX sees (one
+rank per GPU): potrs and syevd at every dtype against NumPy with scaled residual ratios
+(LAPACK's threshold 30), blocks that do and do not divide the shard, a matrix that is not
+positive definite (info and NaN). Skipped where jaxmg was built without the engine or
+cuSOLVERMp is not installed (the skip says what to install).
+
+The multi-process runs (one process per GPU under jax.distributed) use the same calls:
+docs/benchmarks.md has their command.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import jaxmg
+from jaxmg._engines import cusolvermp
+
+jax.config.update("jax_enable_x64", True)
+
+pytestmark = pytest.mark.gpu
+DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
+EPS = {np.float32: 2**-24, np.float64: 2**-53, np.complex64: 2**-24, np.complex128: 2**-53}
+
+
+@pytest.fixture(scope="module")
+def mesh(gpus):
+    why = cusolvermp.available()
+    if why:
+        pytest.skip(why)
+    return Mesh(np.array(gpus), ("x",))
+
+
+def _hpd(n, dtype, rng):
+    x = rng.standard_normal((n, n))
+    if np.issubdtype(dtype, np.complexfloating):
+        x = x + 1j * rng.standard_normal((n, n))
+    a = x @ x.conj().T / n + np.eye(n)
+    return ((a + a.conj().T) / 2).astype(dtype)
+
+
+def _ratio(r, a, dtype):
+    return np.linalg.norm(r, 1) / (a.shape[0] * np.linalg.norm(a, 1) * EPS[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,block", [(96, 16), (96, 20), (256, 512)])
+def test_potrs(mesh, dtype, n, block, monkeypatch):
+    monkeypatch.setenv("JAXMG_MP_BLOCK", str(block))
+    ndev = mesh.devices.size
+    n = n * ndev
+    rng = np.random.default_rng(n + block)
+    a = _hpd(n, dtype, rng)
+    b = rng.standard_normal((n, 3)).astype(dtype)
+    A = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    x, info = jaxmg.potrs(A, b, mesh=mesh, in_specs=(P("x", None), P(None, None)),
+                          return_status=True, engine="cusolvermp")
+    assert int(np.asarray(info).ravel()[0]) == 0
+    ad = a.astype(np.complex128)
+    assert _ratio(ad @ np.asarray(x, np.complex128) - b, ad, dtype) < 30
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_potrs_not_positive_definite(mesh, dtype):
+    n = 64 * mesh.devices.size
+    a = np.eye(n, dtype=dtype)
+    a[n // 2, n // 2] = -1
+    A = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    x, info = jaxmg.potrs(A, np.ones((n, 1), dtype), mesh=mesh,
+                          in_specs=(P("x", None), P(None, None)), return_status=True,
+                          engine="cusolvermp")
+    assert int(np.asarray(info).ravel()[0]) > 0
+    assert np.isnan(np.asarray(x)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("vectors", [True, False])
+def test_syevd(mesh, dtype, vectors, monkeypatch):
+    monkeypatch.setenv("JAXMG_MP_BLOCK", "16")
+    n = 80 * mesh.devices.size
+    rng = np.random.default_rng(n)
+    a = _hpd(n, dtype, rng) - 1.5 * np.eye(n, dtype=dtype)
+    A = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    out = jaxmg.syevd(A, mesh=mesh, in_specs=(P("x", None),), return_eigenvectors=vectors,
+                      return_status=True, engine="cusolvermp")
+    w, info = (out[0], out[-1])
+    assert int(np.asarray(info).ravel()[0]) == 0
+    ad = a.astype(np.complex128)
+    w_ref = np.linalg.eigvalsh(ad)
+    assert np.abs(np.asarray(w, np.float64) - w_ref).max() < 30 * n * np.linalg.norm(ad, 1) * EPS[dtype]
+    if vectors:
+        v = np.asarray(out[1], np.complex128)
+        assert _ratio(ad @ v - v * np.asarray(w, np.float64), ad, dtype) < 30
