@@ -14,7 +14,7 @@ ROOT = os.path.dirname(jaxmg.__file__)
 # Highest first. A module may import modules of its own layer or of a lower one.
 LAYERS = [
     ("public", ["jaxmg", "jaxmg.linalg", "jaxmg._compat", "jaxmg._api", "jaxmg._cyclic",
-                "jaxmg._general"]),
+                "jaxmg._general", "jaxmg.launch"]),
     ("checks and placement", ["jaxmg._plan", "jaxmg._mesh"]),
     ("derivative rules", ["jaxmg._rules", "jaxmg._dist"]),
     ("engines", ["jaxmg._engines", "jaxmg._engines.*"]),

@@ -101,6 +101,25 @@ def block(nloc: int) -> int:
 _GROUPS: dict = {}
 
 
+def share(name: str, owner: bool, make) -> bytes:
+    """``make()`` on the owner's process and the same bytes on every other process of the
+    mesh, through JAX's distributed key-value store (``jax.distributed.initialize()`` is
+    all it needs; no MPI). A process that waits gives up after ``JAXMG_TIMEOUT`` seconds
+    (default 300) with an error instead of hanging."""
+    client = _distributed.global_state.client
+    key = f"jaxmg/dist/{name}"
+    if owner:
+        value = make()
+        if client is not None and jax.process_count() > 1:
+            client.key_value_set_bytes(key, value)
+        return value
+    if client is None:
+        raise RuntimeError("jaxmg: the mesh spans several processes but jax.distributed is "
+                           "not initialized")
+    timeout = int(float(os.environ.get("JAXMG_TIMEOUT") or 300) * 1000)
+    return client.blocking_key_value_get_bytes(key, timeout)
+
+
 def group(mesh, row_axes: tuple, p: int, q: int) -> int:
     """The key of the communicators of ``mesh`` (one group per replica along the other
     axes, ranks = flattened positions along ``row_axes``), created on first use: collective,
@@ -118,25 +137,18 @@ def group(mesh, row_axes: tuple, p: int, q: int) -> int:
     groups = grid.reshape(-1, nranks)
     me = jax.process_index()
     nbytes = lib.jaxmg_dist_id_bytes()
-    client = _distributed.global_state.client
     for g, members in enumerate(groups):
         local = [(r, d) for r, d in enumerate(members) if d.process_index == me]
         if not local:
             continue
-        name = f"{key}-{g}-{'-'.join(str(d.id) for d in members)}"
-        if members[0].process_index == me:
+        def make():
             buf = ctypes.create_string_buffer(nbytes)
             if lib.jaxmg_dist_unique_id(buf, nbytes) != 0:
                 raise RuntimeError("jaxmg: ncclGetUniqueId failed")
-            uid = buf.raw
-            if client is not None and jax.process_count() > 1:
-                client.key_value_set_bytes(f"jaxmg/dist/{name}", uid)
-        else:
-            if client is None:
-                raise RuntimeError("jaxmg: the mesh spans several processes but "
-                                   "jax.distributed is not initialized")
-            timeout = int(float(os.environ.get("JAXMG_TIMEOUT") or 300) * 1000)
-            uid = client.blocking_key_value_get_bytes(f"jaxmg/dist/{name}", timeout)
+            return buf.raw
+
+        name = f"{key}-{g}-{'-'.join(str(d.id) for d in members)}"
+        uid = share(name, members[0].process_index == me, make)
         ranks = (ctypes.c_int * len(local))(*[r for r, _ in local])
         ids = (ctypes.c_int * len(local))(*[d.local_hardware_id for _, d in local])
         err = ctypes.create_string_buffer(512)
