@@ -76,6 +76,19 @@ def test_potrs_not_positive_definite(mesh, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_potri(mesh, dtype, monkeypatch):
+    monkeypatch.setenv("JAXMG_MP_BLOCK", "16")
+    n = 72 * mesh.devices.size
+    a = _hpd(n, dtype, np.random.default_rng(n))
+    A = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    inv, info = jaxmg.potri(A, mesh=mesh, in_specs=(P("x", None),), return_status=True,
+                            engine="cusolvermp")
+    assert int(np.asarray(info).ravel()[0]) == 0
+    ad = a.astype(np.complex128)
+    assert _ratio(ad @ np.asarray(inv, np.complex128) - np.eye(n), ad, dtype) < 30
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("vectors", [True, False])
 def test_syevd(mesh, dtype, vectors, monkeypatch):
     monkeypatch.setenv("JAXMG_MP_BLOCK", "16")

@@ -56,7 +56,7 @@ def _fake_ffi(geo, grid):
             a = _assemble(args[0], lay, tb, geo.n, geo.n)
             if name == "jaxmg_dist_potrs":
                 nrhs = int(attrs["nrhs"])
-                blay = _grid2d.Layout(geo.n, nrhs, lay.mb, max(nrhs, 1), p, q)
+                blay = _grid2d.Layout(geo.n, nrhs, lay.mb, int(attrs["nbb"]), p, q)
                 b = _assemble(args[1], blay, None, geo.n, nrhs)
                 L = jnp.tril(jax.lax.linalg.cholesky(a, symmetrize_input=False))
                 x = jax.scipy.linalg.cho_solve((L, True), b)
@@ -93,6 +93,14 @@ def test_potrs_and_syevd_bodies(monkeypatch, ndev, n, block):
     np.testing.assert_allclose(np.asarray(x), np.linalg.solve(a, b), rtol=1e-10)
     assert int(info[0]) == 0
     np.testing.assert_allclose(np.tril(np.asarray(factor)), np.linalg.cholesky(a), atol=1e-12)
+
+    def potri(a_loc):
+        return cusolvermp.potri(a_loc, **kw)
+
+    prog = _spmd.shard_map(potri, mesh, (P("x", None),), (P("x", None), P()))
+    inv, info = jax.jit(prog)(jax.device_put(a, NamedSharding(mesh, P("x", None))))
+    np.testing.assert_allclose(np.asarray(inv), np.linalg.inv(a), atol=1e-10)
+    assert int(info[0]) == 0
 
     h = herm(n, np.float64, rng)
 

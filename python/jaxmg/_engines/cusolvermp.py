@@ -201,7 +201,8 @@ def potrs(a_loc, b, *, geo, row_axes, group_axes, key, grid, keep_factor=False):
          jax.ShapeDtypeStruct((2,), jnp.int32)),
         input_output_aliases={0: 0, 1: 1})(
             local.T, b_loc.T, group=np.int64(key), n=np.int64(geo.n), mb=np.int64(lay.mb),
-            nb=np.int64(lay.nb), nrhs=np.int64(nrhs), solve=np.int64(nrhs > 0))
+            nb=np.int64(lay.nb), nrhs=np.int64(nrhs), nbb=np.int64(max(nrhs, 1)),
+            solve=np.int64(nrhs > 0))
     col0 = jnp.asarray(_rank_in_col0(lay))[me]
     part = jnp.zeros((geo.n + 1, nrhs), b.dtype).at[rows].set(
         jnp.where(col0, x_loc.T, 0))[:geo.n]
@@ -213,6 +214,39 @@ def potrs(a_loc, b, *, geo, row_axes, group_axes, key, grid, keep_factor=False):
         shard = _grid2d.grid_to_rows(a_out.T, tb, axis, geo.nloc, geo.n)
         return x, info1, nan_where(bad != 0, shard)
     return x, info1
+
+
+def _rank_cols(lay, nloc: int) -> np.ndarray:
+    """(P, nloc): the global columns of every rank's local matrix, padded with -1."""
+    out = np.full((lay.nprocs, nloc), -1, np.int32)
+    for r in range(lay.nprocs):
+        cols = lay.cols(r)
+        out[r, :cols.size] = cols
+    return out
+
+
+def potri(a_loc, *, geo, row_axes, group_axes, key, grid):
+    """The inverse: this rank's rows of inv(A), info[1]. One factorization and one solve
+    with B = I laid out like A (N x N in the same blocks; memory O(N² / P) per rank)."""
+    p, q = grid
+    axis = axis_of(row_axes)
+    lay, tb = _layout(geo.n, geo.ndev, p, q, block(geo.nloc))
+    local = _grid2d.rows_to_grid(a_loc, tb, axis)
+    me = jax.lax.axis_index(axis)
+    rows = jnp.asarray(_rank_rows(lay, tb.mloc))[me]
+    cols = jnp.asarray(_rank_cols(lay, tb.nloc))[me]
+    eye = (rows[:, None] == cols[None, :]).astype(a_loc.dtype)   # (mloc, nloc) of I
+    _, x_loc, info = jax.ffi.ffi_call(
+        "jaxmg_dist_potrs",
+        (jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype),
+         jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype),
+         jax.ShapeDtypeStruct((2,), jnp.int32)),
+        input_output_aliases={0: 0, 1: 1})(
+            local.T, eye.T, group=np.int64(key), n=np.int64(geo.n), mb=np.int64(lay.mb),
+            nb=np.int64(lay.nb), nrhs=np.int64(geo.n), nbb=np.int64(lay.nb), solve=np.int64(1))
+    bad = jax.lax.pmax(info[0], axis)
+    inv = _grid2d.grid_to_rows(x_loc.T, tb, axis, geo.nloc, geo.n)
+    return nan_where(bad != 0, inv), jnp.reshape(bad, (1,)).astype(jnp.int32)
 
 
 def syevd(a_loc, *, geo, row_axes, group_axes, key, grid, vectors=True):
@@ -258,7 +292,7 @@ def prepare(op: str, place, geo) -> dict:
 ENGINE = Engine(
     name="cusolvermp",
     platforms=("gpu",),
-    bodies={"potrs": potrs, "syevd": syevd},
+    bodies={"potrs": potrs, "potri": potri, "syevd": syevd},
     summary="cuSOLVERMp over every GPU of the mesh, one rank per GPU, any number of processes",
     check=refuses,
     prepare=prepare,
