@@ -154,10 +154,11 @@ class SlogdetResult(NamedTuple):
 # ---- inputs as JAX takes them ------------------------------------------------------------
 
 def _matrix(a, op: str):
-    """``a`` as a JAX function takes it (``_general.as_matrix``), square: (..., N, N)."""
+    """``a`` as a JAX function takes it (``_general.as_matrix``), square: (..., N, N), of a
+    supported dtype (checked before anything else, empty matrices included)."""
     if isinstance(a, CholeskyFactor):
         raise TypeError(f"jaxmg.linalg.{op}: expected a matrix, got a CholeskyFactor")
-    return _general.as_matrix(a, op, square=True, check_dtype=False)
+    return _general.as_matrix(a, op, square=True)
 
 
 def _rhs(b, a, op: str):
@@ -229,7 +230,6 @@ def cho_factor(a, lower=False, overwrite_a=False, check_finite=True, *, T_A=None
     del overwrite_a, check_finite
     a = _matrix(a, "cho_factor")
     if _is_empty(a):
-        _plan.check_dtype(a.dtype, "linalg.cho_factor")
         return CholeskyFactor(a, _ok(a.shape[:-2]), None, None, bool(lower), a, a.shape[-1])
     fn = functools.partial(factor, lower=bool(lower), reads=_triangle(lower), T_A=T_A,
                            mesh=mesh, in_specs=in_specs, pad=pad, donate=donate)
@@ -392,7 +392,6 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
         )
     b, vector, batch = _rhs(b, a, "solve")
     if _is_empty(a) or _is_empty(b):
-        _plan.check_dtype(a.dtype, "linalg.solve")
         if b.shape[-1 if vector else -2] != a.shape[-1]:
             raise ValueError(f"jaxmg.linalg.solve: 'b' must have {a.shape[-1]} rows to match "
                              f"'a', got shape {tuple(b.shape)}")
@@ -403,7 +402,6 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
         a = jnp.broadcast_to(a, batch + a.shape[-2:])
         b = jnp.broadcast_to(b, batch + (b.shape[-1:] if vector else b.shape[-2:]))
     if kind in _GEN:
-        _plan.check_dtype(a.dtype, "linalg.solve")
         return _general.solve_gen(a, b, len(batch), mesh=mesh, in_specs=in_specs,
                                   return_status=return_status, check=check)
     one = functools.partial(_api.solve_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
@@ -426,7 +424,6 @@ def inv(a, overwrite_a=False, check_finite=True, *, T_A=None, mesh=None, in_spec
     del overwrite_a, check_finite
     a = _matrix(a, "inv")
     if _is_empty(a):
-        _plan.check_dtype(a.dtype, "linalg.inv")
         x = jnp.zeros(a.shape, a.dtype)
         return (x, _ok(a.shape[:-2])) if return_status else x
     fn = functools.partial(potri, T_A=T_A, mesh=mesh, in_specs=in_specs, return_status=True,
@@ -478,7 +475,6 @@ def eigh(a, b=None, lower=True, eigvals_only=False, overwrite_a=False, overwrite
     a = _matrix(a, "eigh")
     keep = _subset(subset, a.shape[-1], "eigh")
     if _is_empty(a):
-        _plan.check_dtype(a.dtype, "linalg.eigh")
         w = jnp.zeros(a.shape[:-1], _real(a.dtype))
         res = w if eigvals_only else EighResult(w, jnp.zeros(a.shape, a.dtype))
         return (res, _ok(a.shape[:-2])) if return_status else res
@@ -556,7 +552,6 @@ def slogdet(a, *, method=None, T_A=None, mesh=None, in_specs=None, pad=True,
                          f"supported methods are {_SLOGDET_METHODS[1:]} (and None)")
     if method == "lu" and not isinstance(a, CholeskyFactor):  # any square matrix
         a = _matrix(a, "slogdet")
-        _plan.check_dtype(a.dtype, "linalg.slogdet")
         sign, logabs = _general.slogdet_gen(a, mesh=mesh, in_specs=in_specs)
         res = SlogdetResult(sign, logabs)
         return (res, _ok(a.shape[:-2])) if return_status else res
