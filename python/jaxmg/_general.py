@@ -16,8 +16,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from . import _plan
+from . import _mesh, _plan
+from ._engines import cusolvermp
 
 
 class QRResult(NamedTuple):
@@ -144,13 +146,57 @@ def lu_solve(lu_and_piv, b, trans=0, overwrite_b=False, check_finite=True, *, me
     return over_batch(one, nbatch, lu, piv, b)
 
 
-def solve_gen(a, b, nbatch: int, *, mesh, in_specs, return_status, check):
+GENERAL_ENGINES = ("auto", "gather", "cusolvermp")
+
+
+def _general_engine(engine, a, mesh, in_specs, op: str) -> str:
+    """The route of a general op: ``gather`` (every device gathers; any platform), or
+    ``cusolvermp`` (distributed over GPUs: asked for, or ``auto`` on a mesh over several
+    processes where the engine is available)."""
+    if engine not in GENERAL_ENGINES:
+        raise ValueError(f"jaxmg.linalg.{op}: engine for general matrices must be one of "
+                         f"{GENERAL_ENGINES}, got {engine!r}")
+    if engine == "gather" or (engine == "auto" and jax.process_count() == 1):
+        return "gather"
+    place = _mesh.resolve(a, mesh, in_specs, f"linalg.{op}")
+    if engine == "cusolvermp":
+        why = cusolvermp.ENGINE.refuses("potrs", place, True)
+        if why:
+            raise ValueError(f"jaxmg.linalg.{op}: {why}")
+        return engine
+    multi = isinstance(place.mesh, Mesh) and len(
+        {d.process_index for d in place.mesh.devices.flat}) > 1
+    if multi and place.platform == "gpu" and cusolvermp.available() is None:
+        return "cusolvermp"
+    return "gather"
+
+
+def _run_distributed(op, a, b, mesh, in_specs, name):
+    """``op`` on the cuSOLVERMp engine: A padded to a multiple of the row devices with the
+    identity (A ⊕ I: the solution of the leading block is A's), b with zero rows."""
+    place = _mesh.resolve(a, mesh, in_specs, f"linalg.{name}")
+    n = a.shape[-1]
+    n_even = _plan.even_split(n, place.ndev)
+    a, b = _plan.pad_to_split(a, b, n_even, "potrs")
+    a = _mesh.place(a, NamedSharding(place.mesh, place.spec))
+    b = _mesh.place(b, NamedSharding(place.mesh, P()))
+    x, info = cusolvermp.general_program(op, place, n_even)(a, b)
+    return x[:n], info[0]
+
+
+def solve_gen(a, b, nbatch: int, *, mesh, in_specs, return_status, check, engine="auto"):
     """``solve(a, b, assume_a="gen")`` of ``a`` and ``b`` with equal batch dimensions (N or
     N x k after them): LU with partial pivoting; NaN and info > 0 (the first zero pivot)
-    for a singular matrix."""
+    for a singular matrix. ``engine``: ``GENERAL_ENGINES``."""
     dtype = _plan.promote(a.dtype, b.dtype, "linalg.solve")
+    route = _general_engine(engine, a, mesh, in_specs, "solve")
 
     def one(a, b):
+        if route == "cusolvermp":
+            vec = b.ndim == 1
+            x, info = _run_distributed("solve_gen", a, b[:, None] if vec else b, mesh,
+                                       in_specs, "solve")
+            return (x[:, 0] if vec else x), info
         return _run("solve_gen", (a, b), mesh, in_specs, "solve")
 
     x, info = over_batch(one, nbatch, a.astype(dtype), b.astype(dtype))

@@ -356,7 +356,7 @@ _GEN = {"gen", "general"}
 
 def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=True,
           assume_a="pos", *, T_A=None, mesh=None, in_specs=None, pad=True, return_status=False,
-          check=False, donate=False):
+          check=False, donate=False, engine="auto"):
     """Solves A x = b for Hermitian positive definite A sharded by rows (``jaxmg.potrs``).
 
     As ``jax.scipy.linalg.solve(a, b, lower, assume_a="pos")``: the triangle of ``a`` that
@@ -372,6 +372,10 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
     LinAlgError with ``check=True``, where JAX would use LU). ``'sym'`` with a complex
     matrix (complex symmetric, A = Aᵀ) and other values raise ValueError.
     ``overwrite_*`` and ``check_finite`` are accepted and ignored.
+
+    ``engine`` as in ``jaxmg.potrs`` for positive definite matrices; for ``assume_a='gen'``
+    ``"auto"`` (the gathered route, or cuSOLVERMp's LU on a GPU mesh over several processes
+    where that engine is installed), ``"gather"`` or ``"cusolvermp"``.
     """
     del overwrite_a, overwrite_b, check_finite
     kind = str(assume_a).lower()
@@ -403,9 +407,9 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
         b = jnp.broadcast_to(b, batch + (b.shape[-1:] if vector else b.shape[-2:]))
     if kind in _GEN:
         return _general.solve_gen(a, b, len(batch), mesh=mesh, in_specs=in_specs,
-                                  return_status=return_status, check=check)
+                                  return_status=return_status, check=check, engine=engine)
     one = functools.partial(_api.solve_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
-                            return_status=True, pad=pad, donate=donate,
+                            return_status=True, pad=pad, donate=donate, engine=engine,
                             reads=_triangle(lower), name="linalg.solve")
     x, info = _over_batch(one, len(batch), a, b)
     if check:

@@ -16,6 +16,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
+from jaxmg import linalg
 from jaxmg._engines import cusolvermp
 
 jax.config.update("jax_enable_x64", True)
@@ -73,6 +74,30 @@ def test_potrs_not_positive_definite(mesh, dtype):
                           engine="cusolvermp")
     assert int(np.asarray(info).ravel()[0]) > 0
     assert np.isnan(np.asarray(x)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [96, 100])
+def test_solve_general(mesh, dtype, n, monkeypatch):
+    monkeypatch.setenv("JAXMG_MP_BLOCK", "16")
+    n = n * mesh.devices.size + (n == 100)  # 100: rows that do not split evenly
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    if np.issubdtype(dtype, np.complexfloating):
+        a = a + 1j * rng.standard_normal((n, n))
+    a = a.astype(dtype)
+    b = rng.standard_normal((n, 2)).astype(dtype)
+    x, info = linalg.solve(a, b, assume_a="gen", mesh=mesh, return_status=True,
+                           engine="cusolvermp")
+    assert int(info) == 0
+    ad, xd = a.astype(np.complex128), np.asarray(x, np.complex128)
+    backward = np.linalg.norm(ad @ xd - b, 1) / (
+        n * np.linalg.norm(ad, 1) * np.linalg.norm(xd, 1) * EPS[dtype])
+    assert backward < 30
+    singular = np.zeros((n, n), dtype)
+    x, info = linalg.solve(singular, b, assume_a="gen", mesh=mesh, return_status=True,
+                           engine="cusolvermp")
+    assert int(info) > 0 and np.isnan(np.asarray(x)).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

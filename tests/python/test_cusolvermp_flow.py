@@ -54,6 +54,12 @@ def _fake_ffi(geo, grid):
         def run(*args, **attrs):
             assert attrs["n"] == geo.n and attrs["mb"] == lay.mb == attrs["nb"]
             a = _assemble(args[0], lay, tb, geo.n, geo.n)
+            if name == "jaxmg_dist_getrs":
+                nrhs = int(attrs["nrhs"])
+                blay = _grid2d.Layout(geo.n, nrhs, lay.mb, int(attrs["nbb"]), p, q)
+                b = _assemble(args[1], blay, None, geo.n, nrhs)
+                x = jnp.linalg.solve(a, b)
+                return (args[0], _local(x, blay, None, shapes[1].shape), jnp.zeros((2,), jnp.int32))
             if name == "jaxmg_dist_potrs":
                 nrhs = int(attrs["nrhs"])
                 blay = _grid2d.Layout(geo.n, nrhs, lay.mb, int(attrs["nbb"]), p, q)
@@ -101,6 +107,15 @@ def test_potrs_and_syevd_bodies(monkeypatch, ndev, n, block):
     inv, info = jax.jit(prog)(jax.device_put(a, NamedSharding(mesh, P("x", None))))
     np.testing.assert_allclose(np.asarray(inv), np.linalg.inv(a), atol=1e-10)
     assert int(info[0]) == 0
+
+    g = rng.standard_normal((n, n)) + n * np.eye(n)
+
+    def gen(a_loc, b):
+        return cusolvermp.solve_gen(a_loc, b, geo=geo, row_axes=("x",), key=1, grid=grid)
+
+    prog = _spmd.shard_map(gen, mesh, (P("x", None), P()), (P(), P()))
+    x, info = jax.jit(prog)(jax.device_put(g, NamedSharding(mesh, P("x", None))), b)
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(g, b), rtol=1e-10)
 
     h = herm(n, np.float64, rng)
 

@@ -436,6 +436,11 @@ def test_bad_input_is_refused_before_anything_runs():
         linalg.eigh(_rows(np.eye(4), mesh), _rows(np.eye(2)[:, :2].repeat(2, 0), mesh))
     with pytest.raises(TypeError, match="float32, float64"):
         linalg.qr(_rows(np.ones((4, 2), np.float16), mesh))
+    with pytest.raises(ValueError, match="engine for general matrices"):
+        linalg.solve(_rows(np.eye(4), mesh), np.ones(4), assume_a="gen", engine="lapack")
+    if jax.devices()[0].platform == "cpu":
+        with pytest.raises(ValueError, match="cusolvermp.*gpu"):
+            linalg.solve(_rows(np.eye(4), mesh), np.ones(4), assume_a="gen", engine="cusolvermp")
     # integers are promoted, as jnp.linalg does
     np.testing.assert_allclose(float(linalg.det(_rows(np.eye(4, dtype=np.int32) * 2, mesh))), 16)
 

@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax._src import distributed as _distributed  # the key-value store of jax.distributed
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec as P
 
-from .. import _cuda_libs
-from .._geometry import axis_of
+from .. import _cuda_libs, _spmd
+from .._geometry import Geometry, axis_of
 from . import _grid2d
 from ._base import Engine, nan_where
 
@@ -272,6 +272,43 @@ def syevd(a_loc, *, geo, row_axes, group_axes, key, grid, vectors=True):
         return w, None, info1
     rows = _grid2d.grid_to_rows(v.T, tb, axis, geo.nloc, geo.n)
     return w, nan_where(bad != 0, rows), info1
+
+
+def solve_gen(a_loc, b, *, geo, row_axes, key, grid):
+    """A x = b for a general A (LU with partial pivoting, Getrf + Getrs): (x, info[1]),
+    x replicated; info = the first exactly zero pivot of U (x NaN then)."""
+    p, q = grid
+    axis = axis_of(row_axes)
+    lay, tb = _layout(geo.n, geo.ndev, p, q, block(geo.nloc))
+    local = _grid2d.rows_to_grid(a_loc, tb, axis)
+    me = jax.lax.axis_index(axis)
+    rows = jnp.asarray(_rank_rows(lay, tb.mloc))[me]
+    bp = jnp.concatenate([b, jnp.zeros((1, b.shape[1]), b.dtype)])
+    nrhs = b.shape[1]
+    _, x_loc, info = jax.ffi.ffi_call(
+        "jaxmg_dist_getrs",
+        (jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype),
+         jax.ShapeDtypeStruct((nrhs, tb.mloc), b.dtype),
+         jax.ShapeDtypeStruct((2,), jnp.int32)),
+        input_output_aliases={0: 0, 1: 1})(
+            local.T, bp[rows].T, group=np.int64(key), n=np.int64(geo.n), mb=np.int64(lay.mb),
+            nb=np.int64(lay.nb), nrhs=np.int64(nrhs), nbb=np.int64(nrhs))
+    col0 = jnp.asarray(_rank_in_col0(lay))[me]
+    part = jnp.zeros((geo.n + 1, nrhs), b.dtype).at[rows].set(
+        jnp.where(col0, x_loc.T, 0))[:geo.n]
+    x = jax.lax.psum(part, axis)
+    bad = jax.lax.pmax(info[0], axis)
+    return nan_where(bad != 0, x), jnp.reshape(bad, (1,)).astype(jnp.int32)
+
+
+@functools.lru_cache(maxsize=64)
+def general_program(op: str, place, n: int):
+    """The jitted program of a general op (``solve_gen``: (a, b) -> (x, info[1])) over
+    ``place``; ``n`` a multiple of the row devices."""
+    geo = Geometry(n, place.ndev, n // place.ndev)
+    kw = prepare(op, place, geo)
+    fn = functools.partial({"solve_gen": solve_gen}[op], geo=geo, row_axes=place.row_axes, **kw)
+    return jax.jit(_spmd.shard_map(fn, place.mesh, (place.spec, P()), (P(), P())))
 
 
 def refuses(op: str, place) -> str | None:
