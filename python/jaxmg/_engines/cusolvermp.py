@@ -1,5 +1,5 @@
 """Engine ``cusolvermp``: NVIDIA's cuSOLVERMp over every GPU of the mesh, one rank per GPU,
-in any number of processes and nodes (NCCL underneath; src/dist/dist.c). The engine of
+in any number of processes and nodes (NCCL underneath; src/cusolvermp/engine.c). The engine of
 meshes that span several processes (``jax.distributed``), selectable on any GPU mesh.
 
 Each call moves the row-sharded matrix into the 2D block-cyclic layout that cuSOLVERMp

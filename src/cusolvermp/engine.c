@@ -1,0 +1,466 @@
+/* The distributed engine over cuSOLVERMp (libjaxmg_dist_cuda<major>.so): one rank per GPU,
+ * any number of processes and nodes, NCCL underneath. Its own library, loaded only when
+ * the engine is asked for, so that jaxmg needs neither cuSOLVERMp nor NCCL otherwise.
+ *
+ * A group is the set of ranks of one mesh. Python creates it once, collectively
+ * (jaxmg_dist_init, called by every process for its own GPUs with the NCCL unique id that
+ * rank 0 made and JAX's key-value store spread): an NCCL communicator, a cuSOLVERMp handle
+ * and a p x q device grid (column-major: rank = row + col * p) per local GPU, kept until the
+ * process exits. The FFI calls then find their rank's context by (group key, device).
+ *
+ * Operands arrive in the 2D block-cyclic layout already (python/jaxmg/_engines/_grid2d.py
+ * moves them there with one all_to_all): each rank's local matrix column-major with leading
+ * dimension lld, that is an XLA buffer of shape (local columns, lld). The math is cuSOLVERMp's
+ * own, lower triangle, on the call's stream; workspaces come from XLA's allocator. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cusolverMp.h>
+#include <nccl.h>
+
+#include "common/ffi_util.h"
+#include "gpu/gpu.h"
+
+enum { MAX_CTX = 64 };
+
+typedef struct {
+  int used;
+  int64_t key; /* the group, chosen by Python */
+  int rank, nranks, device, p, q;
+  ncclComm_t comm;
+  cusolverMpHandle_t h;
+  cusolverMpGrid_t grid;
+  pthread_mutex_t mu; /* one call at a time per rank */
+} dist_ctx_t;
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static dist_ctx_t g_ctx[MAX_CTX];
+
+static jaxmg_status_t nccl_check(ncclResult_t r, const char *what, jaxmg_error_t *err) {
+  if (r == ncclSuccess) return JAXMG_OK;
+  return jaxmg__seterr(err, JAXMG_ELIB, "jaxmg.dist: NCCL %s failed: %s (%d)", what,
+                       ncclGetErrorString(r), (int)r);
+}
+
+static void put_error(const jaxmg_error_t *e, char *out, size_t len) {
+  if (out && len) snprintf(out, len, "%s", e->msg);
+}
+
+JAXMG_EXPORT int jaxmg_dist_unique_id(void *out, int len);
+/* ncclGetUniqueId into out[len] (len >= NCCL_UNIQUE_ID_BYTES); 0 on success. */
+int jaxmg_dist_unique_id(void *out, int len) {
+  ncclUniqueId id;
+  if (!out || len < (int)sizeof id) return -1;
+  if (ncclGetUniqueId(&id) != ncclSuccess) return -2;
+  memcpy(out, &id, sizeof id);
+  return 0;
+}
+
+JAXMG_EXPORT int jaxmg_dist_id_bytes(void);
+int jaxmg_dist_id_bytes(void) { return (int)sizeof(ncclUniqueId); }
+
+JAXMG_EXPORT int jaxmg_dist_nccl_version(void);
+int jaxmg_dist_nccl_version(void) {
+  int v = 0;
+  return ncclGetVersion(&v) == ncclSuccess ? v : -1;
+}
+
+static dist_ctx_t *find(int64_t key, int device) {
+  for (int i = 0; i < MAX_CTX; i++)
+    if (g_ctx[i].used && g_ctx[i].key == key && g_ctx[i].device == device) return &g_ctx[i];
+  return NULL;
+}
+
+JAXMG_EXPORT int jaxmg_dist_init(int64_t key, const void *id, int nranks, int nlocal,
+                                 const int *ranks, const int *devices, int p, int q,
+                                 char *errbuf, int errlen);
+/* Creates group `key` for this process's nlocal GPUs (devices[i] is rank ranks[i] of
+ * nranks, on a p x q grid). Collective over every process of the group. 0 on success,
+ * else a jaxmg_status_t with the reason in errbuf. Calling it again for an existing
+ * (key, device) does nothing for that device. */
+int jaxmg_dist_init(int64_t key, const void *id, int nranks, int nlocal, const int *ranks,
+                    const int *devices, int p, int q, char *errbuf, int errlen) {
+  jaxmg_error_t err = {JAXMG_OK, ""};
+  jaxmg_status_t st = JAXMG_OK;
+  ncclUniqueId uid;
+  int slot[MAX_CTX];
+  if (!id || nranks < 1 || nlocal < 1 || nlocal > MAX_CTX || p < 1 || q < 1 ||
+      p * q != nranks) {
+    st = jaxmg__seterr(&err, JAXMG_EINVAL, "jaxmg.dist: bad group (%d ranks, %d local, %dx%d)",
+                       nranks, nlocal, p, q);
+    put_error(&err, errbuf, (size_t)errlen);
+    return (int)st;
+  }
+  memcpy(&uid, id, sizeof uid);
+  int prev = -1;
+  (void)cudaGetDevice(&prev);
+  pthread_mutex_lock(&g_mu);
+  int fresh = 0;
+  for (int i = 0; i < nlocal && !st; i++) {
+    slot[i] = -1;
+    if (find(key, devices[i])) continue;
+    for (int s = 0; s < MAX_CTX; s++) {
+      if (!g_ctx[s].used) {
+        slot[i] = s;
+        g_ctx[s].used = -1; /* reserved until created */
+        break;
+      }
+    }
+    if (slot[i] < 0) st = jaxmg__seterr(&err, JAXMG_ENOMEM, "jaxmg.dist: more than %d ranks", MAX_CTX);
+    fresh += slot[i] >= 0;
+  }
+  /* One process with several GPUs joins for all of them at once. */
+  if (!st && fresh) st = nccl_check(ncclGroupStart(), "ncclGroupStart", &err);
+  for (int i = 0; i < nlocal && !st && fresh; i++) {
+    if (slot[i] < 0) continue;
+    dist_ctx_t *c = &g_ctx[slot[i]];
+    st = JAXMG_GPU(&err, "dist", cudaSetDevice(devices[i]));
+    if (!st)
+      st = nccl_check(ncclCommInitRank(&c->comm, nranks, uid, ranks[i]), "ncclCommInitRank", &err);
+  }
+  if (fresh) {
+    jaxmg_error_t e2 = {JAXMG_OK, ""};
+    jaxmg_status_t st2 = nccl_check(ncclGroupEnd(), "communicator creation (ncclGroupEnd)", &e2);
+    if (!st && st2) {
+      st = st2;
+      err = e2;
+    }
+  }
+  for (int i = 0; i < nlocal && !st; i++) {
+    if (slot[i] < 0) continue;
+    dist_ctx_t *c = &g_ctx[slot[i]];
+    st = JAXMG_GPU(&err, "dist", cudaSetDevice(devices[i]));
+    if (!st) st = JAXMG_GPU(&err, "dist", cusolverMpCreate(&c->h, devices[i], NULL));
+    if (!st)
+      st = JAXMG_GPU(&err, "dist", cusolverMpCreateDeviceGrid(c->h, &c->grid, c->comm, p, q,
+                                                              CUSOLVERMP_GRID_MAPPING_COL_MAJOR));
+    if (!st) {
+      c->key = key;
+      c->rank = ranks[i];
+      c->nranks = nranks;
+      c->device = devices[i];
+      c->p = p;
+      c->q = q;
+      pthread_mutex_init(&c->mu, NULL);
+      c->used = 1;
+    }
+  }
+  if (st) { /* nothing half-made stays: every reserved slot is released */
+    for (int i = 0; i < nlocal; i++) {
+      if (slot[i] < 0 || g_ctx[slot[i]].used == 1) continue;
+      dist_ctx_t *c = &g_ctx[slot[i]];
+      if (c->grid) (void)cusolverMpDestroyGrid(c->grid);
+      if (c->h) (void)cusolverMpDestroy(c->h);
+      if (c->comm) (void)ncclCommAbort(c->comm);
+      memset(c, 0, sizeof *c);
+    }
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (prev >= 0) (void)cudaSetDevice(prev);
+  put_error(&err, errbuf, (size_t)errlen);
+  return (int)st;
+}
+
+/* ---- the FFI calls -------------------------------------------------------------------- */
+
+typedef struct {
+  dist_ctx_t *c;
+  cudaStream_t stream;
+  const XLA_FFI_CallFrame *f;
+  const jaxmg_gpu_dtype_t *ty;
+  int prev_device;
+  int locked; /* c->mu is held */
+} call_t;
+
+static jaxmg_status_t enter(XLA_FFI_CallFrame *f, int64_t key, jaxmg_dtype_t dt, call_t *cl,
+                            const char *op, jaxmg_error_t *err) {
+  void *s = NULL;
+  int dev = -1;
+  memset(cl, 0, sizeof *cl);
+  cl->prev_device = -1;
+  jaxmg_status_t st = jaxmg__ffi_stream(f, &s, op, err);
+  if (st) return st;
+  cl->stream = (cudaStream_t)s;
+  cl->f = f;
+  if (cudaStreamGetDevice(cl->stream, &dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (jaxmg__ffi_device_ordinal(f, &dev))
+      return jaxmg__seterr(err, JAXMG_EUNAVAIL, "jaxmg.%s: cannot tell the CUDA device", op);
+  }
+  cl->ty = jaxmg__gpu_dtype(dt);
+  pthread_mutex_lock(&g_mu);
+  cl->c = find(key, dev);
+  pthread_mutex_unlock(&g_mu);
+  if (!cl->c) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: device %d has no rank in group %lld "
+                         "(jaxmg_dist_init was not called for it)", op, dev, (long long)key);
+  }
+  if (!cl->ty) return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: unsupported dtype", op);
+  (void)cudaGetDevice(&cl->prev_device);
+  if ((st = JAXMG_GPU(err, op, cudaSetDevice(dev)))) return st;
+  pthread_mutex_lock(&cl->c->mu);
+  cl->locked = 1;
+  return JAXMG_GPU(err, op, cusolverMpSetStream(cl->c->h, cl->stream));
+}
+
+static void leave(call_t *cl) {
+  if (cl->locked) pthread_mutex_unlock(&cl->c->mu);
+  cl->locked = 0;
+  if (cl->prev_device >= 0) (void)cudaSetDevice(cl->prev_device);
+}
+
+/* A buffer of the call: operand (is_ret 0) or result i, of rank 2 (cols, lld) or 1. */
+static jaxmg_status_t buf(XLA_FFI_CallFrame *f, int is_ret, int i, jaxmg_buf_t *b,
+                          const char *op, const char *what, jaxmg_error_t *err) {
+  return jaxmg__ffi_buffer(f, is_ret, i, b, op, what, err);
+}
+
+/* Device workspace from XLA's allocator and host workspace from malloc; released by
+ * work_free after the stream has finished with the host part. */
+typedef struct {
+  void *d, *hw;
+  size_t dbytes, hbytes;
+} work_t;
+
+static jaxmg_status_t work_get(call_t *cl, work_t *w, size_t dbytes, size_t hbytes,
+                               const char *op, jaxmg_error_t *err) {
+  char why[200];
+  w->dbytes = dbytes ? dbytes : 16;
+  w->hbytes = hbytes;
+  w->d = jaxmg__ffi_alloc(cl->f, w->dbytes, why, sizeof why);
+  if (!w->d) {
+    return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: no %zu bytes of device workspace for "
+                         "cuSOLVERMp from XLA's allocator: %s", op, w->dbytes, why);
+  }
+  if (hbytes && !(w->hw = malloc(hbytes)))
+    return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.%s: out of host memory (%zu bytes)", op, hbytes);
+  return JAXMG_OK;
+}
+
+static jaxmg_status_t work_free(call_t *cl, work_t *w, jaxmg_status_t st, jaxmg_error_t *err) {
+  if (w->hw) {
+    jaxmg_error_t e2;
+    jaxmg_status_t st2 = JAXMG_GPU(&e2, "dist", cudaStreamSynchronize(cl->stream));
+    if (!st && st2) {
+      st = st2;
+      *err = e2;
+    }
+    free(w->hw);
+  }
+  if (w->d) jaxmg__ffi_free(cl->f, w->d, w->dbytes);
+  return st;
+}
+
+static jaxmg_status_t desc(call_t *cl, cusolverMpMatrixDescriptor_t *d, int64_t m, int64_t n,
+                           int64_t mb, int64_t nb, int64_t lld, const char *op,
+                           jaxmg_error_t *err) {
+  return JAXMG_GPU(err, op, cusolverMpCreateMatrixDesc(d, cl->c->grid, cl->ty->ctype, m, n, mb,
+                                                       nb, 0, 0, lld));
+}
+
+static jaxmg_status_t attrs(XLA_FFI_CallFrame *f, const char *op, int64_t *key, int64_t *n,
+                            int64_t *mb, int64_t *nb, jaxmg_error_t *err) {
+  jaxmg_status_t st = jaxmg__ffi_attr_i64(f, "group", key, op, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "n", n, op, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "mb", mb, op, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "nb", nb, op, err);
+  if (!st && (*n < 1 || *mb < 1 || *nb < 1))
+    st = jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: bad n/mb/nb %lld/%lld/%lld", op,
+                       (long long)*n, (long long)*mb, (long long)*nb);
+  return st;
+}
+
+/* lld of a local buffer of shape (local columns, lld). */
+static int64_t lld_of(const jaxmg_buf_t *b) { return b->rank == 2 ? b->dims[1] : 1; }
+
+/* jaxmg_dist_potrs: operands a (local of A, N x N in mb x nb blocks) and b (local of B,
+ * N x nrhs in mb x nbb blocks: nbb = nrhs puts all of B on grid column 0, nbb = nb lays an
+ * N x N B out like A); results a (the factor, aliased), x (aliased to b), info (int32[2]:
+ * potrf's, potrs's). Attribute solve = 0 factors only (b and x unused). */
+static jaxmg_status_t potrs(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
+  const char *op = "potrs";
+  int64_t key, n, mb, nb, nrhs = 0, nbb = 1, solve = 1;
+  jaxmg_buf_t a, b, ra, rx, info;
+  call_t cl;
+  work_t w = {0};
+  cusolverMpMatrixDescriptor_t da = NULL, db = NULL;
+  jaxmg_status_t st = attrs(f, op, &key, &n, &mb, &nb, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "nrhs", &nrhs, op, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "solve", &solve, op, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "nbb", &nbb, op, err);
+  if (!st && (nrhs < 0 || nbb < 1))
+    st = jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: bad nrhs/nbb %lld/%lld", op,
+                       (long long)nrhs, (long long)nbb);
+  if (!st) st = buf(f, 0, 0, &a, op, "a", err);
+  if (!st) st = buf(f, 0, 1, &b, op, "b", err);
+  if (!st) st = buf(f, 1, 0, &ra, op, "a (result)", err);
+  if (!st) st = buf(f, 1, 1, &rx, op, "x", err);
+  if (!st) st = buf(f, 1, 2, &info, op, "info", err);
+  if (st) return st;
+  if (!a.known || a.rank != 2 || ra.data != a.data || rx.data != b.data || b.dtype != a.dtype) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: a and b must be local matrices of one "
+                         "dtype, the results aliased to them", op);
+  }
+  if ((st = enter(f, key, a.dtype, &cl, op, err))) {
+    leave(&cl);
+    return st;
+  }
+  const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
+  const cudaDataType ct = cl.ty->ctype;
+  size_t d1 = 0, h1 = 0, d2 = 0, h2 = 0;
+  st = desc(&cl, &da, n, n, mb, nb, lld_of(&a), op, err);
+  if (!st && solve) st = desc(&cl, &db, n, nrhs, mb, nbb, lld_of(&b), op, err);
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpPotrf_bufferSize(cl.c->h, lo, n, a.data, 1, 1, da, ct,
+                                                        &d1, &h1));
+  if (!st && solve)
+    st = JAXMG_GPU(err, op, cusolverMpPotrs_bufferSize(cl.c->h, lo, n, nrhs, a.data, 1, 1, da,
+                                                        b.data, 1, 1, db, ct, &d2, &h2));
+  if (!st) st = work_get(&cl, &w, d1 > d2 ? d1 : d2, h1 > h2 ? h1 : h2, op, err);
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpPotrf(cl.c->h, lo, n, a.data, 1, 1, da, ct, w.d, w.dbytes,
+                                            w.hw, w.hbytes, (int *)info.data));
+  /* After a failed factorization x is unspecified: Python replaces it by NaN from info. */
+  if (!st && solve)
+    st = JAXMG_GPU(err, op, cusolverMpPotrs(cl.c->h, lo, n, nrhs, a.data, 1, 1, da, b.data, 1,
+                                            1, db, ct, w.d, w.dbytes, w.hw, w.hbytes,
+                                            (int *)info.data + 1));
+  st = work_free(&cl, &w, st, err);
+  if (da) (void)cusolverMpDestroyMatrixDesc(da);
+  if (db) (void)cusolverMpDestroyMatrixDesc(db);
+  leave(&cl);
+  return st;
+}
+
+/* jaxmg_dist_getrs: operands a (local of a general A, N x N in mb x nb blocks) and b (local
+ * of B, N x nrhs in mb x nbb blocks); results a (L and U, aliased), x (aliased to b), info
+ * (int32[2]: getrf's, the first exactly zero pivot of U; getrs's). Row pivots live in
+ * device workspace (LOCr(N) + mb entries, ScaLAPACK's IPIV) for the call only. */
+static jaxmg_status_t getrs(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
+  const char *op = "solve";
+  int64_t key, n, mb, nb, nrhs = 0, nbb = 1;
+  jaxmg_buf_t a, b, ra, rx, info;
+  call_t cl;
+  work_t w = {0}, piv = {0};
+  cusolverMpMatrixDescriptor_t da = NULL, db = NULL;
+  jaxmg_status_t st = attrs(f, op, &key, &n, &mb, &nb, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "nrhs", &nrhs, op, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "nbb", &nbb, op, err);
+  if (!st) st = buf(f, 0, 0, &a, op, "a", err);
+  if (!st) st = buf(f, 0, 1, &b, op, "b", err);
+  if (!st) st = buf(f, 1, 0, &ra, op, "a (result)", err);
+  if (!st) st = buf(f, 1, 1, &rx, op, "x", err);
+  if (!st) st = buf(f, 1, 2, &info, op, "info", err);
+  if (st) return st;
+  if (!a.known || a.rank != 2 || ra.data != a.data || rx.data != b.data || b.dtype != a.dtype ||
+      nrhs < 1 || nbb < 1) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: a and b must be local matrices of one "
+                         "dtype, the results aliased to them, nrhs and nbb positive", op);
+  }
+  if ((st = enter(f, key, a.dtype, &cl, op, err))) {
+    leave(&cl);
+    return st;
+  }
+  const cudaDataType ct = cl.ty->ctype;
+  size_t d1 = 0, h1 = 0, d2 = 0, h2 = 0;
+  const size_t npiv = (size_t)(lld_of(&a) + mb);
+  st = work_get(&cl, &piv, npiv * sizeof(int64_t), 0, op, err);
+  int64_t *ipiv = piv.d;
+  if (!st) st = desc(&cl, &da, n, n, mb, nb, lld_of(&a), op, err);
+  if (!st) st = desc(&cl, &db, n, nrhs, mb, nbb, lld_of(&b), op, err);
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpGetrf_bufferSize(cl.c->h, n, n, a.data, 1, 1, da, ipiv, ct,
+                                                        &d1, &h1));
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpGetrs_bufferSize(cl.c->h, CUBLAS_OP_N, n, nrhs, a.data, 1,
+                                                        1, da, ipiv, b.data, 1, 1, db, ct, &d2,
+                                                        &h2));
+  if (!st) st = work_get(&cl, &w, d1 > d2 ? d1 : d2, h1 > h2 ? h1 : h2, op, err);
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpGetrf(cl.c->h, n, n, a.data, 1, 1, da, ipiv, ct, w.d,
+                                            w.dbytes, w.hw, w.hbytes, (int *)info.data));
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpGetrs(cl.c->h, CUBLAS_OP_N, n, nrhs, a.data, 1, 1, da, ipiv,
+                                            b.data, 1, 1, db, ct, w.d, w.dbytes, w.hw, w.hbytes,
+                                            (int *)info.data + 1));
+  st = work_free(&cl, &w, st, err);
+  st = work_free(&cl, &piv, st, err);
+  if (da) (void)cusolverMpDestroyMatrixDesc(da);
+  if (db) (void)cusolverMpDestroyMatrixDesc(db);
+  leave(&cl);
+  return st;
+}
+
+/* jaxmg_dist_syevd: operand a (local of A); results a (scratch, aliased), v (local of the
+ * eigenvectors, same layout), w (N eigenvalues, real type, on every rank), info (int32[1]).
+ * Attribute vectors = 0: eigenvalues only (v untouched). */
+static jaxmg_status_t syevd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
+  const char *op = "syevd";
+  int64_t key, n, mb, nb, vectors = 1;
+  jaxmg_buf_t a, ra, v, w8, info;
+  call_t cl;
+  work_t w = {0};
+  cusolverMpMatrixDescriptor_t da = NULL, dq = NULL;
+  jaxmg_status_t st = attrs(f, op, &key, &n, &mb, &nb, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "vectors", &vectors, op, err);
+  if (!st) st = buf(f, 0, 0, &a, op, "a", err);
+  if (!st) st = buf(f, 1, 0, &ra, op, "a (result)", err);
+  if (!st) st = buf(f, 1, 1, &v, op, "v", err);
+  if (!st) st = buf(f, 1, 2, &w8, op, "w", err);
+  if (!st) st = buf(f, 1, 3, &info, op, "info", err);
+  if (st) return st;
+  if (!a.known || a.rank != 2 || ra.data != a.data || v.dtype != a.dtype ||
+      v.rank != 2 || v.dims[0] != a.dims[0] || v.dims[1] != a.dims[1] || w8.rank != 1 ||
+      w8.dims[0] != n) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: a, v (local matrices of one shape) "
+                         "and w[%lld] expected, a aliased", op, (long long)n);
+  }
+  if ((st = enter(f, key, a.dtype, &cl, op, err))) {
+    leave(&cl);
+    return st;
+  }
+  char compz[2] = {vectors ? 'V' : 'N', 0};
+  const cudaDataType ct = cl.ty->ctype;
+  size_t db = 0, hb = 0;
+  st = desc(&cl, &da, n, n, mb, nb, lld_of(&a), op, err);
+  if (!st) st = desc(&cl, &dq, n, n, mb, nb, lld_of(&v), op, err);
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpSyevd_bufferSize(cl.c->h, compz, CUBLAS_FILL_MODE_LOWER, n,
+                                                        a.data, 1, 1, da, w8.data, v.data, 1, 1,
+                                                        dq, ct, &db, &hb));
+  if (!st) st = work_get(&cl, &w, db, hb, op, err);
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpSyevd(cl.c->h, compz, CUBLAS_FILL_MODE_LOWER, n, a.data, 1,
+                                            1, da, w8.data, v.data, 1, 1, dq, ct, w.d, w.dbytes,
+                                            w.hw, w.hbytes, (int *)info.data));
+  st = work_free(&cl, &w, st, err);
+  if (da) (void)cusolverMpDestroyMatrixDesc(da);
+  if (dq) (void)cusolverMpDestroyMatrixDesc(dq);
+  leave(&cl);
+  return st;
+}
+
+static XLA_FFI_Error *handle(XLA_FFI_CallFrame *f,
+                             jaxmg_status_t (*fn)(XLA_FFI_CallFrame *, jaxmg_error_t *)) {
+  if (jaxmg__ffi_metadata(f)) return NULL;
+  if (f->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL;
+  jaxmg_error_t err = {JAXMG_OK, ""};
+  return fn(f, &err) ? jaxmg__ffi_error(f->api, &err) : NULL;
+}
+
+JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_dist_potrs_cuda(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_dist_potrs_cuda(XLA_FFI_CallFrame *f) { return handle(f, potrs); }
+
+JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_dist_syevd_cuda(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_dist_syevd_cuda(XLA_FFI_CallFrame *f) { return handle(f, syevd); }
+
+JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_dist_getrs_cuda(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_dist_getrs_cuda(XLA_FFI_CallFrame *f) { return handle(f, getrs); }
+
+JAXMG_EXPORT const char *jaxmg_ffi_targets(void);
+const char *jaxmg_ffi_targets(void) {
+  return "jaxmg_dist_potrs,jaxmg_dist_getrs,jaxmg_dist_syevd";
+}
