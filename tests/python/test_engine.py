@@ -11,6 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import jaxmg
 from jaxmg import _api, _config, _engines, _plan, _rules
 from jaxmg._engines import cusolvermp, one_device
+from jaxmg._geometry import Geometry
 
 DTYPES = [np.float64, np.complex128, np.float32]
 
@@ -365,3 +366,9 @@ def test_the_cusolvermp_engine_is_refused_clearly_where_it_cannot_run(mesh_of):
                     engine="cusolvermp")
     why = cusolvermp.available()
     assert why is None or "pip install" in why
+
+
+def test_engines_that_set_up_from_the_mesh_refuse_the_users_shard_map():
+    geo = Geometry(8, 2, 4)
+    with pytest.raises(ValueError, match="cannot run inside your own shard_map"):
+        _engines.body("cusolvermp", "potrs", geo, ("x",), (), "gpu")
