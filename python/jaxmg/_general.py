@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from . import _mesh, _plan
-from ._engines import cusolvermp
+from ._engines import cusolvermp, dense
 
 
 class QRResult(NamedTuple):
@@ -172,16 +172,31 @@ def _general_engine(engine, a, mesh, in_specs, op: str) -> str:
 
 
 def _run_distributed(op, a, b, mesh, in_specs, name):
-    """``op`` on the cuSOLVERMp engine: A padded to a multiple of the row devices with the
-    identity (A ⊕ I: the solution of the leading block is A's), b with zero rows."""
+    """``op`` on the cuSOLVERMp engine (``cusolvermp.GENERAL``): the matrices padded to a
+    multiple of the row devices with the identity (A ⊕ I: the solution of the leading block
+    is A's; for the generalized problem (A ⊕ c I, B ⊕ I) with c above A's spectrum, so the
+    padding eigenpairs are the last ones), a right-hand side with zero rows; outputs cut
+    back. Returns the outputs with info as a scalar."""
     place = _mesh.resolve(a, mesh, in_specs, f"linalg.{name}")
     n = a.shape[-1]
     n_even = _plan.even_split(n, place.ndev)
-    a, b = _plan.pad_to_split(a, b, n_even, "potrs")
-    a = _mesh.place(a, NamedSharding(place.mesh, place.spec))
-    b = _mesh.place(b, NamedSharding(place.mesh, P()))
-    x, info = cusolvermp.general_program(op, place, n_even)(a, b)
-    return x[:n], info[0]
+    _, ins, outs = cusolvermp.GENERAL[op]
+    if ins[1] == "rows":  # the generalized eigenproblem: b is a matrix
+        a, _ = _plan.pad_to_split(a, None, n_even, "syevd")
+        b, _ = _plan.pad_to_split(b, None, n_even, "potrs")
+    else:
+        a, b = _plan.pad_to_split(a, b, n_even, "potrs")
+    args = [_mesh.place(x, NamedSharding(place.mesh, place.spec if k == "rows" else P()))
+            for x, k in zip((a, b), ins)]
+    res = cusolvermp.general_program(op, place, n_even)(*args)
+    *vals, info = res
+    if op == "solve_gen":
+        vals = [vals[0][:n]]
+    elif op == "eigh_gen":
+        vals = [vals[0][:n], vals[1][:n, :n]]
+    else:
+        vals = [vals[0][:n]]
+    return (*vals, info[0])
 
 
 def solve_gen(a, b, nbatch: int, *, mesh, in_specs, return_status, check, engine="auto"):
@@ -325,18 +340,28 @@ def lstsq(a, b, rcond=None, *, numpy_resid=False, mesh=None, in_specs=None):
 
 # ---- the generalized Hermitian eigenproblem -------------------------------------------------
 
-def eigh_gen(a, b, reads: str, subset, vectors: bool, *, mesh, in_specs):
+def eigh_gen(a, b, reads: str, subset, vectors: bool, *, mesh, in_specs, engine="auto"):
     """``eigh(a, b)``: A v = λ B v, B Hermitian positive definite (the same triangle or
     Hermitian part of both read); V B-orthonormal, sharded by rows. Returns ``(w, v or None,
-    info)``; info = N + k when B's leading minor of order k is not positive definite."""
+    info)``; info = N + k when B's leading minor of order k is not positive definite.
+    ``engine``: ``GENERAL_ENGINES`` (cuSOLVERMp's Sygvd computes the whole spectrum; a
+    subset is cut from it)."""
     dtype = _plan.promote(a.dtype, b.dtype, "linalg.eigh")
     a, b = a.astype(dtype), b.astype(dtype)
     if tuple(b.shape) != tuple(a.shape):
         raise ValueError(f"jaxmg.linalg.eigh: 'b' must have the shape of 'a' "
                          f"{tuple(a.shape)}, got {tuple(b.shape)}")
     op = "eigh_gen" if vectors else "eigvalsh_gen"
+    route = _general_engine(engine, a, mesh, in_specs, "eigh")
 
     def one(a, b):
+        if route == "cusolvermp":
+            h, hb = dense.hermitian(a, reads), dense.hermitian(b, reads)
+            out = _run_distributed(op, h, hb, mesh, in_specs, "eigh")
+            if subset is not None:
+                lo, hi = subset
+                out = (out[0][lo:hi], *((out[1][:, lo:hi],) if vectors else ()), out[-1])
+            return out if vectors else (out[0], None, out[1])
         out = _run(op, (a, b), mesh, in_specs, "eigh", reads=reads, subset=subset,
                    vectors=bool(vectors))
         return out if vectors else (out[0], None, out[1])

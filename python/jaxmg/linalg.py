@@ -441,7 +441,7 @@ def inv(a, overwrite_a=False, check_finite=True, *, T_A=None, mesh=None, in_spec
 def eigh(a, b=None, lower=True, eigvals_only=False, overwrite_a=False, overwrite_b=False,
          turbo=True, eigvals=None, type=1, check_finite=True, *, subset_by_index=None,
          UPLO=None, symmetrize_input=True, T_A=None, mesh=None, in_specs=None, pad=True,
-         return_status=False, check=False, donate=False):
+         return_status=False, check=False, donate=False, engine="auto"):
     """Eigenvalues (ascending, replicated) and eigenvectors (columns, sharded by rows like
     ``a``) of a Hermitian matrix sharded by rows (``jaxmg.syevd``), with the signature of
     ``jax.scipy.linalg.eigh`` and the keywords of ``jnp.linalg.eigh``.
@@ -463,7 +463,10 @@ def eigh(a, b=None, lower=True, eigvals_only=False, overwrite_a=False, overwrite
     failing pivot). ``subset_by_index=(lo, hi)`` (SciPy's, inclusive; ``eigvals`` is its
     older name) keeps eigenpairs lo..hi only: the eigenvalues ``hi - lo + 1`` and the
     matching columns of V. ``type`` other than 1 raises NotImplementedError;
-    ``overwrite_*``, ``turbo`` and ``check_finite`` change nothing.
+    ``overwrite_*``, ``turbo`` and ``check_finite`` change nothing. ``engine``: as in
+    ``jaxmg.syevd`` for the standard problem; for the generalized one ``"auto"``,
+    ``"gather"`` or ``"cusolvermp"`` (cuSOLVERMp's Sygvd, distributed; ``auto`` takes it on
+    a GPU mesh over several processes where it is installed).
     """
     del overwrite_a, overwrite_b, turbo, check_finite
     if type != 1:
@@ -485,14 +488,15 @@ def eigh(a, b=None, lower=True, eigvals_only=False, overwrite_a=False, overwrite
     if b is not None:
         b = _matrix(b, "eigh")
         out = _general.eigh_gen(a, b, reads, keep, not eigvals_only, mesh=mesh,
-                                in_specs=in_specs)
+                                in_specs=in_specs, engine=engine)
     elif keep is not None:
         out = _general.eigh_subset(a, reads, keep, not eigvals_only, mesh=mesh,
                                    in_specs=in_specs)
     else:
         fn = functools.partial(_api.eigh_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
                                return_eigenvectors=not eigvals_only, return_status=True,
-                               pad=pad, donate=donate, reads=reads, name="linalg.eigh")
+                               pad=pad, donate=donate, engine=engine, reads=reads,
+                               name="linalg.eigh")
         out = _over_batch(fn, a.ndim - 2, a)
     info = out[-1]
     if check:

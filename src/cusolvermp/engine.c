@@ -443,6 +443,62 @@ static jaxmg_status_t syevd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
   return st;
 }
 
+/* jaxmg_dist_sygvd: A z = λ B z (type 1), B Hermitian positive definite. Operands a, b
+ * (local matrices of one layout); results a, b (scratch, aliased), z (local eigenvectors,
+ * B-orthonormal), w (N eigenvalues, real type, on every rank), info (int32[1]: N + k when
+ * B's leading minor of order k is not positive definite). Attribute vectors as in syevd. */
+static jaxmg_status_t sygvd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
+  const char *op = "eigh";
+  int64_t key, n, mb, nb, vectors = 1;
+  jaxmg_buf_t a, b, ra, rb, z, w8, info;
+  call_t cl;
+  work_t w = {0};
+  cusolverMpMatrixDescriptor_t da = NULL, db = NULL, dz = NULL;
+  jaxmg_status_t st = attrs(f, op, &key, &n, &mb, &nb, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "vectors", &vectors, op, err);
+  if (!st) st = buf(f, 0, 0, &a, op, "a", err);
+  if (!st) st = buf(f, 0, 1, &b, op, "b", err);
+  if (!st) st = buf(f, 1, 0, &ra, op, "a (result)", err);
+  if (!st) st = buf(f, 1, 1, &rb, op, "b (result)", err);
+  if (!st) st = buf(f, 1, 2, &z, op, "z", err);
+  if (!st) st = buf(f, 1, 3, &w8, op, "w", err);
+  if (!st) st = buf(f, 1, 4, &info, op, "info", err);
+  if (st) return st;
+  if (!a.known || a.rank != 2 || ra.data != a.data || rb.data != b.data || b.dtype != a.dtype ||
+      z.dtype != a.dtype || b.rank != 2 || z.rank != 2 || b.dims[0] != a.dims[0] ||
+      b.dims[1] != a.dims[1] || z.dims[0] != a.dims[0] || z.dims[1] != a.dims[1] ||
+      w8.rank != 1 || w8.dims[0] != n) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: a, b, z (local matrices of one shape) "
+                         "and w[%lld] expected, a and b aliased", op, (long long)n);
+  }
+  if ((st = enter(f, key, a.dtype, &cl, op, err))) {
+    leave(&cl);
+    return st;
+  }
+  const cusolverEigMode_t jobz = vectors ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+  const cudaDataType ct = cl.ty->ctype;
+  const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
+  size_t dbytes = 0, hbytes = 0;
+  st = desc(&cl, &da, n, n, mb, nb, lld_of(&a), op, err);
+  if (!st) st = desc(&cl, &db, n, n, mb, nb, lld_of(&b), op, err);
+  if (!st) st = desc(&cl, &dz, n, n, mb, nb, lld_of(&z), op, err);
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpSygvd_bufferSize(cl.c->h, CUSOLVER_EIG_TYPE_1, jobz, lo, n,
+                                                        1, 1, da, 1, 1, db, 1, 1, dz, ct, &dbytes,
+                                                        &hbytes));
+  if (!st) st = work_get(&cl, &w, dbytes, hbytes, op, err);
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpSygvd(cl.c->h, CUSOLVER_EIG_TYPE_1, jobz, lo, n, a.data, 1,
+                                            1, da, b.data, 1, 1, db, w8.data, z.data, 1, 1, dz,
+                                            ct, w.d, w.dbytes, w.hw, w.hbytes, (int *)info.data));
+  st = work_free(&cl, &w, st, err);
+  if (da) (void)cusolverMpDestroyMatrixDesc(da);
+  if (db) (void)cusolverMpDestroyMatrixDesc(db);
+  if (dz) (void)cusolverMpDestroyMatrixDesc(dz);
+  leave(&cl);
+  return st;
+}
+
 static XLA_FFI_Error *handle(XLA_FFI_CallFrame *f,
                              jaxmg_status_t (*fn)(XLA_FFI_CallFrame *, jaxmg_error_t *)) {
   if (jaxmg__ffi_metadata(f)) return NULL;
@@ -460,7 +516,10 @@ XLA_FFI_Error *jaxmg_ffi_dist_syevd_cuda(XLA_FFI_CallFrame *f) { return handle(f
 JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_dist_getrs_cuda(XLA_FFI_CallFrame *f);
 XLA_FFI_Error *jaxmg_ffi_dist_getrs_cuda(XLA_FFI_CallFrame *f) { return handle(f, getrs); }
 
+JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_dist_sygvd_cuda(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_dist_sygvd_cuda(XLA_FFI_CallFrame *f) { return handle(f, sygvd); }
+
 JAXMG_EXPORT const char *jaxmg_ffi_targets(void);
 const char *jaxmg_ffi_targets(void) {
-  return "jaxmg_dist_potrs,jaxmg_dist_getrs,jaxmg_dist_syevd";
+  return "jaxmg_dist_potrs,jaxmg_dist_getrs,jaxmg_dist_syevd,jaxmg_dist_sygvd";
 }

@@ -101,6 +101,26 @@ def test_solve_general(mesh, dtype, n, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_generalized_eigh(mesh, dtype, monkeypatch):
+    monkeypatch.setenv("JAXMG_MP_BLOCK", "16")
+    n = 64 * mesh.devices.size + 3  # rows that do not split evenly over 2 or 4 GPUs
+    rng = np.random.default_rng(n)
+    h = _hpd(n, dtype, rng) - 2 * np.eye(n, dtype=dtype)
+    s = _hpd(n, dtype, rng)
+    (w, v), info = linalg.eigh(h, s, mesh=mesh, return_status=True, engine="cusolvermp")
+    assert int(info) == 0
+    hd, sd, vd = (m.astype(np.complex128) for m in (h, s, np.asarray(v)))
+    wd = np.asarray(w, np.float64)
+    assert _ratio(hd @ vd - sd @ vd * wd, hd, dtype) < 30 * np.linalg.norm(sd, 1)
+    assert np.linalg.norm(vd.conj().T @ sd @ vd - np.eye(n), 1) / (n * EPS[dtype]) < 30 * np.linalg.cond(sd)
+    bad = np.eye(n, dtype=dtype)
+    bad[5, 5] = -1
+    w, info = linalg.eigh(h, bad, eigvals_only=True, mesh=mesh, return_status=True,
+                          engine="cusolvermp")
+    assert int(info) > n and np.isnan(np.asarray(w)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_potri(mesh, dtype, monkeypatch):
     monkeypatch.setenv("JAXMG_MP_BLOCK", "16")
     n = 72 * mesh.devices.size

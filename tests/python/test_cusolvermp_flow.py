@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg as sl
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxmg import _spmd
@@ -60,6 +61,15 @@ def _fake_ffi(geo, grid):
                 b = _assemble(args[1], blay, None, geo.n, nrhs)
                 x = jnp.linalg.solve(a, b)
                 return (args[0], _local(x, blay, None, shapes[1].shape), jnp.zeros((2,), jnp.int32))
+            if name == "jaxmg_dist_sygvd":
+                bm = _assemble(args[1], lay, tb, geo.n, geo.n)
+                L = jnp.linalg.cholesky(bm)
+                tri = jax.lax.linalg.triangular_solve
+                c = tri(L, tri(L, a, left_side=True, lower=True).T, left_side=True, lower=True)
+                w, v = jnp.linalg.eigh((c + c.T) / 2)
+                z = tri(L, v, left_side=True, lower=True, transpose_a=True)
+                return (args[0], args[1], _local(z, lay, tb, shapes[2].shape), w,
+                        jnp.zeros((1,), jnp.int32))
             if name == "jaxmg_dist_potrs":
                 nrhs = int(attrs["nrhs"])
                 blay = _grid2d.Layout(geo.n, nrhs, lay.mb, int(attrs["nbb"]), p, q)
@@ -118,6 +128,18 @@ def test_potrs_and_syevd_bodies(monkeypatch, ndev, n, block):
     np.testing.assert_allclose(np.asarray(x), np.linalg.solve(g, b), rtol=1e-10)
 
     h = herm(n, np.float64, rng)
+    s = hpd(n, np.float64, rng)
+
+    def gen_eig(a_loc, b_loc):
+        return cusolvermp.eigh_gen(a_loc, b_loc, geo=geo, row_axes=("x",), key=1, grid=grid)
+
+    prog = _spmd.shard_map(gen_eig, mesh, (P("x", None), P("x", None)), (P(), P("x", None), P()))
+    put = lambda m: jax.device_put(m, NamedSharding(mesh, P("x", None)))  # noqa: E731
+    w, v, info = jax.jit(prog)(put(h), put(s))
+    np.testing.assert_allclose(np.asarray(w), sl.eigh(h, s, eigvals_only=True), atol=1e-10)
+    v = np.asarray(v)
+    np.testing.assert_allclose(h @ v, s @ v * np.asarray(w), atol=1e-9)
+    np.testing.assert_allclose(v.T @ s @ v, np.eye(n), atol=1e-9)
 
     def syevd(a_loc):
         return cusolvermp.syevd(a_loc, vectors=True, **kw)

@@ -301,14 +301,53 @@ def solve_gen(a_loc, b, *, geo, row_axes, key, grid):
     return nan_where(bad != 0, x), jnp.reshape(bad, (1,)).astype(jnp.int32)
 
 
+def eigh_gen(a_loc, b_loc, *, geo, row_axes, key, grid, vectors=True):
+    """A v = λ B v (Sygvd, type 1): (w, this rank's rows of V or None, info[1]); V
+    B-orthonormal, info = N + k when B's leading minor of order k is not positive
+    definite (outputs NaN then)."""
+    p, q = grid
+    axis = axis_of(row_axes)
+    lay, tb = _layout(geo.n, geo.ndev, p, q, block(geo.nloc))
+    la = _grid2d.rows_to_grid(a_loc, tb, axis)
+    lb = _grid2d.rows_to_grid(b_loc, tb, axis)
+    real = jnp.finfo(a_loc.dtype).dtype
+    loc = jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype)
+    _, _, z, w, info = jax.ffi.ffi_call(
+        "jaxmg_dist_sygvd",
+        (loc, loc, loc, jax.ShapeDtypeStruct((geo.n,), real),
+         jax.ShapeDtypeStruct((1,), jnp.int32)),
+        input_output_aliases={0: 0, 1: 1})(
+            la.T, lb.T, group=np.int64(key), n=np.int64(geo.n), mb=np.int64(lay.mb),
+            nb=np.int64(lay.nb), vectors=np.int64(bool(vectors)))
+    bad = jax.lax.pmax(info[0], axis)
+    info1 = jnp.reshape(bad, (1,)).astype(jnp.int32)
+    w = nan_where(bad != 0, w)
+    if not vectors:
+        return w, info1
+    rows = _grid2d.grid_to_rows(z.T, tb, axis, geo.nloc, geo.n)
+    return w, nan_where(bad != 0, rows), info1
+
+
+# name -> (body, input kinds, output kinds): "rows" sharded by rows, "rep" replicated
+GENERAL = {
+    "solve_gen": (solve_gen, ("rows", "rep"), ("rep", "rep")),
+    "eigh_gen": (eigh_gen, ("rows", "rows"), ("rep", "rows", "rep")),
+    "eigvalsh_gen": (functools.partial(eigh_gen, vectors=False), ("rows", "rows"),
+                     ("rep", "rep")),
+}
+
+
 @functools.lru_cache(maxsize=64)
 def general_program(op: str, place, n: int):
-    """The jitted program of a general op (``solve_gen``: (a, b) -> (x, info[1])) over
-    ``place``; ``n`` a multiple of the row devices."""
+    """The jitted program of a general op of ``GENERAL`` over ``place``; ``n`` a multiple
+    of the row devices."""
+    body, ins, outs = GENERAL[op]
     geo = Geometry(n, place.ndev, n // place.ndev)
     kw = prepare(op, place, geo)
-    fn = functools.partial({"solve_gen": solve_gen}[op], geo=geo, row_axes=place.row_axes, **kw)
-    return jax.jit(_spmd.shard_map(fn, place.mesh, (place.spec, P()), (P(), P())))
+    fn = functools.partial(body, geo=geo, row_axes=place.row_axes, **kw)
+    spec = {"rows": place.spec, "rep": P()}
+    return jax.jit(_spmd.shard_map(fn, place.mesh, tuple(spec[k] for k in ins),
+                                   tuple(spec[k] for k in outs)))
 
 
 def refuses(op: str, place) -> str | None:
