@@ -166,25 +166,27 @@ def _general_engine(engine, a, mesh, in_specs, op: str) -> str:
         return engine
     multi = isinstance(place.mesh, Mesh) and len(
         {d.process_index for d in place.mesh.devices.flat}) > 1
-    if multi and place.platform == "gpu" and cusolvermp.available() is None:
+    even = op != "eigh" or a.shape[-1] % place.ndev == 0
+    if multi and even and place.platform == "gpu" and cusolvermp.available() is None:
         return "cusolvermp"
     return "gather"
 
 
 def _run_distributed(op, a, b, mesh, in_specs, name):
-    """``op`` on the cuSOLVERMp engine (``cusolvermp.GENERAL``): the matrices padded to a
-    multiple of the row devices with the identity (A ⊕ I: the solution of the leading block
-    is A's; for the generalized problem (A ⊕ c I, B ⊕ I) with c above A's spectrum, so the
-    padding eigenpairs are the last ones), a right-hand side with zero rows; outputs cut
-    back. Returns the outputs with info as a scalar."""
+    """``op`` on the cuSOLVERMp engine (``cusolvermp.GENERAL``). For the solve, A padded
+    to a multiple of the row devices with the identity (A ⊕ I: the solution of the leading
+    block is A's) and b with zero rows; the generalized eigenproblem needs rows that split
+    evenly (no padding keeps its spectrum apart: the generalized eigenvalues have no bound
+    known in advance). Returns the outputs, cut back, with info as a scalar."""
     place = _mesh.resolve(a, mesh, in_specs, f"linalg.{name}")
     n = a.shape[-1]
     n_even = _plan.even_split(n, place.ndev)
     _, ins, outs = cusolvermp.GENERAL[op]
-    if ins[1] == "rows":  # the generalized eigenproblem: b is a matrix
-        a, _ = _plan.pad_to_split(a, None, n_even, "syevd")
-        b, _ = _plan.pad_to_split(b, None, n_even, "potrs")
-    else:
+    if ins[1] == "rows" and n_even != n:
+        raise ValueError(f"jaxmg.linalg.{name}: engine 'cusolvermp' needs the {n} rows to "
+                         f"split evenly over the {place.ndev} row devices for the generalized "
+                         "eigenproblem; pass engine='gather' (or pad the problem)")
+    if ins[1] != "rows":
         a, b = _plan.pad_to_split(a, b, n_even, "potrs")
     args = [_mesh.place(x, NamedSharding(place.mesh, place.spec if k == "rows" else P()))
             for x, k in zip((a, b), ins)]
