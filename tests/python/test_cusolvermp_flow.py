@@ -50,7 +50,8 @@ def _fake_ffi(geo, grid):
     def ffi_call(name, shapes, **kw):
         if not name.startswith("jaxmg_dist_"):
             return real_call(name, shapes, **kw)
-        lay, tb = cusolvermp._layout(geo.n, geo.ndev, p, q, cusolvermp.block(geo.nloc))
+        g = cusolvermp._grid(geo.n, geo.ndev, p, q, cusolvermp.block(geo.nloc))
+        lay, tb = g.lay, g.tb
 
         def run(*args, **attrs):
             assert attrs["n"] == geo.n and attrs["mb"] == lay.mb == attrs["nb"]

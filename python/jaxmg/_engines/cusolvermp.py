@@ -28,6 +28,7 @@ import functools
 import glob
 import os
 import threading
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -162,170 +163,160 @@ def group(mesh, row_axes: tuple, p: int, q: int) -> int:
 
 # ---- bodies ------------------------------------------------------------------------------------
 
+class _Grid(NamedTuple):
+    """Everything a body needs of the 2D layout of one problem, computed once per shape."""
+    lay: _grid2d.Layout
+    tb: _grid2d.Tables
+    rows: np.ndarray  # (P, mloc): global rows of each rank's local matrix, padded with N
+    cols: np.ndarray  # (P, nloc): global columns of each rank's local matrix, padded with -1
+    col0: np.ndarray  # (P,): the rank is in grid column 0 (it holds a right-hand side's blocks)
+
+
 @functools.lru_cache(maxsize=64)
-def _layout(n: int, ndev: int, p: int, q: int, nb: int):
+def _grid(n: int, ndev: int, p: int, q: int, nb: int) -> _Grid:
     lay = _grid2d.Layout(n, n, nb, nb, p, q)
-    return lay, _grid2d.tables(lay, _grid2d.even_row_starts(n, ndev))
-
-
-def _rank_rows(lay, mloc: int) -> np.ndarray:
-    """(P, mloc): the global rows of every rank's local matrix, padded with N (dropped)."""
-    out = np.full((lay.nprocs, mloc), lay.m, np.int32)
+    tb = _grid2d.tables(lay, _grid2d.even_row_starts(n, ndev))
+    rows = np.full((lay.nprocs, tb.mloc), n, np.int32)
     for r in range(lay.nprocs):
-        rows = lay.rows(r)
-        out[r, :rows.size] = rows
-    return out
+        own = lay.rows(r)
+        rows[r, :own.size] = own
+    cols = np.where(tb.recv_cols < tb.nloc, tb.cols, -1).astype(np.int32)
+    col0 = np.array([_grid2d.grid_position(r, p, q)[1] == 0 for r in range(lay.nprocs)])
+    return _Grid(lay, tb, rows, cols, col0)
 
 
-def _rank_in_col0(lay) -> np.ndarray:
-    return np.array([_grid2d.grid_position(r, lay.p, lay.q)[1] == 0
-                     for r in range(lay.nprocs)])
+class _Body(NamedTuple):
+    """One body's call: the layout, the row axis, this rank's index and the group."""
+    g: _Grid
+    axis: object
+    me: jax.Array
+    key: int
+    n: int
+    nloc: int
+
+    def to_grid(self, x):
+        """This rank's local block-cyclic matrix of the row shard x, column-major (the FFI
+        buffer: shape (local columns, lld))."""
+        return _grid2d.rows_to_grid(x, self.g.tb, self.axis).T
+
+    def to_rows(self, y):
+        """The inverse of ``to_grid``: this rank's row shard."""
+        return _grid2d.grid_to_rows(y.T, self.g.tb, self.axis, self.nloc, self.n)
+
+    def rhs_to_grid(self, b):
+        """This rank's blocks of the replicated N x k ``b`` (mb x k blocks, grid column 0),
+        column-major (k, lld); cut from its own copy."""
+        bp = jnp.concatenate([b, jnp.zeros((1, b.shape[1]), b.dtype)])
+        return bp[jnp.asarray(self.g.rows)[self.me]].T
+
+    def rhs_from_grid(self, x_loc):
+        """The replicated solution from every rank's blocks (one psum)."""
+        col0 = jnp.asarray(self.g.col0)[self.me]
+        part = jnp.zeros((self.n + 1, x_loc.shape[0]), x_loc.dtype).at[
+            jnp.asarray(self.g.rows)[self.me]].set(jnp.where(col0, x_loc.T, 0))
+        return jax.lax.psum(part[:self.n], self.axis)
+
+    def call(self, name, shapes, args, aliases, **attrs):
+        """The FFI call ``name`` with the group, order and blocks attributes."""
+        lay = self.g.lay
+        common = dict(group=self.key, n=self.n, mb=lay.mb, nb=lay.nb)
+        return jax.ffi.ffi_call(name, shapes, input_output_aliases=aliases)(
+            *args, **{k: np.int64(v) for k, v in {**common, **attrs}.items()})
+
+    def local(self, dtype):
+        return jax.ShapeDtypeStruct((self.g.tb.nloc, self.g.tb.mloc), dtype)
+
+    def status(self, info):
+        """(failed on any rank, info[1]) from this rank's cuSOLVERMp info."""
+        bad = jax.lax.pmax(info[0], self.axis)
+        return bad != 0, jnp.reshape(bad, (1,)).astype(jnp.int32)
+
+
+def _body(geo, row_axes, key, grid) -> _Body:
+    axis = axis_of(row_axes)
+    g = _grid(geo.n, geo.ndev, grid[0], grid[1], block(geo.nloc))
+    return _Body(g, axis, jax.lax.axis_index(axis), key, geo.n, geo.nloc)
+
+
+_INFO2 = jax.ShapeDtypeStruct((2,), jnp.int32)
+_INFO1 = jax.ShapeDtypeStruct((1,), jnp.int32)
 
 
 def potrs(a_loc, b, *, geo, row_axes, group_axes, key, grid, keep_factor=False):
     """Factor and solve: (x, info[1]) (+ this rank's rows of the factor's matrix with
     ``keep_factor``: the 2D local blocks are moved back)."""
-    p, q = grid
-    axis = axis_of(row_axes)
-    lay, tb = _layout(geo.n, geo.ndev, p, q, block(geo.nloc))
-    local = _grid2d.rows_to_grid(a_loc, tb, axis)         # (mloc, nloc) of A
-    me = jax.lax.axis_index(axis)
-    rows = jnp.asarray(_rank_rows(lay, tb.mloc))[me]       # (mloc,)
-    bp = jnp.concatenate([b, jnp.zeros((1, b.shape[1]), b.dtype)])
-    b_loc = bp[rows]                                       # (mloc, nrhs): B's local rows
+    c = _body(geo, row_axes, key, grid)
     nrhs = b.shape[1]
-    a_out, x_loc, info = jax.ffi.ffi_call(
+    a_out, x_loc, info = c.call(
         "jaxmg_dist_potrs",
-        (jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype),
-         jax.ShapeDtypeStruct((nrhs, tb.mloc), b.dtype),
-         jax.ShapeDtypeStruct((2,), jnp.int32)),
-        input_output_aliases={0: 0, 1: 1})(
-            local.T, b_loc.T, group=np.int64(key), n=np.int64(geo.n), mb=np.int64(lay.mb),
-            nb=np.int64(lay.nb), nrhs=np.int64(nrhs), nbb=np.int64(max(nrhs, 1)),
-            solve=np.int64(nrhs > 0))
-    col0 = jnp.asarray(_rank_in_col0(lay))[me]
-    part = jnp.zeros((geo.n + 1, nrhs), b.dtype).at[rows].set(
-        jnp.where(col0, x_loc.T, 0))[:geo.n]
-    x = jax.lax.psum(part, axis)
-    bad = jax.lax.pmax(info[0], axis)
-    info1 = jnp.reshape(bad, (1,)).astype(jnp.int32)
-    x = nan_where(bad != 0, x)
+        (c.local(a_loc.dtype), jax.ShapeDtypeStruct((nrhs, c.g.tb.mloc), b.dtype), _INFO2),
+        (c.to_grid(a_loc), c.rhs_to_grid(b)), {0: 0, 1: 1},
+        nrhs=nrhs, nbb=max(nrhs, 1), solve=nrhs > 0)
+    bad, info1 = c.status(info)
+    x = nan_where(bad, c.rhs_from_grid(x_loc))
     if keep_factor:
-        shard = _grid2d.grid_to_rows(a_out.T, tb, axis, geo.nloc, geo.n)
-        return x, info1, nan_where(bad != 0, shard)
+        return x, info1, nan_where(bad, c.to_rows(a_out))
     return x, info1
-
-
-def _rank_cols(lay, nloc: int) -> np.ndarray:
-    """(P, nloc): the global columns of every rank's local matrix, padded with -1."""
-    out = np.full((lay.nprocs, nloc), -1, np.int32)
-    for r in range(lay.nprocs):
-        cols = lay.cols(r)
-        out[r, :cols.size] = cols
-    return out
 
 
 def potri(a_loc, *, geo, row_axes, group_axes, key, grid):
     """The inverse: this rank's rows of inv(A), info[1]. One factorization and one solve
     with B = I laid out like A (N x N in the same blocks; memory O(N² / P) per rank)."""
-    p, q = grid
-    axis = axis_of(row_axes)
-    lay, tb = _layout(geo.n, geo.ndev, p, q, block(geo.nloc))
-    local = _grid2d.rows_to_grid(a_loc, tb, axis)
-    me = jax.lax.axis_index(axis)
-    rows = jnp.asarray(_rank_rows(lay, tb.mloc))[me]
-    cols = jnp.asarray(_rank_cols(lay, tb.nloc))[me]
+    c = _body(geo, row_axes, key, grid)
+    rows = jnp.asarray(c.g.rows)[c.me]
+    cols = jnp.asarray(c.g.cols)[c.me]
     eye = (rows[:, None] == cols[None, :]).astype(a_loc.dtype)   # (mloc, nloc) of I
-    _, x_loc, info = jax.ffi.ffi_call(
-        "jaxmg_dist_potrs",
-        (jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype),
-         jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype),
-         jax.ShapeDtypeStruct((2,), jnp.int32)),
-        input_output_aliases={0: 0, 1: 1})(
-            local.T, eye.T, group=np.int64(key), n=np.int64(geo.n), mb=np.int64(lay.mb),
-            nb=np.int64(lay.nb), nrhs=np.int64(geo.n), nbb=np.int64(lay.nb), solve=np.int64(1))
-    bad = jax.lax.pmax(info[0], axis)
-    inv = _grid2d.grid_to_rows(x_loc.T, tb, axis, geo.nloc, geo.n)
-    return nan_where(bad != 0, inv), jnp.reshape(bad, (1,)).astype(jnp.int32)
+    _, x_loc, info = c.call(
+        "jaxmg_dist_potrs", (c.local(a_loc.dtype), c.local(a_loc.dtype), _INFO2),
+        (c.to_grid(a_loc), eye.T), {0: 0, 1: 1}, nrhs=geo.n, nbb=c.g.lay.nb, solve=1)
+    bad, info1 = c.status(info)
+    return nan_where(bad, c.to_rows(x_loc)), info1
 
 
 def syevd(a_loc, *, geo, row_axes, group_axes, key, grid, vectors=True):
     """Eigenvalues (replicated) and this rank's rows of the eigenvectors: (w, V rows or None,
     info[1])."""
-    p, q = grid
-    axis = axis_of(row_axes)
-    lay, tb = _layout(geo.n, geo.ndev, p, q, block(geo.nloc))
-    local = _grid2d.rows_to_grid(a_loc, tb, axis)
+    c = _body(geo, row_axes, key, grid)
     real = jnp.finfo(a_loc.dtype).dtype
-    _, v, w, info = jax.ffi.ffi_call(
+    _, v, w, info = c.call(
         "jaxmg_dist_syevd",
-        (jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype),
-         jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype),
-         jax.ShapeDtypeStruct((geo.n,), real), jax.ShapeDtypeStruct((1,), jnp.int32)),
-        input_output_aliases={0: 0})(
-            local.T, group=np.int64(key), n=np.int64(geo.n), mb=np.int64(lay.mb),
-            nb=np.int64(lay.nb), vectors=np.int64(bool(vectors)))
-    bad = jax.lax.pmax(info[0], axis)
-    info1 = jnp.reshape(bad, (1,)).astype(jnp.int32)
-    w = nan_where(bad != 0, w)
+        (c.local(a_loc.dtype), c.local(a_loc.dtype), jax.ShapeDtypeStruct((geo.n,), real),
+         _INFO1), (c.to_grid(a_loc),), {0: 0}, vectors=bool(vectors))
+    bad, info1 = c.status(info)
+    w = nan_where(bad, w)
     if not vectors:
         return w, None, info1
-    rows = _grid2d.grid_to_rows(v.T, tb, axis, geo.nloc, geo.n)
-    return w, nan_where(bad != 0, rows), info1
+    return w, nan_where(bad, c.to_rows(v)), info1
 
 
 def solve_gen(a_loc, b, *, geo, row_axes, key, grid):
     """A x = b for a general A (LU with partial pivoting, Getrf + Getrs): (x, info[1]),
     x replicated; info = the first exactly zero pivot of U (x NaN then)."""
-    p, q = grid
-    axis = axis_of(row_axes)
-    lay, tb = _layout(geo.n, geo.ndev, p, q, block(geo.nloc))
-    local = _grid2d.rows_to_grid(a_loc, tb, axis)
-    me = jax.lax.axis_index(axis)
-    rows = jnp.asarray(_rank_rows(lay, tb.mloc))[me]
-    bp = jnp.concatenate([b, jnp.zeros((1, b.shape[1]), b.dtype)])
+    c = _body(geo, row_axes, key, grid)
     nrhs = b.shape[1]
-    _, x_loc, info = jax.ffi.ffi_call(
+    _, x_loc, info = c.call(
         "jaxmg_dist_getrs",
-        (jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype),
-         jax.ShapeDtypeStruct((nrhs, tb.mloc), b.dtype),
-         jax.ShapeDtypeStruct((2,), jnp.int32)),
-        input_output_aliases={0: 0, 1: 1})(
-            local.T, bp[rows].T, group=np.int64(key), n=np.int64(geo.n), mb=np.int64(lay.mb),
-            nb=np.int64(lay.nb), nrhs=np.int64(nrhs), nbb=np.int64(nrhs))
-    col0 = jnp.asarray(_rank_in_col0(lay))[me]
-    part = jnp.zeros((geo.n + 1, nrhs), b.dtype).at[rows].set(
-        jnp.where(col0, x_loc.T, 0))[:geo.n]
-    x = jax.lax.psum(part, axis)
-    bad = jax.lax.pmax(info[0], axis)
-    return nan_where(bad != 0, x), jnp.reshape(bad, (1,)).astype(jnp.int32)
+        (c.local(a_loc.dtype), jax.ShapeDtypeStruct((nrhs, c.g.tb.mloc), b.dtype), _INFO2),
+        (c.to_grid(a_loc), c.rhs_to_grid(b)), {0: 0, 1: 1}, nrhs=nrhs, nbb=nrhs)
+    bad, info1 = c.status(info)
+    return nan_where(bad, c.rhs_from_grid(x_loc)), info1
 
 
 def eigh_gen(a_loc, b_loc, *, geo, row_axes, key, grid, vectors=True):
     """A v = λ B v (Sygvd, type 1): (w, this rank's rows of V or None, info[1]); V
     B-orthonormal, info = N + k when B's leading minor of order k is not positive
     definite (outputs NaN then)."""
-    p, q = grid
-    axis = axis_of(row_axes)
-    lay, tb = _layout(geo.n, geo.ndev, p, q, block(geo.nloc))
-    la = _grid2d.rows_to_grid(a_loc, tb, axis)
-    lb = _grid2d.rows_to_grid(b_loc, tb, axis)
+    c = _body(geo, row_axes, key, grid)
     real = jnp.finfo(a_loc.dtype).dtype
-    loc = jax.ShapeDtypeStruct((tb.nloc, tb.mloc), a_loc.dtype)
-    _, _, z, w, info = jax.ffi.ffi_call(
-        "jaxmg_dist_sygvd",
-        (loc, loc, loc, jax.ShapeDtypeStruct((geo.n,), real),
-         jax.ShapeDtypeStruct((1,), jnp.int32)),
-        input_output_aliases={0: 0, 1: 1})(
-            la.T, lb.T, group=np.int64(key), n=np.int64(geo.n), mb=np.int64(lay.mb),
-            nb=np.int64(lay.nb), vectors=np.int64(bool(vectors)))
-    bad = jax.lax.pmax(info[0], axis)
-    info1 = jnp.reshape(bad, (1,)).astype(jnp.int32)
-    w = nan_where(bad != 0, w)
+    loc = c.local(a_loc.dtype)
+    _, _, z, w, info = c.call(
+        "jaxmg_dist_sygvd", (loc, loc, loc, jax.ShapeDtypeStruct((geo.n,), real), _INFO1),
+        (c.to_grid(a_loc), c.to_grid(b_loc)), {0: 0, 1: 1}, vectors=bool(vectors))
+    bad, info1 = c.status(info)
+    w = nan_where(bad, w)
     if not vectors:
         return w, info1
-    rows = _grid2d.grid_to_rows(z.T, tb, axis, geo.nloc, geo.n)
-    return w, nan_where(bad != 0, rows), info1
+    return w, nan_where(bad, c.to_rows(z)), info1
 
 
 # name -> (body, input kinds, output kinds): "rows" sharded by rows, "rep" replicated
