@@ -80,11 +80,14 @@ def lu_info(lu):
     return jnp.where(jnp.any(zero), jnp.argmax(zero) + 1, 0).astype(jnp.int32)
 
 
-def _syevx(h, lo: int, hi: int, vectors: bool, parts: int):
+def _syevx(h, lo: int, hi: int, vectors: bool):
     """jaxmg's device-local subset eigensolver (``jaxmg_syevx``: LAPACK ?syevr on CPU,
     cuSOLVER Xsyevdx on GPU) on the whole Hermitian ``h``: ``(w, v, info)``, eigenpairs
     lo..hi-1, v (N x (hi - lo), or N x 0 without vectors). The solver reads ``h``
-    column-major (``conj(h)``, the same eigenvalues, conjugate vectors)."""
+    column-major (``conj(h)``, the same eigenvalues, conjugate vectors). Every device of the
+    enclosing shard_map computes at once: the CPU backend gives each its share of the
+    cores (``parts``, the size of the context's mesh; 1 outside one)."""
+    parts = max(1, int(jax.sharding.get_abstract_mesh().size))
     n, k = h.shape[-1], hi - lo
     real = jnp.finfo(h.dtype).dtype
     finite = jnp.all(jnp.isfinite(h))
@@ -100,18 +103,18 @@ def _syevx(h, lo: int, hi: int, vectors: bool, parts: int):
     return w, jnp.conj(z).T, info
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
-def subset_eigh(h, lo: int, hi: int, vectors: bool, parts: int = 1):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def subset_eigh(h, lo: int, hi: int, vectors: bool):
     """Eigenpairs lo..hi-1 (ascending) of the Hermitian ``h``, at the cost of the
     tridiagonal reduction and k = hi - lo eigenpairs: ``(w, v, info)`` (v: N x 0 without
     vectors). Derivatives: of the eigenvalues dλ = Re diag(Vᴴ dH V) from the same subset;
     of the eigenvectors JAX's rule for the full decomposition (it sums over every other
     eigenpair), so differentiating the vectors costs a full ``eigh``."""
-    return _syevx(h, lo, hi, vectors, parts)
+    return _syevx(h, lo, hi, vectors)
 
 
 @subset_eigh.defjvp
-def _subset_eigh_jvp(lo, hi, vectors, parts, primals, tangents):
+def _subset_eigh_jvp(lo, hi, vectors, primals, tangents):
     (h,), (dh,) = primals, tangents
     zero_info = np.zeros((), dtype=jax.dtypes.float0)
     if vectors:
@@ -122,7 +125,7 @@ def _subset_eigh_jvp(lo, hi, vectors, parts, primals, tangents):
         (w, v), (dw, dv) = jax.jvp(full, (h,), (dh,))
         info = jnp.where(jnp.all(jnp.isfinite(w)), 0, 1).astype(jnp.int32)
         return (w, v, info), (dw, dv, zero_info)
-    w, v, info = _syevx(h, lo, hi, True, parts)
+    w, v, info = _syevx(h, lo, hi, True)
     dw = jnp.real(jnp.sum(jnp.conj(v) * (dh @ v), axis=0)).astype(w.dtype)
     empty = jnp.zeros((h.shape[-1], 0), h.dtype)
     return (w, empty, info), (dw, empty, zero_info)
@@ -191,7 +194,7 @@ def lstsq(a, b, *, rcond):
     return x, resid, rank.astype(jnp.int32), s
 
 
-def eigh_gen(a, b, *, reads: str, subset, vectors: bool, parts: int = 1):
+def eigh_gen(a, b, *, reads: str, subset, vectors: bool):
     """A v = λ B v: B = L Lᴴ, C = L⁻¹ A L⁻ᴴ, C = W Λ Wᴴ, V = L⁻ᴴ W (B-orthonormal)."""
     n = a.shape[-1]
     h = hermitian(a, reads)
@@ -206,7 +209,7 @@ def eigh_gen(a, b, *, reads: str, subset, vectors: bool, parts: int = 1):
         v, w = jax.lax.linalg.eigh(c, lower=True, symmetrize_input=False)
         einfo = jnp.where(jnp.all(jnp.isfinite(w)), 0, 1)
     else:
-        w, v, einfo = subset_eigh(c, subset[0], subset[1], vectors, parts)
+        w, v, einfo = subset_eigh(c, subset[0], subset[1], vectors)
     info = jnp.where(failed, n + info, einfo)
     bad = info != 0
     w = nan_where(bad, w)
@@ -216,9 +219,9 @@ def eigh_gen(a, b, *, reads: str, subset, vectors: bool, parts: int = 1):
     return w, nan_where(bad, v), info.astype(jnp.int32)
 
 
-def eigh_subset(a, *, reads: str, subset, vectors: bool, parts: int = 1):
+def eigh_subset(a, *, reads: str, subset, vectors: bool):
     """Eigenpairs subset = (lo, hi) of the standard problem, by the subset eigensolver."""
-    w, v, info = subset_eigh(hermitian(a, reads), subset[0], subset[1], vectors, parts)
+    w, v, info = subset_eigh(hermitian(a, reads), subset[0], subset[1], vectors)
     bad = info != 0
     if not vectors:
         return nan_where(bad, w), info
@@ -246,9 +249,6 @@ OPS = {
     "eigvalsh_subset": (eigh_subset, ("rows",), ("rep", "rep")),
 }
 
-# Ops told how many devices run them at once (the CPU backend's share of the cores).
-_PARTS = frozenset({"eigh_gen", "eigvalsh_gen", "eigh_subset", "eigvalsh_subset"})
-
 
 def _mine(x, axis, ndev: int):
     """This device's rows of ``x`` (held whole by every device), zero rows padding the
@@ -265,10 +265,7 @@ def program(op: str, place: Placement, rows: tuple, kw: tuple = ()):
     its row outputs likewise padded (cut by the caller); ``kw``: the op's static keywords
     as sorted (name, value) pairs."""
     fn, in_kinds, out_kinds = OPS[op]
-    kw = dict(kw)
-    if op in _PARTS:
-        kw["parts"] = int(place.mesh.size)
-    fn = functools.partial(fn, **kw)
+    fn = functools.partial(fn, **dict(kw))
     axis, ndev = place.axis, place.ndev
 
     def body(*args):
