@@ -212,12 +212,6 @@ static void leave(call_t *cl) {
   if (cl->prev_device >= 0) (void)cudaSetDevice(cl->prev_device);
 }
 
-/* A buffer of the call: operand (is_ret 0) or result i, of rank 2 (cols, lld) or 1. */
-static jaxmg_status_t buf(XLA_FFI_CallFrame *f, int is_ret, int i, jaxmg_buf_t *b,
-                          const char *op, const char *what, jaxmg_error_t *err) {
-  return jaxmg__ffi_buffer(f, is_ret, i, b, op, what, err);
-}
-
 /* Device workspace from XLA's allocator and host workspace from malloc; released by
  * work_free after the stream has finished with the host part. */
 typedef struct {
@@ -241,15 +235,7 @@ static jaxmg_status_t work_get(call_t *cl, work_t *w, size_t dbytes, size_t hbyt
 }
 
 static jaxmg_status_t work_free(call_t *cl, work_t *w, jaxmg_status_t st, jaxmg_error_t *err) {
-  if (w->hw) {
-    jaxmg_error_t e2;
-    jaxmg_status_t st2 = JAXMG_GPU(&e2, "dist", cudaStreamSynchronize(cl->stream));
-    if (!st && st2) {
-      st = st2;
-      *err = e2;
-    }
-    free(w->hw);
-  }
+  st = jaxmg__gpu_free_host_work(w->hw, cl->stream, st, "dist", err);
   if (w->d) jaxmg__ffi_free(cl->f, w->d, w->dbytes);
   return st;
 }
@@ -276,122 +262,124 @@ static jaxmg_status_t attrs(XLA_FFI_CallFrame *f, const char *op, int64_t *key, 
 /* lld of a local buffer of shape (local columns, lld). */
 static int64_t lld_of(const jaxmg_buf_t *b) { return b->rank == 2 ? b->dims[1] : 1; }
 
-/* jaxmg_dist_potrs: operands a (local of A, N x N in mb x nb blocks) and b (local of B,
- * N x nrhs in mb x nbb blocks: nbb = nrhs puts all of B on grid column 0, nbb = nb lays an
- * N x N B out like A); results a (the factor, aliased), x (aliased to b), info (int32[2]:
- * potrf's, potrs's). Attribute solve = 0 factors only (b and x unused). */
-static jaxmg_status_t potrs(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
-  const char *op = "potrs";
-  int64_t key, n, mb, nb, nrhs = 0, nbb = 1, solve = 1;
-  jaxmg_buf_t a, b, ra, rx, info;
-  call_t cl;
-  work_t w = {0};
-  cusolverMpMatrixDescriptor_t da = NULL, db = NULL;
-  jaxmg_status_t st = attrs(f, op, &key, &n, &mb, &nb, err);
-  if (!st) st = jaxmg__ffi_attr_i64(f, "nrhs", &nrhs, op, err);
-  if (!st) st = jaxmg__ffi_attr_i64(f, "solve", &solve, op, err);
-  if (!st) st = jaxmg__ffi_attr_i64(f, "nbb", &nbb, op, err);
-  if (!st && (nrhs < 0 || nbb < 1))
-    st = jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: bad nrhs/nbb %lld/%lld", op,
-                       (long long)nrhs, (long long)nbb);
-  if (!st) st = buf(f, 0, 0, &a, op, "a", err);
-  if (!st) st = buf(f, 0, 1, &b, op, "b", err);
-  if (!st) st = buf(f, 1, 0, &ra, op, "a (result)", err);
-  if (!st) st = buf(f, 1, 1, &rx, op, "x", err);
-  if (!st) st = buf(f, 1, 2, &info, op, "info", err);
+/* The frame of the solves (jaxmg_dist_potrs, jaxmg_dist_getrs): attributes group, n, mb, nb,
+ * nrhs, nbb (B's column block: nrhs puts all of B on grid column 0, nb lays an N x N B out
+ * like A); operands a (local of A) and b (local of B); results a and x (aliased to them)
+ * and info (int32[2]: the factorization's, the solve's). */
+typedef struct {
+  int64_t key, n, mb, nb, nrhs, nbb;
+  jaxmg_buf_t a, b, info;
+} solve_frame_t;
+
+static jaxmg_status_t solve_frame(XLA_FFI_CallFrame *f, const char *op, solve_frame_t *fr,
+                                  jaxmg_error_t *err) {
+  jaxmg_buf_t ra, rx;
+  fr->nrhs = 0;
+  fr->nbb = 1;
+  jaxmg_status_t st = attrs(f, op, &fr->key, &fr->n, &fr->mb, &fr->nb, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "nrhs", &fr->nrhs, op, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "nbb", &fr->nbb, op, err);
+  if (!st) st = jaxmg__ffi_buffer(f, 0, 0, &fr->a, op, "a", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 0, 1, &fr->b, op, "b", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 0, &ra, op, "a (result)", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 1, &rx, op, "x", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 2, &fr->info, op, "info", err);
   if (st) return st;
-  if (!a.known || a.rank != 2 || ra.data != a.data || rx.data != b.data || b.dtype != a.dtype) {
+  if (!fr->a.known || fr->a.rank != 2 || ra.data != fr->a.data || rx.data != fr->b.data ||
+      fr->b.dtype != fr->a.dtype || fr->nrhs < 0 || fr->nbb < 1) {
     return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: a and b must be local matrices of one "
-                         "dtype, the results aliased to them", op);
+                         "dtype, the results aliased to them, nrhs >= 0 and nbb >= 1", op);
   }
-  if ((st = enter(f, key, a.dtype, &cl, op, err))) {
-    leave(&cl);
-    return st;
-  }
-  const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
-  const cudaDataType ct = cl.ty->ctype;
-  size_t d1 = 0, h1 = 0, d2 = 0, h2 = 0;
-  st = desc(&cl, &da, n, n, mb, nb, lld_of(&a), op, err);
-  if (!st && solve) st = desc(&cl, &db, n, nrhs, mb, nbb, lld_of(&b), op, err);
-  if (!st)
-    st = JAXMG_GPU(err, op, cusolverMpPotrf_bufferSize(cl.c->h, lo, n, a.data, 1, 1, da, ct,
-                                                        &d1, &h1));
-  if (!st && solve)
-    st = JAXMG_GPU(err, op, cusolverMpPotrs_bufferSize(cl.c->h, lo, n, nrhs, a.data, 1, 1, da,
-                                                        b.data, 1, 1, db, ct, &d2, &h2));
-  if (!st) st = work_get(&cl, &w, d1 > d2 ? d1 : d2, h1 > h2 ? h1 : h2, op, err);
-  if (!st)
-    st = JAXMG_GPU(err, op, cusolverMpPotrf(cl.c->h, lo, n, a.data, 1, 1, da, ct, w.d, w.dbytes,
-                                            w.hw, w.hbytes, (int *)info.data));
-  /* After a failed factorization x is unspecified: Python replaces it by NaN from info. */
-  if (!st && solve)
-    st = JAXMG_GPU(err, op, cusolverMpPotrs(cl.c->h, lo, n, nrhs, a.data, 1, 1, da, b.data, 1,
-                                            1, db, ct, w.d, w.dbytes, w.hw, w.hbytes,
-                                            (int *)info.data + 1));
-  st = work_free(&cl, &w, st, err);
-  if (da) (void)cusolverMpDestroyMatrixDesc(da);
-  if (db) (void)cusolverMpDestroyMatrixDesc(db);
-  leave(&cl);
+  return JAXMG_OK;
+}
+
+/* The end of every call: its workspaces released, its descriptors destroyed, its rank's
+ * lock and device given back. Returns st (or a later failure of the release). */
+static jaxmg_status_t finish(call_t *cl, work_t *w, int nw, cusolverMpMatrixDescriptor_t *d,
+                             int nd, jaxmg_status_t st, jaxmg_error_t *err) {
+  for (int i = 0; i < nw; i++) st = work_free(cl, &w[i], st, err);
+  for (int i = 0; i < nd; i++)
+    if (d[i]) (void)cusolverMpDestroyMatrixDesc(d[i]);
+  leave(cl);
   return st;
 }
 
-/* jaxmg_dist_getrs: operands a (local of a general A, N x N in mb x nb blocks) and b (local
- * of B, N x nrhs in mb x nbb blocks); results a (L and U, aliased), x (aliased to b), info
- * (int32[2]: getrf's, the first exactly zero pivot of U; getrs's). Row pivots live in
- * device workspace (LOCr(N) + mb entries, ScaLAPACK's IPIV) for the call only. */
-static jaxmg_status_t getrs(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
-  const char *op = "solve";
-  int64_t key, n, mb, nb, nrhs = 0, nbb = 1;
-  jaxmg_buf_t a, b, ra, rx, info;
+/* jaxmg_dist_potrs: Potrf + Potrs of a Hermitian positive definite A (lower triangle) on
+ * the solve frame; attribute solve = 0 factors only (b and x unused). */
+static jaxmg_status_t potrs(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
+  const char *op = "potrs";
+  solve_frame_t fr;
+  int64_t solve = 1;
   call_t cl;
-  work_t w = {0}, piv = {0};
-  cusolverMpMatrixDescriptor_t da = NULL, db = NULL;
-  jaxmg_status_t st = attrs(f, op, &key, &n, &mb, &nb, err);
-  if (!st) st = jaxmg__ffi_attr_i64(f, "nrhs", &nrhs, op, err);
-  if (!st) st = jaxmg__ffi_attr_i64(f, "nbb", &nbb, op, err);
-  if (!st) st = buf(f, 0, 0, &a, op, "a", err);
-  if (!st) st = buf(f, 0, 1, &b, op, "b", err);
-  if (!st) st = buf(f, 1, 0, &ra, op, "a (result)", err);
-  if (!st) st = buf(f, 1, 1, &rx, op, "x", err);
-  if (!st) st = buf(f, 1, 2, &info, op, "info", err);
+  work_t w = {0};
+  cusolverMpMatrixDescriptor_t d[2] = {NULL, NULL};
+  jaxmg_status_t st = solve_frame(f, op, &fr, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "solve", &solve, op, err);
   if (st) return st;
-  if (!a.known || a.rank != 2 || ra.data != a.data || rx.data != b.data || b.dtype != a.dtype ||
-      nrhs < 1 || nbb < 1) {
-    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: a and b must be local matrices of one "
-                         "dtype, the results aliased to them, nrhs and nbb positive", op);
-  }
-  if ((st = enter(f, key, a.dtype, &cl, op, err))) {
-    leave(&cl);
-    return st;
-  }
+  if ((st = enter(f, fr.key, fr.a.dtype, &cl, op, err))) return finish(&cl, &w, 0, d, 0, st, err);
+  const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
   const cudaDataType ct = cl.ty->ctype;
+  const int64_t n = fr.n, nrhs = fr.nrhs;
+  void *a = fr.a.data, *b = fr.b.data;
+  int *info = fr.info.data;
   size_t d1 = 0, h1 = 0, d2 = 0, h2 = 0;
-  const size_t npiv = (size_t)(lld_of(&a) + mb);
-  st = work_get(&cl, &piv, npiv * sizeof(int64_t), 0, op, err);
-  int64_t *ipiv = piv.d;
-  if (!st) st = desc(&cl, &da, n, n, mb, nb, lld_of(&a), op, err);
-  if (!st) st = desc(&cl, &db, n, nrhs, mb, nbb, lld_of(&b), op, err);
+  st = desc(&cl, &d[0], n, n, fr.mb, fr.nb, lld_of(&fr.a), op, err);
+  if (!st && solve) st = desc(&cl, &d[1], n, nrhs, fr.mb, fr.nbb, lld_of(&fr.b), op, err);
   if (!st)
-    st = JAXMG_GPU(err, op, cusolverMpGetrf_bufferSize(cl.c->h, n, n, a.data, 1, 1, da, ipiv, ct,
-                                                        &d1, &h1));
-  if (!st)
-    st = JAXMG_GPU(err, op, cusolverMpGetrs_bufferSize(cl.c->h, CUBLAS_OP_N, n, nrhs, a.data, 1,
-                                                        1, da, ipiv, b.data, 1, 1, db, ct, &d2,
-                                                        &h2));
+    st = JAXMG_GPU(err, op, cusolverMpPotrf_bufferSize(cl.c->h, lo, n, a, 1, 1, d[0], ct, &d1,
+                                                        &h1));
+  if (!st && solve)
+    st = JAXMG_GPU(err, op, cusolverMpPotrs_bufferSize(cl.c->h, lo, n, nrhs, a, 1, 1, d[0], b, 1,
+                                                        1, d[1], ct, &d2, &h2));
   if (!st) st = work_get(&cl, &w, d1 > d2 ? d1 : d2, h1 > h2 ? h1 : h2, op, err);
   if (!st)
-    st = JAXMG_GPU(err, op, cusolverMpGetrf(cl.c->h, n, n, a.data, 1, 1, da, ipiv, ct, w.d,
-                                            w.dbytes, w.hw, w.hbytes, (int *)info.data));
+    st = JAXMG_GPU(err, op, cusolverMpPotrf(cl.c->h, lo, n, a, 1, 1, d[0], ct, w.d, w.dbytes,
+                                            w.hw, w.hbytes, info));
+  /* After a failed factorization x is unspecified: Python replaces it by NaN from info. */
+  if (!st && solve)
+    st = JAXMG_GPU(err, op, cusolverMpPotrs(cl.c->h, lo, n, nrhs, a, 1, 1, d[0], b, 1, 1, d[1],
+                                            ct, w.d, w.dbytes, w.hw, w.hbytes, info + 1));
+  return finish(&cl, &w, 1, d, 2, st, err);
+}
+
+/* jaxmg_dist_getrs: Getrf + Getrs of a general A on the solve frame (info[0]: the first
+ * exactly zero pivot of U). Row pivots live in device workspace (LOCr(N) + mb entries,
+ * ScaLAPACK's IPIV) for the call only. */
+static jaxmg_status_t getrs(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
+  const char *op = "solve";
+  solve_frame_t fr;
+  call_t cl;
+  work_t w[2] = {{0}, {0}}; /* the solver's, the pivots */
+  cusolverMpMatrixDescriptor_t d[2] = {NULL, NULL};
+  jaxmg_status_t st = solve_frame(f, op, &fr, err);
+  if (!st && fr.nrhs < 1)
+    st = jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: no right-hand side", op);
+  if (st) return st;
+  if ((st = enter(f, fr.key, fr.a.dtype, &cl, op, err))) return finish(&cl, w, 0, d, 0, st, err);
+  const cudaDataType ct = cl.ty->ctype;
+  const int64_t n = fr.n, nrhs = fr.nrhs;
+  void *a = fr.a.data, *b = fr.b.data;
+  int *info = fr.info.data;
+  size_t d1 = 0, h1 = 0, d2 = 0, h2 = 0;
+  st = work_get(&cl, &w[1], (size_t)(lld_of(&fr.a) + fr.mb) * sizeof(int64_t), 0, op, err);
+  int64_t *ipiv = w[1].d;
+  if (!st) st = desc(&cl, &d[0], n, n, fr.mb, fr.nb, lld_of(&fr.a), op, err);
+  if (!st) st = desc(&cl, &d[1], n, nrhs, fr.mb, fr.nbb, lld_of(&fr.b), op, err);
   if (!st)
-    st = JAXMG_GPU(err, op, cusolverMpGetrs(cl.c->h, CUBLAS_OP_N, n, nrhs, a.data, 1, 1, da, ipiv,
-                                            b.data, 1, 1, db, ct, w.d, w.dbytes, w.hw, w.hbytes,
-                                            (int *)info.data + 1));
-  st = work_free(&cl, &w, st, err);
-  st = work_free(&cl, &piv, st, err);
-  if (da) (void)cusolverMpDestroyMatrixDesc(da);
-  if (db) (void)cusolverMpDestroyMatrixDesc(db);
-  leave(&cl);
-  return st;
+    st = JAXMG_GPU(err, op, cusolverMpGetrf_bufferSize(cl.c->h, n, n, a, 1, 1, d[0], ipiv, ct,
+                                                        &d1, &h1));
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpGetrs_bufferSize(cl.c->h, CUBLAS_OP_N, n, nrhs, a, 1, 1,
+                                                        d[0], ipiv, b, 1, 1, d[1], ct, &d2, &h2));
+  if (!st) st = work_get(&cl, &w[0], d1 > d2 ? d1 : d2, h1 > h2 ? h1 : h2, op, err);
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpGetrf(cl.c->h, n, n, a, 1, 1, d[0], ipiv, ct, w[0].d,
+                                            w[0].dbytes, w[0].hw, w[0].hbytes, info));
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpGetrs(cl.c->h, CUBLAS_OP_N, n, nrhs, a, 1, 1, d[0], ipiv, b,
+                                            1, 1, d[1], ct, w[0].d, w[0].dbytes, w[0].hw,
+                                            w[0].hbytes, info + 1));
+  return finish(&cl, w, 2, d, 2, st, err);
 }
 
 /* jaxmg_dist_syevd: operand a (local of A); results a (scratch, aliased), v (local of the
@@ -406,11 +394,11 @@ static jaxmg_status_t syevd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
   cusolverMpMatrixDescriptor_t da = NULL, dq = NULL;
   jaxmg_status_t st = attrs(f, op, &key, &n, &mb, &nb, err);
   if (!st) st = jaxmg__ffi_attr_i64(f, "vectors", &vectors, op, err);
-  if (!st) st = buf(f, 0, 0, &a, op, "a", err);
-  if (!st) st = buf(f, 1, 0, &ra, op, "a (result)", err);
-  if (!st) st = buf(f, 1, 1, &v, op, "v", err);
-  if (!st) st = buf(f, 1, 2, &w8, op, "w", err);
-  if (!st) st = buf(f, 1, 3, &info, op, "info", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 0, 0, &a, op, "a", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 0, &ra, op, "a (result)", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 1, &v, op, "v", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 2, &w8, op, "w", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 3, &info, op, "info", err);
   if (st) return st;
   if (!a.known || a.rank != 2 || ra.data != a.data || v.dtype != a.dtype ||
       v.rank != 2 || v.dims[0] != a.dims[0] || v.dims[1] != a.dims[1] || w8.rank != 1 ||
@@ -418,10 +406,7 @@ static jaxmg_status_t syevd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
     return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: a, v (local matrices of one shape) "
                          "and w[%lld] expected, a aliased", op, (long long)n);
   }
-  if ((st = enter(f, key, a.dtype, &cl, op, err))) {
-    leave(&cl);
-    return st;
-  }
+  if ((st = enter(f, key, a.dtype, &cl, op, err))) return finish(&cl, &w, 0, NULL, 0, st, err);
   char compz[2] = {vectors ? 'V' : 'N', 0};
   const cudaDataType ct = cl.ty->ctype;
   size_t db = 0, hb = 0;
@@ -436,11 +421,8 @@ static jaxmg_status_t syevd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
     st = JAXMG_GPU(err, op, cusolverMpSyevd(cl.c->h, compz, CUBLAS_FILL_MODE_LOWER, n, a.data, 1,
                                             1, da, w8.data, v.data, 1, 1, dq, ct, w.d, w.dbytes,
                                             w.hw, w.hbytes, (int *)info.data));
-  st = work_free(&cl, &w, st, err);
-  if (da) (void)cusolverMpDestroyMatrixDesc(da);
-  if (dq) (void)cusolverMpDestroyMatrixDesc(dq);
-  leave(&cl);
-  return st;
+  cusolverMpMatrixDescriptor_t d[2] = {da, dq};
+  return finish(&cl, &w, 1, d, 2, st, err);
 }
 
 /* jaxmg_dist_sygvd: A z = λ B z (type 1), B Hermitian positive definite. Operands a, b
@@ -456,13 +438,13 @@ static jaxmg_status_t sygvd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
   cusolverMpMatrixDescriptor_t da = NULL, db = NULL, dz = NULL;
   jaxmg_status_t st = attrs(f, op, &key, &n, &mb, &nb, err);
   if (!st) st = jaxmg__ffi_attr_i64(f, "vectors", &vectors, op, err);
-  if (!st) st = buf(f, 0, 0, &a, op, "a", err);
-  if (!st) st = buf(f, 0, 1, &b, op, "b", err);
-  if (!st) st = buf(f, 1, 0, &ra, op, "a (result)", err);
-  if (!st) st = buf(f, 1, 1, &rb, op, "b (result)", err);
-  if (!st) st = buf(f, 1, 2, &z, op, "z", err);
-  if (!st) st = buf(f, 1, 3, &w8, op, "w", err);
-  if (!st) st = buf(f, 1, 4, &info, op, "info", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 0, 0, &a, op, "a", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 0, 1, &b, op, "b", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 0, &ra, op, "a (result)", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 1, &rb, op, "b (result)", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 2, &z, op, "z", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 3, &w8, op, "w", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 4, &info, op, "info", err);
   if (st) return st;
   if (!a.known || a.rank != 2 || ra.data != a.data || rb.data != b.data || b.dtype != a.dtype ||
       z.dtype != a.dtype || b.rank != 2 || z.rank != 2 || b.dims[0] != a.dims[0] ||
@@ -471,10 +453,7 @@ static jaxmg_status_t sygvd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
     return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: a, b, z (local matrices of one shape) "
                          "and w[%lld] expected, a and b aliased", op, (long long)n);
   }
-  if ((st = enter(f, key, a.dtype, &cl, op, err))) {
-    leave(&cl);
-    return st;
-  }
+  if ((st = enter(f, key, a.dtype, &cl, op, err))) return finish(&cl, &w, 0, NULL, 0, st, err);
   const cusolverEigMode_t jobz = vectors ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
   const cudaDataType ct = cl.ty->ctype;
   const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
@@ -491,12 +470,8 @@ static jaxmg_status_t sygvd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
     st = JAXMG_GPU(err, op, cusolverMpSygvd(cl.c->h, CUSOLVER_EIG_TYPE_1, jobz, lo, n, a.data, 1,
                                             1, da, b.data, 1, 1, db, w8.data, z.data, 1, 1, dz,
                                             ct, w.d, w.dbytes, w.hw, w.hbytes, (int *)info.data));
-  st = work_free(&cl, &w, st, err);
-  if (da) (void)cusolverMpDestroyMatrixDesc(da);
-  if (db) (void)cusolverMpDestroyMatrixDesc(db);
-  if (dz) (void)cusolverMpDestroyMatrixDesc(dz);
-  leave(&cl);
-  return st;
+  cusolverMpMatrixDescriptor_t d[3] = {da, db, dz};
+  return finish(&cl, &w, 1, d, 3, st, err);
 }
 
 static XLA_FFI_Error *handle(XLA_FFI_CallFrame *f,

@@ -162,6 +162,10 @@ static inline const jaxmg_part_t *jaxmg__gpu_slot(const jaxmg_task_t *t, int r) 
  * and the allocator with its reason. */
 jaxmg_status_t jaxmg__gpu_alloc(jaxmg_gpu_part_t *g, void **p, size_t *have, size_t bytes,
                                 const char *what, const char *op, jaxmg_error_t *err);
+/* Frees a solver's host workspace `hwork` (NULL: nothing) once stream `s` has finished with
+ * it; returns `st`, or the wait's failure when `st` was JAXMG_OK (then in *err). */
+jaxmg_status_t jaxmg__gpu_free_host_work(void *hwork, cudaStream_t s, jaxmg_status_t st,
+                                         const char *op, jaxmg_error_t *err);
 /* Returns *p to g->mem (NULL: nothing) and clears it. */
 void jaxmg__gpu_free(jaxmg_gpu_part_t *g, void **p, size_t *have);
 /* Copies position 0's x to this participant's x (peer copy on its own stream). */

@@ -204,3 +204,16 @@ jaxmg_status_t jaxmg__gpu_exchange_done(const jaxmg_task_t *t, jaxmg_gpu_part_t 
   }
   return st;
 }
+
+jaxmg_status_t jaxmg__gpu_free_host_work(void *hwork, cudaStream_t s, jaxmg_status_t st,
+                                         const char *op, jaxmg_error_t *err) {
+  if (!hwork) return st;
+  jaxmg_error_t e2;
+  jaxmg_status_t st2 = JAXMG_GPU(&e2, op, cudaStreamSynchronize(s));
+  free(hwork);
+  if (!st && st2) {
+    *err = e2;
+    return st2;
+  }
+  return st;
+}

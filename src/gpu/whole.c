@@ -239,15 +239,7 @@ static jaxmg_status_t compute(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_
     st = JAXMG_GPU(err, nm, cusolverDnXpotrs(h, prm, lo, N, t->nrhs, ct, W, N, ct, me->x, N,
                                              sinfo));
   /* A host workspace must outlive the solver that uses it. */
-  if (hwork) {
-    jaxmg_error_t e2;
-    jaxmg_status_t st2 = JAXMG_GPU(&e2, nm, cudaStreamSynchronize(g->stream));
-    if (!st && st2) {
-      st = st2;
-      *err = e2;
-    }
-    free(hwork);
-  }
+  st = jaxmg__gpu_free_host_work(hwork, g->stream, st, nm, err);
   /* `ready` now means: results and info final, every shard read. */
   if (!st) st = JAXMG_GPU(err, nm, cudaEventRecord(g->ready, g->stream));
   /* On any failure the peers return at once and M is released: no pull may still read their
@@ -372,15 +364,7 @@ jaxmg_status_t jaxmg__gpu_syevx(const jaxmg_syevx_t *x, jaxmg_gpu_part_t *g, jax
   if (!st && x->vectors)
     st = JAXMG_GPU(err, nm, cudaMemcpyAsync(x->z, x->a, (size_t)n * (size_t)k * esz,
                                             cudaMemcpyDeviceToDevice, g->stream));
-  if (hwork) {
-    jaxmg_error_t e2;
-    jaxmg_status_t st2 = JAXMG_GPU(&e2, nm, cudaStreamSynchronize(g->stream));
-    if (!st && st2) {
-      st = st2;
-      *err = e2;
-    }
-    free(hwork);
-  }
+  st = jaxmg__gpu_free_host_work(hwork, g->stream, st, nm, err);
   pthread_mutex_unlock(&g_dn[g->device].mu);
   /* Fewer eigenvalues than asked: a failure the caller sees as info = n + 1. */
   if (!st && found != k) {
