@@ -412,3 +412,8 @@ int64_t jaxmg__ffi_instance(const XLA_FFI_CallFrame *f) {
   return 0;
 }
 #endif
+
+int jaxmg__ffi_executes(XLA_FFI_CallFrame *f) {
+  if (jaxmg__ffi_metadata(f)) return 0;
+  return f->stage == XLA_FFI_ExecutionStage_EXECUTE;
+}

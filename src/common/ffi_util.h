@@ -16,6 +16,10 @@
 /* If the frame is XLA's metadata query, answers it and returns 1. */
 int jaxmg__ffi_metadata(XLA_FFI_CallFrame *f);
 
+/* For a handler without state: 0 when the frame is XLA's metadata query (answered here) or
+ * a stage other than EXECUTE, where it has nothing to do; 1 when it runs. */
+int jaxmg__ffi_executes(XLA_FFI_CallFrame *f);
+
 /* Converts a jaxmg error into an XLA FFI error owned by the caller (XLA). */
 XLA_FFI_Error *jaxmg__ffi_error(const XLA_FFI_Api *api, const jaxmg_error_t *e);
 

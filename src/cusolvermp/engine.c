@@ -476,8 +476,7 @@ static jaxmg_status_t sygvd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
 
 static XLA_FFI_Error *handle(XLA_FFI_CallFrame *f,
                              jaxmg_status_t (*fn)(XLA_FFI_CallFrame *, jaxmg_error_t *)) {
-  if (jaxmg__ffi_metadata(f)) return NULL;
-  if (f->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL;
+  if (!jaxmg__ffi_executes(f)) return NULL;
   jaxmg_error_t err = {JAXMG_OK, ""};
   return fn(f, &err) ? jaxmg__ffi_error(f->api, &err) : NULL;
 }

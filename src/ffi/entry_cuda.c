@@ -561,8 +561,7 @@ JAXMG_OPS(JAXMG_CUDA_ENTRY)
 /* The device-local subset eigensolver (src/common/ops.h), on the call's stream. */
 JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_syevx_cuda(XLA_FFI_CallFrame *f);
 XLA_FFI_Error *jaxmg_ffi_syevx_cuda(XLA_FFI_CallFrame *f) {
-  if (jaxmg__ffi_metadata(f)) return NULL;
-  if (f->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL;
+  if (!jaxmg__ffi_executes(f)) return NULL;
   jaxmg_error_t err = {JAXMG_OK, ""};
   jaxmg_gpu_part_t g;
   jaxmg_syevx_t x;
