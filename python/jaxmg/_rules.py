@@ -9,7 +9,8 @@ products. JAX's transposition of that linear computation is the reverse mode, so
 ``custom_vjp`` (which would lose forward mode) and no hand-written transpose to keep in sync.
 The tangents use jaxmg's own distributed ops, reusing the primal's factorization, so that no
 device ever holds a whole N x N matrix; the factorizations of the rules are the platform's
-distributed engine's (``_engines.DISTRIBUTED``) whatever engine ran the primal.
+distributed engine's (``_engines.DISTRIBUTED``; cuSOLVERMp's on GPUs of several processes,
+``_engines.factor_engine``) whatever engine ran the primal.
 """
 
 from __future__ import annotations
@@ -170,10 +171,10 @@ def syevd(engine: str, place, geo, vectors: bool, donate: bool, timeout: float):
 # ---- solves with a kept factor ----------------------------------------------------------------
 
 def _from_factor(op: str, place, geo, timeout: float, donate: bool = False):
-    """The program of ``op`` ("potrf", "solve", "inverse", "logdet") on the platform's
-    distributed engine, the one whose factors live distributed."""
-    name = _engines.distributed(place.platform).name
-    return _engines.program(name, op, place, geo, donate, timeout=timeout)
+    """The program of ``op`` ("potrf", "solve", "inverse", "logdet") on the engine that keeps
+    the factors of ``place`` (``_engines.factor_engine``)."""
+    return _engines.program(_engines.factor_engine(place), op, place, geo, donate,
+                            timeout=timeout)
 
 
 def factor_program(place, geo, donate: bool):

@@ -305,16 +305,20 @@ static jaxmg_status_t finish(call_t *cl, work_t *w, int nw, cusolverMpMatrixDesc
 }
 
 /* jaxmg_dist_potrs: Potrf + Potrs of a Hermitian positive definite A (lower triangle) on
- * the solve frame; attribute solve = 0 factors only (b and x unused). */
+ * the solve frame; attribute solve = 0 factors only (b and x unused), factor = 0 solves
+ * only, with A already holding its Cholesky factor L (info[0] is then 0). */
 static jaxmg_status_t potrs(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
   const char *op = "potrs";
   solve_frame_t fr;
-  int64_t solve = 1;
+  int64_t solve = 1, factor = 1;
   call_t cl;
   work_t w = {0};
   cusolverMpMatrixDescriptor_t d[2] = {NULL, NULL};
   jaxmg_status_t st = solve_frame(f, op, &fr, err);
   if (!st) st = jaxmg__ffi_attr_i64(f, "solve", &solve, op, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "factor", &factor, op, err);
+  if (!st && !solve && !factor)
+    st = jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: nothing to do (solve = factor = 0)", op);
   if (st) return st;
   if ((st = enter(f, fr.key, fr.a.dtype, &cl, op, err))) return finish(&cl, &w, 0, d, 0, st, err);
   const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
@@ -325,16 +329,18 @@ static jaxmg_status_t potrs(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
   size_t d1 = 0, h1 = 0, d2 = 0, h2 = 0;
   st = desc(&cl, &d[0], n, n, fr.mb, fr.nb, lld_of(&fr.a), op, err);
   if (!st && solve) st = desc(&cl, &d[1], n, nrhs, fr.mb, fr.nbb, lld_of(&fr.b), op, err);
-  if (!st)
+  if (!st && factor)
     st = JAXMG_GPU(err, op, cusolverMpPotrf_bufferSize(cl.c->h, lo, n, a, 1, 1, d[0], ct, &d1,
                                                         &h1));
   if (!st && solve)
     st = JAXMG_GPU(err, op, cusolverMpPotrs_bufferSize(cl.c->h, lo, n, nrhs, a, 1, 1, d[0], b, 1,
                                                         1, d[1], ct, &d2, &h2));
   if (!st) st = work_get(&cl, &w, d1 > d2 ? d1 : d2, h1 > h2 ? h1 : h2, op, err);
-  if (!st)
+  if (!st && factor)
     st = JAXMG_GPU(err, op, cusolverMpPotrf(cl.c->h, lo, n, a, 1, 1, d[0], ct, w.d, w.dbytes,
                                             w.hw, w.hbytes, info));
+  else if (!st)
+    st = JAXMG_GPU(err, op, cudaMemsetAsync(info, 0, sizeof(int), cl.stream));
   /* After a failed factorization x is unspecified: Python replaces it by NaN from info. */
   if (!st && solve)
     st = JAXMG_GPU(err, op, cusolverMpPotrs(cl.c->h, lo, n, nrhs, a, 1, 1, d[0], b, 1, 1, d[1],

@@ -74,8 +74,12 @@ def _fake_ffi(geo, grid):
             if name == "jaxmg_dist_potrs":
                 nrhs = int(attrs["nrhs"])
                 blay = _grid2d.Layout(geo.n, nrhs, lay.mb, int(attrs["nbb"]), p, q)
+                # factor = 0: A holds L already (its lower triangle is read)
+                L = jnp.tril(jax.lax.linalg.cholesky(a, symmetrize_input=False)
+                             if attrs["factor"] else a)
+                if not attrs["solve"]:
+                    return (_local(L, lay, tb, shapes[0].shape), args[1], jnp.zeros((2,), jnp.int32))
                 b = _assemble(args[1], blay, None, geo.n, nrhs)
-                L = jnp.tril(jax.lax.linalg.cholesky(a, symmetrize_input=False))
                 x = jax.scipy.linalg.cho_solve((L, True), b)
                 return (_local(L, lay, tb, shapes[0].shape), _local(x, blay, None, shapes[1].shape),
                         jnp.zeros((2,), jnp.int32))
@@ -150,3 +154,115 @@ def test_potrs_and_syevd_bodies(monkeypatch, ndev, n, block):
     np.testing.assert_allclose(np.asarray(w), np.linalg.eigvalsh(h), atol=1e-12)
     v = np.asarray(v)
     np.testing.assert_allclose(h @ v, v * np.asarray(w), atol=1e-10)
+
+
+@pytest.mark.parametrize("ndev,n,block", [(1, 8, 4), (2, 12, 4), (3, 18, 4), (4, 24, 3)])
+def test_factor_bodies(monkeypatch, ndev, n, block):
+    """potrf, then solve, inverse and logdet with the kept factor (the ops of
+    ``linalg.cho_factor`` and of the derivative rules on this engine)."""
+    need_devices(ndev)
+    monkeypatch.setenv("JAXMG_MP_BLOCK", str(block))
+    mesh = Mesh(np.array(jax.devices()[:ndev]), ("x",))
+    geo = Geometry(n, ndev, n // ndev)
+    grid = _grid2d.choose_grid(ndev)
+    monkeypatch.setattr(jax.ffi, "ffi_call", _fake_ffi(geo, grid))
+    rng = np.random.default_rng(n + 1)
+    a = hpd(n, np.float64, rng)
+    b = rng.standard_normal((n, 2))
+    kw = dict(geo=geo, row_axes=("x",), group_axes=(), key=1, grid=grid)
+    rows, rep = P("x", None), P()
+    put = lambda m: jax.device_put(m, NamedSharding(mesh, rows))  # noqa: E731
+
+    def prog(body, ins, outs):
+        return jax.jit(_spmd.shard_map(lambda *x: body(*x, **kw), mesh, ins, outs))
+
+    fac, info = prog(cusolvermp.potrf, (rows,), (rows, rep))(put(a))
+    assert int(info[0]) == 0
+    np.testing.assert_allclose(np.tril(np.asarray(fac)), np.linalg.cholesky(a), atol=1e-12)
+    x = prog(cusolvermp.solve, (rows, rep), rep)(fac, b)
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(a, b), rtol=1e-10)
+    inv = prog(cusolvermp.inverse, (rows,), rows)(fac)
+    np.testing.assert_allclose(np.asarray(inv), np.linalg.inv(a), atol=1e-10)
+    ld = prog(cusolvermp.logdet, (rows,), rep)(fac)
+    np.testing.assert_allclose(float(ld), np.linalg.slogdet(a)[1], rtol=1e-12)
+
+
+def test_several_processes_run_on_this_engine(monkeypatch):
+    """On GPUs of several processes, ``auto`` and the factors of cho_factor and of the
+    derivative rules go to cuSOLVERMp where it is installed, to cuSOLVERMg where not; in one
+    process nothing changes."""
+    from jaxmg import _engines
+
+    mesh = Mesh(np.array(jax.devices()[:2]), ("x",))
+    place = Placement(mesh, ("x",), ())
+    monkeypatch.setattr(Placement, "platform", property(lambda self: "gpu"))
+    monkeypatch.setattr(Placement, "device", property(lambda self: jax.devices()[0]))
+    monkeypatch.setattr(cusolvermp, "available", lambda: None)
+    in_one = {"v": True}
+    monkeypatch.setattr(_engines._mpmd, "in_this_process", lambda m: in_one["v"])
+    assert _engines.factor_engine(place) == "cusolvermg"
+    assert _engines.auto("potrs", place, 64, np.float64) != "cusolvermp"
+    in_one["v"] = False
+    for op in ("potrs", "potri", "syevd"):
+        assert _engines.auto(op, place, 64, np.float64) == "cusolvermp"
+    assert _engines.factor_engine(place) == "cusolvermp"
+    monkeypatch.setattr(cusolvermp, "available", lambda: "not installed")
+    assert _engines.factor_engine(place) == "cusolvermg"
+    assert _engines.auto("potrs", place, 64, np.float64) != "cusolvermp"
+
+
+def test_linalg_and_derivative_rules_on_this_engine(monkeypatch):
+    """The public ops end to end on this engine, as on GPUs of several processes: cho_factor
+    / cho_solve / logdet / solve and their derivatives (the rules' factors are this
+    engine's: potrf, then solve / inverse with the kept factor). The engine is let onto
+    CPU devices, its set-up replaced (the group attribute carries the rank count to the
+    stand-in FFI)."""
+    import dataclasses
+
+    from jax.test_util import check_grads
+
+    from jaxmg import _engines, linalg
+
+    real_call = jax.ffi.ffi_call
+
+    def ffi_call(name, shapes, **kw):
+        if not name.startswith("jaxmg_dist_"):
+            return real_call(name, shapes, **kw)
+
+        def run(*args, **attrs):
+            n, nd = int(attrs["n"]), int(attrs["group"])
+            fake = _fake_ffi(Geometry(n, nd, n // nd), _grid2d.choose_grid(nd))
+            return fake(name, shapes, **kw)(*args, **attrs)
+
+        return run
+
+    monkeypatch.setattr(jax.ffi, "ffi_call", ffi_call)
+    monkeypatch.setitem(_engines.ENGINES, "cusolvermp", dataclasses.replace(
+        cusolvermp.ENGINE, platforms=("cpu", "gpu"), check=None,
+        prepare=lambda op, place, geo: {"key": place.ndev, "grid": _grid2d.choose_grid(place.ndev)}))
+    monkeypatch.setattr(_engines, "multi_process", lambda place: True)
+    for ndev, n in ((2, 12), (3, 10)):
+        mesh = Mesh(np.array(jax.devices()[:ndev]), ("x",))
+        a = hpd(n, np.float64, np.random.default_rng(n))
+        b = np.random.default_rng(1).standard_normal((n, 2))
+        arg = jax.device_put(a, NamedSharding(mesh, P("x", None))) if n % ndev == 0 else a
+        place = Placement(mesh, ("x",), ())
+        assert _engines.factor_engine(place) == "cusolvermp"
+        fac = linalg.cho_factor(arg, mesh=mesh)
+        np.testing.assert_allclose(np.asarray(linalg.cho_solve(fac, b)), np.linalg.solve(a, b),
+                                   rtol=1e-10)
+        np.testing.assert_allclose(float(linalg.logdet(arg, mesh=mesh)), np.linalg.slogdet(a)[1],
+                                   rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(linalg.inv(arg, mesh=mesh)), np.linalg.inv(a),
+                                   atol=1e-10)
+
+        def sym(m):
+            return (m + m.T) / 2
+
+        kw = dict(order=1, modes=["fwd", "rev"], atol=1e-6, rtol=1e-6)
+        check_grads(lambda m: linalg.solve(sym(m), b, assume_a="pos", mesh=mesh), (a,), **kw)
+        check_grads(lambda m: linalg.logdet(sym(m), mesh=mesh), (a,), **kw)
+        hlo = jax.jit(jax.grad(lambda m: linalg.logdet(sym(m), mesh=mesh))).lower(a).as_text()
+        # the stand-in leaves no custom call of this engine in the program; the platform's
+        # own factor ops must not be there either
+        assert "jaxmg_potrf" not in hlo and "jaxmg_solve" not in hlo

@@ -69,14 +69,25 @@ def _device_bytes(device) -> int:
         return 64 << 30
 
 
+def multi_process(place: Placement) -> bool:
+    """The GPUs of ``place`` belong to several processes and the cuSOLVERMp engine can run
+    there: its engine then runs the call (and keeps the Cholesky factors of the derivative
+    rules), the only one that reaches GPUs of other nodes."""
+    return (place.platform == "gpu" and not _mpmd.in_this_process(place.mesh)
+            and ENGINES["cusolvermp"].refuses("potrs", place, False) is None)
+
+
 def auto(op: str, place: Placement, n: int, dtype) -> str:
     """The engine ``engine="auto"`` runs: on CPU devices the distributed LAPACK backend (what
-    they are for, and what CI exercises); on GPUs a single-device engine when the matrix
+    they are for, and what CI exercises); on GPUs of several processes cuSOLVERMp where it is
+    installed (``multi_process``); on GPUs a single-device engine when the matrix
     fits one device comfortably and, for potrs on several GPUs, N is below the measured
     crossover; else cuSOLVERMg. cuSOLVERMg on 2 GPUs is slower than cuSOLVER on one for
     potri and syevd at every size measured, and for potrs below the crossover."""
     if place.platform == "cpu":
         return DISTRIBUTED["cpu"]
+    if multi_process(place):
+        return "cusolvermp"
     dtype = jnp.dtype(dtype)
     fits = SINGLE_COPIES * n * n * dtype.itemsize < SINGLE_FRACTION * _device_bytes(
         place.device)
@@ -114,6 +125,14 @@ def choose(engine, op: str, place: Placement, n: int, dtype) -> str:
 def distributed(platform: str) -> Engine:
     """The distributed engine of ``platform`` (see ``DISTRIBUTED``)."""
     return ENGINES[DISTRIBUTED.get(platform, "cusolvermg")]
+
+
+def factor_engine(place: Placement) -> str:
+    """The engine whose Cholesky factors ``place`` keeps (``linalg.cho_factor``, the
+    derivative rules): cuSOLVERMp on GPUs of several processes (``multi_process``), else the
+    platform's distributed engine. A function of the placement alone, so a factor and every
+    later solve with it agree."""
+    return "cusolvermp" if multi_process(place) else distributed(place.platform).name
 
 
 def tile(op: str, platform: str, nloc: int, T_A) -> int:

@@ -251,7 +251,7 @@ def potrs(a_loc, b, *, geo, row_axes, group_axes, key, grid, keep_factor=False):
         "jaxmg_dist_potrs",
         (c.local(a_loc.dtype), jax.ShapeDtypeStruct((nrhs, c.g.tb.mloc), b.dtype), _INFO2),
         (c.to_grid(a_loc), c.rhs_to_grid(b)), {0: 0, 1: 1},
-        nrhs=nrhs, nbb=max(nrhs, 1), solve=nrhs > 0)
+        nrhs=nrhs, nbb=max(nrhs, 1), solve=nrhs > 0, factor=1)
     bad, info1 = c.status(info)
     x = nan_where(bad, c.rhs_from_grid(x_loc))
     if keep_factor:
@@ -259,16 +259,72 @@ def potrs(a_loc, b, *, geo, row_axes, group_axes, key, grid, keep_factor=False):
     return x, info1
 
 
+def _eye_local(c, dtype):
+    """This rank's local blocks of the N x N identity, laid out like A (column-major)."""
+    rows = jnp.asarray(c.g.rows)[c.me]
+    cols = jnp.asarray(c.g.cols)[c.me]
+    return (rows[:, None] == cols[None, :]).astype(dtype).T
+
+
+# A factor kept between calls (``linalg.cho_factor``, the derivative rules) is L in the lower
+# triangle of this rank's rows of an N x N matrix sharded by rows, as the factorization moved
+# it back (what is above the diagonal is not read): the ops of a factor take it to the 2D
+# layout again (one all_to_all, about 1/P of the shard stays) and call Potrs alone.
+
+def potrf(a_loc, *, geo, row_axes, group_axes, key, grid):
+    """The Cholesky factor: (this rank's rows of L (lower triangle), info[1]); NaN on
+    failure."""
+    c = _body(geo, row_axes, key, grid)
+    a_out, _, info = c.call(
+        "jaxmg_dist_potrs",
+        (c.local(a_loc.dtype), jax.ShapeDtypeStruct((0, c.g.tb.mloc), a_loc.dtype), _INFO2),
+        (c.to_grid(a_loc), jnp.zeros((0, c.g.tb.mloc), a_loc.dtype)), {0: 0, 1: 1},
+        nrhs=0, nbb=1, solve=0, factor=1)
+    bad, info1 = c.status(info)
+    return nan_where(bad, c.to_rows(a_out)), info1
+
+
+def _potrs_with(c, fac_loc, b_t, nrhs, nbb, shape):
+    _, x_loc, _ = c.call(
+        "jaxmg_dist_potrs", (c.local(fac_loc.dtype), shape, _INFO2), (c.to_grid(fac_loc), b_t),
+        {0: 0, 1: 1}, nrhs=nrhs, nbb=nbb, solve=1, factor=0)
+    return x_loc
+
+
+def solve(fac_loc, b, *, geo, row_axes, group_axes, key, grid):
+    """x = A⁻¹ b from the factor (b: N x k, replicated; x replicated)."""
+    c = _body(geo, row_axes, key, grid)
+    nrhs = b.shape[1]
+    x_loc = _potrs_with(c, fac_loc, c.rhs_to_grid(b), nrhs, max(nrhs, 1),
+                        jax.ShapeDtypeStruct((nrhs, c.g.tb.mloc), b.dtype))
+    return c.rhs_from_grid(x_loc)
+
+
+def inverse(fac_loc, *, geo, row_axes, group_axes, key, grid):
+    """This rank's rows of A⁻¹ from the factor: Potrs with B = I laid out like A."""
+    c = _body(geo, row_axes, key, grid)
+    x_loc = _potrs_with(c, fac_loc, _eye_local(c, fac_loc.dtype), geo.n, c.g.lay.nb,
+                        c.local(fac_loc.dtype))
+    return c.to_rows(x_loc)
+
+
+def logdet(fac_loc, *, geo, row_axes, group_axes, key, grid):
+    """log det A = 2 Σ log L_ii, from the diagonal entries in this rank's rows."""
+    axis = axis_of(row_axes)
+    nloc = fac_loc.shape[0]
+    i = jnp.arange(nloc)
+    diag = fac_loc[i, jax.lax.axis_index(axis) * nloc + i]
+    return jax.lax.psum(2 * jnp.sum(jnp.log(jnp.real(diag))), axis)
+
+
 def potri(a_loc, *, geo, row_axes, group_axes, key, grid):
     """The inverse: this rank's rows of inv(A), info[1]. One factorization and one solve
     with B = I laid out like A (N x N in the same blocks; memory O(N² / P) per rank)."""
     c = _body(geo, row_axes, key, grid)
-    rows = jnp.asarray(c.g.rows)[c.me]
-    cols = jnp.asarray(c.g.cols)[c.me]
-    eye = (rows[:, None] == cols[None, :]).astype(a_loc.dtype)   # (mloc, nloc) of I
     _, x_loc, info = c.call(
         "jaxmg_dist_potrs", (c.local(a_loc.dtype), c.local(a_loc.dtype), _INFO2),
-        (c.to_grid(a_loc), eye.T), {0: 0, 1: 1}, nrhs=geo.n, nbb=c.g.lay.nb, solve=1)
+        (c.to_grid(a_loc), _eye_local(c, a_loc.dtype)), {0: 0, 1: 1}, nrhs=geo.n,
+        nbb=c.g.lay.nb, solve=1, factor=1)
     bad, info1 = c.status(info)
     return nan_where(bad, c.to_rows(x_loc)), info1
 
@@ -359,7 +415,8 @@ def prepare(op: str, place, geo) -> dict:
 ENGINE = Engine(
     name="cusolvermp",
     platforms=("gpu",),
-    bodies={"potrs": potrs, "potri": potri, "syevd": syevd},
+    bodies={"potrs": potrs, "potri": potri, "syevd": syevd, "potrf": potrf, "solve": solve,
+            "inverse": inverse, "logdet": logdet},
     summary="cuSOLVERMp over every GPU of the mesh, one rank per GPU, any number of processes",
     check=refuses,
     prepare=prepare,
