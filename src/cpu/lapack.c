@@ -12,7 +12,17 @@
   X(s, syrk, herk) X(d, syrk, herk) X(c, herk, herk) X(z, herk, herk)               \
   X(s, gemm, gemm) X(d, gemm, gemm) X(c, gemm, gemm) X(z, gemm, gemm)               \
   X(s, syevd, syevd) X(d, syevd, syevd) X(c, heevd, heevd) X(z, heevd, heevd)       \
-  X(s, syevr, syevr) X(d, syevr, syevr) X(c, heevr, heevr) X(z, heevr, heevr)
+  X(s, syevr, syevr) X(d, syevr, syevr) X(c, heevr, heevr) X(z, heevr, heevr)       \
+  X(s, geqrf, geqrf) X(d, geqrf, geqrf) X(c, geqrf, geqrf) X(z, geqrf, geqrf)       \
+  X(s, larft, larft) X(d, larft, larft) X(c, larft, larft) X(z, larft, larft)       \
+  X(s, symv, hemv) X(d, symv, hemv) X(c, hemv, hemv) X(z, hemv, hemv)               \
+  X(s, syr2, her2) X(d, syr2, her2) X(c, her2, her2) X(z, her2, her2)
+
+/* Routines of a real type that the complex dtype of the same precision also uses (the
+ * tridiagonal eigensolvers: a Hermitian tridiagonal matrix with a real sub-diagonal is real
+ * symmetric): registered in the tables of both. */
+#define JAXMG_LAPACK_REAL_ROUTINES(X) \
+  X(s, stedc, stedc) X(d, stedc, stedc) X(s, sterf, sterf) X(d, sterf, sterf)
 
 static const float kF32[2] = {1.0f, -1.0f};
 static const double kF64[2] = {1.0, -1.0};
@@ -57,13 +67,21 @@ jaxmg_status_t jaxmg_cpu_set_lapack(const char *name, void *fn) {
   }
   JAXMG_LAPACK_ROUTINES(X)
 #undef X
+#define X(prefix, suffix, field)                                              \
+  if (name[0] == #prefix[0] && strcmp(name + 1, #suffix) == 0) {             \
+    memcpy(&k->field, &fn, sizeof fn);                                       \
+    memcpy(&g_kernels[p + 2].field, &fn, sizeof fn);                         \
+    st = JAXMG_OK;                                                            \
+  }
+  JAXMG_LAPACK_REAL_ROUTINES(X)
+#undef X
   pthread_mutex_unlock(&g_mu);
   return st;
 }
 
 const char *jaxmg_cpu_lapack_names(void) {
 #define X(prefix, suffix, field) #prefix #suffix ","
-  static const char names[] = JAXMG_LAPACK_ROUTINES(X);
+  static const char names[] = JAXMG_LAPACK_ROUTINES(X) JAXMG_LAPACK_REAL_ROUTINES(X);
 #undef X
   return names;
 }
@@ -87,11 +105,22 @@ jaxmg_status_t jaxmg__cpu_kernels(jaxmg_dtype_t dt, int need_evd, const jaxmg_cp
     if (info->is_complex && !k->heevr) missing = "heevr";
     if (!info->is_complex && !k->syevr) missing = "syevr";
   }
+  /* The tridiagonal solvers are of the real type (sstedc for complex64 too). */
+  char prec = info->lapack;
+  if (!missing && need_evd == 3) {
+    missing = !k->geqrf ? "geqrf" : !k->larft ? "larft"
+            : !k->hemv ? (info->is_complex ? "hemv" : "symv")
+            : !k->her2 ? (info->is_complex ? "her2" : "syr2") : NULL;
+    if (!missing && (!k->stedc || !k->sterf)) {
+      missing = !k->stedc ? "stedc" : "sterf";
+      prec = prec == 'c' ? 's' : prec == 'z' ? 'd' : prec;
+    }
+  }
   pthread_mutex_unlock(&g_mu);
   if (missing) {
     return jaxmg__seterr(err, JAXMG_EUNAVAIL,
                          "jaxmg.%s: LAPACK routine %c%s was not registered with the CPU backend "
-                         "(jaxmg_cpu_set_lapack)", op, info->lapack, missing);
+                         "(jaxmg_cpu_set_lapack)", op, prec, missing);
   }
   *out = k;
   return JAXMG_OK;

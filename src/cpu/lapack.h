@@ -37,6 +37,24 @@ typedef void (*jaxmg_heevr_fn)(const char *jobz, const char *range, const char *
                                int *m, void *w, void *z, const int *ldz, int *isuppz, void *work,
                                const int *lwork, void *rwork, const int *lrwork, int *iwork,
                                const int *liwork, int *info);
+/* The two-stage eigensolver's building blocks (src/cpu/cpu_syev2s.c): a blocked QR, the
+ * triangular factor of a block reflector, the Hermitian matrix-vector product and rank-2
+ * update (symv / syr2 for real types), and the tridiagonal solvers of the real type. */
+typedef void (*jaxmg_geqrf_fn)(const int *m, const int *n, void *a, const int *lda, void *tau,
+                               void *work, const int *lwork, int *info);
+typedef void (*jaxmg_larft_fn)(const char *direct, const char *storev, const int *n,
+                               const int *k, const void *v, const int *ldv, const void *tau,
+                               void *t, const int *ldt);
+typedef void (*jaxmg_hemv_fn)(const char *uplo, const int *n, const void *alpha, const void *a,
+                              const int *lda, const void *x, const int *incx, const void *beta,
+                              void *y, const int *incy);
+typedef void (*jaxmg_her2_fn)(const char *uplo, const int *n, const void *alpha, const void *x,
+                              const int *incx, const void *y, const int *incy, void *a,
+                              const int *lda);
+typedef void (*jaxmg_stedc_fn)(const char *compz, const int *n, void *d, void *e, void *z,
+                               const int *ldz, void *work, const int *lwork, int *iwork,
+                               const int *liwork, int *info);
+typedef void (*jaxmg_sterf_fn)(const int *n, void *d, void *e, int *info);
 
 typedef struct {
   const jaxmg_dtype_info_t *info;
@@ -48,6 +66,12 @@ typedef struct {
   jaxmg_heevd_fn heevd; /* complex types */
   jaxmg_syevr_fn syevr; /* real types */
   jaxmg_heevr_fn heevr; /* complex types */
+  jaxmg_geqrf_fn geqrf;
+  jaxmg_larft_fn larft;
+  jaxmg_hemv_fn hemv;   /* symv for real types */
+  jaxmg_her2_fn her2;   /* syr2 for real types */
+  jaxmg_stedc_fn stedc; /* of the real type: sstedc also in the complex64 table */
+  jaxmg_sterf_fn sterf; /* of the real type */
   const void *one, *mone; /* 1 and -1 in the element type */
   const void *rone, *rmone; /* 1 and -1 in the real type (herk/syrk scalars) */
   const void *zero;
@@ -63,7 +87,8 @@ int jaxmg__cpu_threads_begin(int computing);
 void jaxmg__cpu_threads_end(int previous);
 
 /* The kernels of dtype dt, or JAXMG_EUNAVAIL naming the first routine not registered;
- * need_evd: 1 also requires ?syevd/?heevd, 2 ?syevr/?heevr. */
+ * need_evd: 1 also requires ?syevd/?heevd, 2 ?syevr/?heevr, 3 the two-stage solver's
+ * (?geqrf, ?larft, ?symv/?hemv, ?syr2/?her2, and ?stedc, ?sterf of the real type). */
 jaxmg_status_t jaxmg__cpu_kernels(jaxmg_dtype_t dt, int need_evd, const jaxmg_cpu_kernels_t **out,
                                   const char *op, jaxmg_error_t *err);
 

@@ -32,7 +32,12 @@ typedef void syevr_t(void); /* registered only: the library calls it through its
   X(ssyrk, herk_t) X(dsyrk, herk_t) X(cherk, herk_t) X(zherk, herk_t)                   \
   X(sgemm, gemm_t) X(dgemm, gemm_t) X(cgemm, gemm_t) X(zgemm, gemm_t)                   \
   X(ssyevd, syevd_t) X(dsyevd, syevd_t) X(cheevd, heevd_t) X(zheevd, heevd_t)             \
-  X(ssyevr, syevr_t) X(dsyevr, syevr_t) X(cheevr, syevr_t) X(zheevr, syevr_t)
+  X(ssyevr, syevr_t) X(dsyevr, syevr_t) X(cheevr, syevr_t) X(zheevr, syevr_t)             \
+  X(sgeqrf, syevr_t) X(dgeqrf, syevr_t) X(cgeqrf, syevr_t) X(zgeqrf, syevr_t)             \
+  X(slarft, syevr_t) X(dlarft, syevr_t) X(clarft, syevr_t) X(zlarft, syevr_t)             \
+  X(ssymv, syevr_t) X(dsymv, syevr_t) X(chemv, syevr_t) X(zhemv, syevr_t)                 \
+  X(ssyr2, syevr_t) X(dsyr2, syevr_t) X(cher2, syevr_t) X(zher2, syevr_t)                 \
+  X(sstedc, syevr_t) X(dstedc, syevr_t) X(ssterf, syevr_t) X(dsterf, syevr_t)
 
 #define JT_DECLARE_FORTRAN(name, type) extern type name##_;
 JT_LAPACK(JT_DECLARE_FORTRAN)
