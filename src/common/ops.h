@@ -125,6 +125,24 @@ typedef struct {
   int32_t *info;  /* LAPACK info: 0, or > 0 when the solver failed (outputs unspecified) */
 } jaxmg_syevx_t;
 
+/* jaxmg_syev2s: every eigenvalue (ascending) and, with `vectors`, every eigenvector of the
+ * Hermitian n x n matrix at `a`, read column-major, lower triangle, by the two-stage
+ * reduction: dense to band (b sub-diagonals) by blocked Householder QR of panels, band to
+ * real symmetric tridiagonal by bulge chasing, then divide and conquer; `a` is overwritten. */
+typedef struct {
+  jaxmg_dtype_t dtype;
+  int64_t n;
+  int64_t band;   /* b, the sub-diagonals of the intermediate band matrix; 0: the default;
+                   * at most n - 1 is used */
+  int vectors;    /* 1: eigenvectors into z */
+  int parts;      /* devices of the process computing the same at once (CPU thread share) */
+  void *a;        /* n x n, column-major (in/scratch) */
+  void *w;        /* n eigenvalues, the real type of a */
+  void *z;        /* n x n column-major eigenvectors (vectors) */
+  int32_t *info;  /* 0, or > 0 when the input is not finite or the tridiagonal solver failed
+                   * (outputs unspecified) */
+} jaxmg_syev2s_t;
+
 /* Statuses that originate in another participant (already posted to the session). */
 static inline int jaxmg__is_peer_status(jaxmg_status_t s) {
   return s == JAXMG_EPEER || s == JAXMG_ETIMEDOUT;

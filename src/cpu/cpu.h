@@ -55,5 +55,9 @@ jaxmg_status_t jaxmg__cpu_potrs_whole(const jaxmg_cpu_ctx_t *c, int32_t *info,
 
 /* The device-local subset eigensolver (cpu_syevx.c): ?syevr / ?heevr, range 'I'. */
 jaxmg_status_t jaxmg__cpu_syevx(const jaxmg_syevx_t *x, jaxmg_error_t *err);
+/* The device-local two-stage eigensolver (cpu_syev2s.c): dense -> band -> tridiagonal,
+ * ?stedc / ?sterf, back-transformation in block reflectors. *x->info = 1 for an input whose
+ * lower triangle is not finite (nothing else computed), ?stedc's info when it fails. */
+jaxmg_status_t jaxmg__cpu_syev2s(const jaxmg_syev2s_t *x, jaxmg_error_t *err);
 
 #endif

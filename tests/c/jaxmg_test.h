@@ -35,7 +35,7 @@
   X(ffi_targets) X(ffi_syevx) X(ffi_no_kernel) X(ffi_attrs) X(ffi_alloc)                                \
   /* test_cpu.c */                                                                         \
   X(cpu_lapack_names) X(cpu_potrs) X(cpu_potrf_solve) X(cpu_potri) X(cpu_syevd)             \
-  X(cpu_not_pd) X(cpu_blas_threads)                                                        \
+  X(cpu_not_pd) X(cpu_blas_threads) X(cpu_syev2s) X(cpu_syev2s_not_finite)                \
   /* test_mp.c */                                                                          \
   X(mp_configure) X(mp_meet) X(mp_timeout) X(mp_peer_dies) X(mp_two_jobs) X(mp_signature)  \
   /* test_workers.c */                                                                     \

@@ -455,3 +455,117 @@ void test_cpu_blas_threads(void) {
   JT_EQ(atomic_load(&g_set_other), 0);
   jaxmg_cpu_set_threads(NULL, 0); /* the other tests run the BLAS as it is configured */
 }
+
+/* ---- syev2s: the device-local two-stage eigensolver ----------------------------------------- */
+/* Every eigenpair of a random Hermitian matrix whose upper triangle holds NaN (only the lower
+ * one is read), with the syevd thresholds; eigenvalues against the double-precision
+ * reference. */
+static int syev2s_case(jaxmg_dtype_t dt, int64_t n, int64_t band, int vectors, uint64_t seed) {
+  const int cplx = jt_is_complex(dt);
+  const jaxmg_dtype_t rdt = real_of(dt);
+  const size_t esz = jaxmg_dtype_size(dt);
+  uint64_t rng = seed;
+  jt_c *A = NULL, *V = NULL, *R = NULL, *G = NULL;
+  double *wref = NULL;
+  void *a = NULL, *w = NULL, *z = NULL;
+  int32_t info = -1;
+  jaxmg_error_t err = {JAXMG_OK, ""};
+  jt_context("syev2s: %s, n %lld, band %lld, vectors %d", jt_dtype_name(dt), (long long)n,
+             (long long)band, vectors);
+  A = jt_random_herm(n, cplx, &rng);
+  V = malloc((size_t)(n * n) * sizeof *V);
+  R = malloc((size_t)(n * n) * sizeof *R);
+  G = malloc((size_t)(n * n) * sizeof *G);
+  wref = malloc((size_t)n * sizeof *wref);
+  a = malloc((size_t)(n * n) * esz);
+  w = malloc((size_t)n * jaxmg_dtype_size(rdt));
+  z = malloc((size_t)(n * n) * esz);
+  int ok = JT_CHECK(A && V && R && G && wref && a && w && z);
+  if (!ok) goto done;
+  jt_round(A, n * n, dt);
+  if (!(ok = JT_CHECK(jt_ref_eigenvalues(A, n, cplx, wref)))) goto done;
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t i = 0; i < n; i++) jt_store(a, i + j * n, dt, i >= j ? A[i + j * n] : NAN);
+  const jaxmg_syev2s_t x = {dt, n, band, vectors, 1, a, w, vectors ? z : NULL, &info};
+  if (!(ok = JT_EQ(jaxmg__cpu_syev2s(&x, &err), JAXMG_OK))) {
+    JT_STR_CONTAINS(err.msg, "(no error expected)");
+    goto done;
+  }
+  ok &= JT_EQ(info, 0);
+  const double ulp = 2.0 * jt_eps(dt), anorm = jt_norm1(A, n, n, n);
+  for (int64_t k = 0; ok && k < n; k++) {
+    double wk = creal(jt_load(w, k, rdt));
+    if (k) ok &= JT_CHECK(creal(jt_load(w, k - 1, rdt)) <= wk); /* ascending */
+    ok &= JT_LT_DBL(fabs(wk - wref[k]), 30.0 * (double)n * anorm * ulp + 1e-300);
+  }
+  if (!ok || !vectors) goto done;
+  for (int64_t i = 0; i < n * n; i++) V[i] = jt_load(z, i, dt);
+  jt_matmul(A, V, R, n, n, n); /* R = A V - V W */
+  for (int64_t e = 0; e < n; e++) {
+    double we = creal(jt_load(w, e, rdt));
+    for (int64_t i = 0; i < n; i++) R[i + e * n] -= V[i + e * n] * we;
+  }
+  ok &= JT_LT_DBL(jt_norm1(R, n, n, n) / ((double)n * (anorm > 0 ? anorm : 1.0) * ulp), 30.0);
+  for (int64_t j = 0; j < n; j++) /* G = I - V^H V */
+    for (int64_t i = 0; i < n; i++) {
+      jt_c s = 0;
+      for (int64_t k = 0; k < n; k++) s += conj(V[k + i * n]) * V[k + j * n];
+      G[i + j * n] = (i == j ? 1.0 : 0.0) - s;
+    }
+  ok &= JT_LT_DBL(jt_norm1(G, n, n, n) / ((double)n * ulp), 30.0);
+done:
+  free(z);
+  free(w);
+  free(a);
+  free(wref);
+  free(G);
+  free(R);
+  free(V);
+  free(A);
+  return ok;
+}
+
+/* Sizes 1 .. 40 against bands 1, 2, 3, 4, 7, the default and one past n - 1: bands that
+ * divide n and that do not, one stage-1 panel or many, and no stage 1 at all. */
+void test_cpu_syev2s(void) {
+  if (!jt_register_lapack()) return;
+  static const int64_t sizes[] = {1, 2, 3, 5, 8, 13, 40};
+  static const int64_t bands[] = {0, 1, 2, 3, 4, 7, 100};
+  uint64_t seed = 501;
+  for (size_t d = 0; d < 4; d++)
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+      for (size_t b = 0; b < sizeof bands / sizeof bands[0]; b++)
+        for (int vectors = 0; vectors < 2; vectors++)
+          if (!syev2s_case(kDtypes[d], sizes[s], bands[b], vectors, seed++)) goto out;
+  /* Larger than the default band: several panels of 32 columns. */
+  syev2s_case(JAXMG_F64, 75, 0, 1, seed++);
+  syev2s_case(JAXMG_C64, 70, 0, 1, seed++);
+out:
+  jt_context("%s", "");
+}
+
+/* NaN or Inf in the lower triangle: info 1 and nothing computed; n = 0 does nothing; a
+ * negative band is refused. */
+void test_cpu_syev2s_not_finite(void) {
+  if (!jt_register_lapack()) return;
+  enum { n = 6 };
+  double a[n * n], w[n], z[n * n];
+  int32_t info = -1;
+  jaxmg_error_t err = {JAXMG_OK, ""};
+  static const double bad[] = {NAN, INFINITY, -INFINITY};
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    for (int i = 0; i < n * n; i++) a[i] = i % (n + 1) == 0 ? 2.0 : 0.5;
+    a[4 + 1 * n] = bad[k];
+    jaxmg_syev2s_t x = {JAXMG_F64, n, 2, 1, 1, a, w, z, &info};
+    JT_EQ(jaxmg__cpu_syev2s(&x, &err), JAXMG_OK);
+    JT_EQ(info, 1);
+  }
+  jaxmg_syev2s_t x = {JAXMG_F64, 0, 0, 1, 1, a, w, z, &info};
+  info = -1;
+  JT_EQ(jaxmg__cpu_syev2s(&x, &err), JAXMG_OK);
+  JT_EQ(info, 0);
+  x.n = n;
+  x.band = -1;
+  JT_EQ(jaxmg__cpu_syev2s(&x, &err), JAXMG_EINVAL);
+  JT_STR_CONTAINS(err.msg, "band");
+}
