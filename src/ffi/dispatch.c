@@ -321,7 +321,10 @@ XLA_FFI_Error *jaxmg__ffi_dispatch(XLA_FFI_CallFrame *f, jaxmg_op_t op,
 
 /* Room for every target name and its comma. */
 #define JAXMG_OP_TARGET_LEN(OP, stem, name, flags, cpu, cuda) +sizeof("jaxmg_" #stem ",")
-enum { kTargetsLen = 1 JAXMG_OPS(JAXMG_OP_TARGET_LEN) + sizeof("," JAXMG_LOCAL_TARGETS) };
+enum {
+  kTargetsLen = 1 JAXMG_OPS(JAXMG_OP_TARGET_LEN) +
+                sizeof("," JAXMG_LOCAL_TARGETS "," JAXMG_LOCAL_TARGETS_CPU)
+};
 #undef JAXMG_OP_TARGET_LEN
 
 const char *jaxmg__ffi_targets(const jaxmg_platform_t *pf) {
@@ -334,6 +337,8 @@ const char *jaxmg__ffi_targets(const jaxmg_platform_t *pf) {
     n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", n ? "," : "",
                           jaxmg__op_info((jaxmg_op_t)op)->target);
   }
-  snprintf(buf + n, sizeof buf - n, "%s%s", n ? "," : "", JAXMG_LOCAL_TARGETS);
+  n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", n ? "," : "", JAXMG_LOCAL_TARGETS);
+  if (pf->local_targets && n < sizeof buf)
+    snprintf(buf + n, sizeof buf - n, ",%s", pf->local_targets);
   return buf;
 }

@@ -37,6 +37,9 @@ typedef struct {
   jaxmg_status_t (*run)(XLA_FFI_CallFrame *f, const jaxmg_task_t *t, jaxmg_error_t *err);
   /* Releases what prepare acquired (may be NULL). */
   void (*release)(XLA_FFI_CallFrame *f, jaxmg_part_t *p);
+  /* The device-local targets of this platform alone, after JAXMG_LOCAL_TARGETS in its
+   * library's list (comma-separated; NULL: none). */
+  const char *local_targets;
 
   /* ---- one process per device (src/ffi/mpmd.c); NULL: not supported on this platform ----
    * A participant outside the leader's process: copies its operands (a, b) into memory the
@@ -111,8 +114,11 @@ jaxmg_status_t jaxmg__ffi_run_joined(XLA_FFI_CallFrame *f, const jaxmg_platform_
 
 /* ---- device-local ops (src/ffi/local.c) -------------------------------------------------
  * Targets outside the op table: no participants, no rendezvous (src/common/ops.h). Every
- * platform library registers them, after the op table's targets. */
+ * platform library registers JAXMG_LOCAL_TARGETS, after the op table's targets, then its
+ * platform's own (local_targets). */
 #define JAXMG_LOCAL_TARGETS "jaxmg_syevx"
+/* The CPU platform's own: the two-stage eigensolver has no CUDA kernel yet. */
+#define JAXMG_LOCAL_TARGETS_CPU "jaxmg_syev2s"
 
 /* Decodes and validates a jaxmg_syevx call: operand a (n x n); results a (n x n, aliased to
  * the operand: the solver's scratch), w (hi - lo reals), z (hi - lo x n, or 0 x n without
@@ -120,5 +126,11 @@ jaxmg_status_t jaxmg__ffi_run_joined(XLA_FFI_CallFrame *f, const jaxmg_platform_
  * *src the operand (the platform copies it into x->a where XLA did not alias them). */
 jaxmg_status_t jaxmg__ffi_syevx_decode(const XLA_FFI_CallFrame *f, jaxmg_syevx_t *x,
                                        const void **src, jaxmg_error_t *err);
+
+/* Decodes and validates a jaxmg_syev2s call: operand a (n x n); results a (n x n, aliased
+ * to the operand: the solver's scratch), w (n reals), z (n x n, or 0 x n without vectors),
+ * info (int32 scalar); attributes band (>= 0; 0: the solver's default), vectors, parts. */
+jaxmg_status_t jaxmg__ffi_syev2s_decode(const XLA_FFI_CallFrame *f, jaxmg_syev2s_t *x,
+                                        const void **src, jaxmg_error_t *err);
 
 #endif

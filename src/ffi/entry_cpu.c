@@ -118,6 +118,7 @@ static const jaxmg_platform_t kCpu = {
     .prepare = NULL,
     .run = cpu_run,
     .release = NULL,
+    .local_targets = JAXMG_LOCAL_TARGETS_CPU,
     .mp_export = cpu_mp_export,
     .mp_collect = cpu_mp_collect,
     .mp_unexport = cpu_mp_unexport,
@@ -148,6 +149,21 @@ XLA_FFI_Error *jaxmg_ffi_syevx_cpu(XLA_FFI_CallFrame *f) {
     memcpy(x.a, src, (size_t)x.n * (size_t)x.n * jaxmg__dtype_info(x.dtype)->size);
   }
   if (!st) st = jaxmg__cpu_syevx(&x, &err);
+  return st ? jaxmg__ffi_error(f->api, &err) : NULL;
+}
+
+/* The device-local two-stage eigensolver (src/common/ops.h), on XLA's thread of the device. */
+JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_syev2s_cpu(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_syev2s_cpu(XLA_FFI_CallFrame *f) {
+  if (!jaxmg__ffi_executes(f)) return NULL;
+  jaxmg_error_t err = {JAXMG_OK, ""};
+  jaxmg_syev2s_t x;
+  const void *src = NULL;
+  jaxmg_status_t st = jaxmg__ffi_syev2s_decode(f, &x, &src, &err);
+  if (!st && src != x.a) {
+    memcpy(x.a, src, (size_t)x.n * (size_t)x.n * jaxmg__dtype_info(x.dtype)->size);
+  }
+  if (!st) st = jaxmg__cpu_syev2s(&x, &err);
   return st ? jaxmg__ffi_error(f->api, &err) : NULL;
 }
 

@@ -32,7 +32,7 @@
   /* test_ffi_decode.c */                                                                  \
   X(ffi_metadata) X(ffi_stages) X(ffi_validation) X(ffi_no_run_id) X(ffi_potrs_one)         \
   X(ffi_potrs_two) X(ffi_syevd_two) X(ffi_faults) X(ffi_instances) X(ffi_op_table)        \
-  X(ffi_targets) X(ffi_syevx) X(ffi_no_kernel) X(ffi_attrs) X(ffi_alloc)                                \
+  X(ffi_targets) X(ffi_syevx) X(ffi_syev2s) X(ffi_no_kernel) X(ffi_attrs) X(ffi_alloc)    \
   /* test_cpu.c */                                                                         \
   X(cpu_lapack_names) X(cpu_potrs) X(cpu_potrf_solve) X(cpu_potri) X(cpu_syevd)             \
   X(cpu_not_pd) X(cpu_blas_threads) X(cpu_syev2s) X(cpu_syev2s_not_finite)                \

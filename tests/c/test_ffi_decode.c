@@ -701,7 +701,8 @@ void test_ffi_op_table(void) {
 }
 
 /* The CPU library registers every op: jaxmg_ffi_targets() lists the nine targets in table
- * order, each served by the handler jaxmg_ffi_<stem>_cpu, then the device-local ops. */
+ * order, each served by the handler jaxmg_ffi_<stem>_cpu, then the device-local ops (those
+ * of every platform, then the CPU's own). */
 void test_ffi_targets(void) {
   char want[512] = "";
   for (size_t i = 0; i < kNumHandlers; i++) {
@@ -709,7 +710,7 @@ void test_ffi_targets(void) {
     strcat(want, "jaxmg_");
     strcat(want, kHandlers[i].stem);
   }
-  strcat(want, ",jaxmg_syevx");
+  strcat(want, ",jaxmg_syevx,jaxmg_syev2s");
   const char *got = jaxmg_ffi_targets();
   if (!JT_CHECK(got != NULL)) return;
   JT_CHECK(strcmp(got, want) == 0);
@@ -790,6 +791,81 @@ void test_ffi_syevx(void) {
   syevx_frame(&fr, XLA_FFI_DataType_F64, XLA_FFI_DataType_F32, a, w, z, &info, n, 0, 2, 1);
   JT_EQ(take_error(jaxmg_ffi_syevx_cpu(&fr.f), msg, sizeof msg), XLA_FFI_Error_Code_INVALID_ARGUMENT);
   JT_STR_CONTAINS(msg, "w[2] of its real type");
+}
+
+/* The device-local two-stage eigensolver through its handler: every eigenpair of the
+ * diagonal-plus-coupling matrix against the reference; bad frames refused with
+ * INVALID_ARGUMENT before anything runs. */
+XLA_FFI_Error *jaxmg_ffi_syev2s_cpu(XLA_FFI_CallFrame *f);
+
+static void syev2s_frame(frame_t *fr, XLA_FFI_DataType dt, XLA_FFI_DataType rt, void *a,
+                         void *w, void *z, int32_t *info, int64_t n, int64_t band, int vectors) {
+  frame_init(fr, next_run_id());
+  add_arg(fr, dt, a, 2, n, n);
+  add_ret(fr, dt, a, 2, n, n);
+  add_ret(fr, rt, w, 1, n, 0);
+  add_ret(fr, dt, z, 2, vectors ? n : 0, n);
+  add_ret(fr, XLA_FFI_DataType_S32, info, 0, 0, 0);
+  add_attr(fr, "band", band);
+  add_attr(fr, "vectors", vectors);
+  add_attr(fr, "parts", 1);
+}
+
+void test_ffi_syev2s(void) {
+  g_api = make_api();
+  if (!JT_EQ(jt_register_lapack(), 1)) return;
+  enum { n = 9 };
+  double a[n * n], wref[n], w[n], z[n * n];
+  jt_c ref[n * n];
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) ref[i * n + j] = i == j ? (double)(i * i % 7) : 1.0 / (1 + i + j);
+  if (!JT_CHECK(jt_ref_eigenvalues(ref, n, 0, wref))) return;
+  for (int vectors = 0; vectors <= 1; vectors++) {
+    for (int64_t band = 0; band <= 4; band += 2) {
+      for (int i = 0; i < n * n; i++) a[i] = creal(ref[i]);
+      int32_t info = -1;
+      frame_t fr;
+      syev2s_frame(&fr, XLA_FFI_DataType_F64, XLA_FFI_DataType_F64, a, w, z, &info, n, band,
+                   vectors);
+      jt_context("syev2s band %lld vectors %d", (long long)band, vectors);
+      char msg[640];
+      if (!JT_EQ(take_error(jaxmg_ffi_syev2s_cpu(&fr.f), msg, sizeof msg), XLA_FFI_Error_Code_OK)) {
+        JT_STR_CONTAINS(msg, "(no error expected)");
+        continue;
+      }
+      JT_EQ(info, 0);
+      for (int k = 0; k < n; k++) JT_CHECK(fabs(w[k] - wref[k]) < 1e-12);
+      for (int k = 0; k < n && vectors; k++) {
+        double res = 0; /* || A z - w z || with A the original (symmetric) matrix */
+        for (int i = 0; i < n; i++) {
+          double s = 0;
+          for (int j = 0; j < n; j++) s += creal(ref[i * n + j]) * z[k * n + j];
+          res = fmax(res, fabs(s - w[k] * z[k * n + i]));
+        }
+        JT_CHECK(res < 1e-12);
+      }
+    }
+  }
+  jt_context("%s", "");
+  /* Refused: a negative band, w of the wrong length, a z with vectors off, a w of the wrong
+   * type. */
+  int32_t info = -1;
+  frame_t fr;
+  char msg[640];
+  syev2s_frame(&fr, XLA_FFI_DataType_F64, XLA_FFI_DataType_F64, a, w, z, &info, n, -1, 1);
+  JT_EQ(take_error(jaxmg_ffi_syev2s_cpu(&fr.f), msg, sizeof msg),
+        XLA_FFI_Error_Code_INVALID_ARGUMENT);
+  JT_STR_CONTAINS(msg, "band must be >= 0");
+  syev2s_frame(&fr, XLA_FFI_DataType_F64, XLA_FFI_DataType_F64, a, w, z, &info, n, 0, 1);
+  fr.ret_dims[1][0] = n - 1;
+  JT_EQ(take_error(jaxmg_ffi_syev2s_cpu(&fr.f), NULL, 0), XLA_FFI_Error_Code_INVALID_ARGUMENT);
+  syev2s_frame(&fr, XLA_FFI_DataType_F64, XLA_FFI_DataType_F64, a, w, z, &info, n, 0, 0);
+  fr.ret_dims[2][0] = n;
+  JT_EQ(take_error(jaxmg_ffi_syev2s_cpu(&fr.f), NULL, 0), XLA_FFI_Error_Code_INVALID_ARGUMENT);
+  syev2s_frame(&fr, XLA_FFI_DataType_F64, XLA_FFI_DataType_F32, a, w, z, &info, n, 0, 1);
+  JT_EQ(take_error(jaxmg_ffi_syev2s_cpu(&fr.f), msg, sizeof msg),
+        XLA_FFI_Error_Code_INVALID_ARGUMENT);
+  JT_STR_CONTAINS(msg, "w[9] of its real type");
 }
 
 /* A platform without a kernel for an op: its library does not list the target, and a call
