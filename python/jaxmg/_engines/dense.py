@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from .. import _spmd
+from .. import _ffi, _spmd
 from .._geometry import Placement
 from ._base import nan_where
 
@@ -129,6 +129,41 @@ def _subset_eigh_jvp(lo, hi, vectors, primals, tangents):
     dw = jnp.real(jnp.sum(jnp.conj(v) * (dh @ v), axis=0)).astype(w.dtype)
     empty = jnp.zeros((h.shape[-1], 0), h.dtype)
     return (w, empty, info), (dw, empty, zero_info)
+
+
+def two_stage_eigh(a, vectors: bool = True, band: int | None = None):
+    """Every eigenpair of the Hermitian ``a`` (its lower triangle is read) on the device that
+    holds it, by jaxmg's two-stage eigensolver (``jaxmg_syev2s``, CPU only for now): dense
+    to band with ``band`` sub-diagonals (None: the solver's default, 32; at most N - 1) by
+    blocked Householder QR, band to real tridiagonal by bulge chasing, LAPACK ?stedc
+    (?sterf without vectors), then the back-transformation. Returns ``(w, v, info)``:
+    eigenvalues ascending, eigenvectors in the columns of v (None without ``vectors``), and
+    info 0, or > 0 where the input is not finite or ?stedc failed; then w and v are NaN.
+    Inside a shard_map every device computes at once, each with its share of the cores."""
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"jaxmg.two_stage_eigh: a must be a square matrix, got shape {a.shape}")
+    if band is not None and int(band) < 1:
+        raise ValueError(f"jaxmg.two_stage_eigh: band must be >= 1 or None, got {band}")
+    a = jnp.asarray(a)
+    if a.dtype not in (jnp.float32, jnp.float64, jnp.complex64, jnp.complex128):
+        raise ValueError("jaxmg.two_stage_eigh: a must be float32, float64, complex64 or "
+                         f"complex128, got {a.dtype}")
+    _ffi.ensure_registered("cpu")
+    parts = max(1, int(jax.sharding.get_abstract_mesh().size))
+    n = a.shape[-1]
+    real = jnp.finfo(a.dtype).dtype
+    shapes = (jax.ShapeDtypeStruct((n, n), a.dtype), jax.ShapeDtypeStruct((n,), real),
+              jax.ShapeDtypeStruct((n if vectors else 0, n), a.dtype),
+              jax.ShapeDtypeStruct((), jnp.int32))
+    call = jax.ffi.ffi_call("jaxmg_syev2s", shapes, input_output_aliases={0: 0},
+                            vmap_method="sequential")
+    # The solver reads column-major storage: a.T is a with its lower triangle where the
+    # solver reads one, and z's rows are the eigenvectors.
+    _, w, z, info = call(a.T, band=np.int64(band or 0), vectors=np.int64(vectors),
+                         parts=np.int64(parts))
+    bad = info != 0
+    w = nan_where(bad, w)
+    return w, (nan_where(bad, z.T) if vectors else None), info
 
 
 # ---- the ops, as functions of the whole matrices --------------------------------------------
