@@ -204,6 +204,12 @@ def _matvec(place):
     return _dist.shard_map(lambda a, x: body(a, x), place, (place.spec, P()), P())
 
 
+def matvec_program(place):
+    """``(a, x) -> A x`` for a row-sharded A and a replicated x (N x k): the sharded product
+    that the rules' ``custom_linear_solve`` differentiate through."""
+    return _matvec(place)
+
+
 def solve(place, geo, fac, a, b):
     """x = A⁻¹ b (b: N x k, replicated) from the factor ``fac`` of A, differentiable w.r.t.
     ``a`` and ``b``: ``lax.custom_linear_solve`` with the sharded product A x as the matvec

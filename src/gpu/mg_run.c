@@ -124,8 +124,10 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
     if ((st = sync_all(p->ctx, nm, err))) return st;
     if (hinfo < 0) return bad_arg(nm, "cusolverMgGetrf", hinfo, err);
     if (hinfo > 0) {
-      /* U(i, i) = 0 of the permuted matrix: singular (the index is the solver's). */
-      *ginfo = hinfo;
+      /* U(i, i) = 0 of the permuted matrix: singular; reported as the original index of
+       * that column (the solver eliminates in its own order, so it may differ from the first
+       * zero pivot of LAPACK's getrf on A). */
+      *ginfo = jaxmg_layout_src(&t->lay, hinfo - 1) + 1;
       return JAXMG_OK;
     }
     if (pst) {
