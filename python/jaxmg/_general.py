@@ -192,18 +192,20 @@ def _mg_solve(a, b, mesh, in_specs, T_A=None):
     padded too)."""
     plan, a_p, b_p, _ = _plan.plan("getrs", a, T_A, mesh, in_specs, True, "cusolvermg", b=b,
                                    name="linalg.solve")
-    x, info = _mg_solver(plan.place, plan.geo, _config.get_timeout())(a_p, b_p)
+    timeout = _config.get_timeout()
+    fwd = _engines.program("cusolvermg", "getrs", plan.place, plan.geo, timeout=timeout)
+    bwd = _engines.program("cusolvermg", "getrs_t", plan.place, plan.geo, timeout=timeout)
+    x, info = _solver(fwd, bwd, plan.place)(a_p, b_p)
     return x[:plan.n], info[0]
 
 
 @functools.lru_cache(maxsize=64)
-def _mg_solver(place, geo, timeout):
-    """``(a, b) -> (x, info[1])`` of a general A, differentiable: one factorization
-    undifferentiated; the tangent dx = A⁻¹ (db − dA x) through ``lax.custom_linear_solve``
-    with the sharded product A x and the distributed solves with A and Aᵀ, so that no
-    device ever holds the whole matrix (each of those solves factors again)."""
-    fwd = _engines.program("cusolvermg", "getrs", place, geo, timeout=timeout)
-    bwd = _engines.program("cusolvermg", "getrs_t", place, geo, timeout=timeout)
+def _solver(fwd, bwd, place):
+    """``(a, b) -> (x, info[1])`` of a general A from the distributed programs ``fwd``
+    (A x = b) and ``bwd`` (Aᵀ x = b), differentiable: one factorization undifferentiated;
+    the tangent dx = A⁻¹ (db − dA x) through ``lax.custom_linear_solve`` with the sharded
+    product A x and the two solves (its transpose, the reverse mode, solves with Aᵀ), so that
+    no device ever holds the whole matrix (each of those solves factors again)."""
     mv = _rules.matvec_program(place)
 
     @jax.custom_jvp
@@ -243,7 +245,11 @@ def _run_distributed(op, a, b, mesh, in_specs, name):
         a, b = _plan.pad_to_split(a, b, n_even, "potrs")
     args = [_mesh.place(x, NamedSharding(place.mesh, place.spec if k == "rows" else P()))
             for x, k in zip((a, b), ins)]
-    res = cusolvermp.general_program(op, place, n_even)(*args)
+    if op == "solve_gen":
+        res = _solver(cusolvermp.general_program("solve_gen", place, n_even),
+                      cusolvermp.general_program("solve_gen_t", place, n_even), place)(*args)
+    else:
+        res = cusolvermp.general_program(op, place, n_even)(*args)
     *vals, info = res
     if op == "solve_gen":
         vals = [vals[0][:n]]

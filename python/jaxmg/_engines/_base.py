@@ -152,3 +152,11 @@ def nan_where(failed, x):
 def my_rows(x, nloc, rank):
     """Rows [rank nloc, (rank + 1) nloc) of x."""
     return jax.lax.dynamic_slice_in_dim(x, rank * nloc, nloc, axis=0)
+
+
+def transpose_rows(a_loc, axis, ndev: int):
+    """This device's rows of Aᵀ for A (N x N) sharded by rows: column block d of A from every
+    device (one all_to_all), transposed."""
+    if ndev > 1:
+        a_loc = jax.lax.all_to_all(a_loc, axis, split_axis=1, concat_axis=0, tiled=True)
+    return a_loc.T

@@ -20,7 +20,7 @@ from .. import _call
 from .._geometry import (
     Geometry, axis_of, from_solver_rows, pad_shard, to_solver_rows, unpad_info, unpad_shard,
 )
-from ._base import conj, nan_where
+from ._base import conj, nan_where, transpose_rows
 
 _INFO = jax.ShapeDtypeStruct((1,), jnp.int32)
 
@@ -197,20 +197,13 @@ BODIES = {
 
 # ---- general matrices ---------------------------------------------------------------------
 
-def _transpose(a_loc, axis, ndev: int):
-    """This device's rows of Aᵀ for A (N x N) sharded by rows: column block d of A from every
-    device (one all_to_all), transposed."""
-    if ndev > 1:
-        a_loc = jax.lax.all_to_all(a_loc, axis, split_axis=1, concat_axis=0, tiled=True)
-    return a_loc.T
-
 
 def getrs(a_loc, b, *, geo: Geometry, row_axes, group_axes, transposed=False):
     """x (replicated N x k) of A x = b for a general A (``transposed``: Aᵀ x = b), and
     info[1] (> 0: singular; x NaN). The solver reads the shards column-major, so it is
     handed the rows of Aᵀ (one all_to_all of the shard) to see A itself, or A's own rows
     to see Aᵀ; b goes in solver order as is (no conjugation: nothing is Hermitian here)."""
-    at = a_loc if transposed else _transpose(a_loc, axis_of(row_axes), geo.ndev)
+    at = a_loc if transposed else transpose_rows(a_loc, axis_of(row_axes), geo.ndev)
     a_p = pad_shard(at, geo, _rank(row_axes))
     _, xt, info = _call.call(
         "jaxmg_getrs",

@@ -39,7 +39,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from .. import _cuda_libs, _spmd
 from .._geometry import Geometry, axis_of
 from . import _grid2d
-from ._base import Engine, nan_where
+from ._base import Engine, nan_where, transpose_rows
 
 DEFAULT_BLOCK = 512
 INSTALL = ('the cuSOLVERMp engine needs NVIDIA cuSOLVERMp and a jaxmg built with it: '
@@ -345,9 +345,12 @@ def syevd(a_loc, *, geo, row_axes, group_axes, key, grid, vectors=True):
     return w, nan_where(bad, c.to_rows(v)), info1
 
 
-def solve_gen(a_loc, b, *, geo, row_axes, key, grid):
+def solve_gen(a_loc, b, *, geo, row_axes, key, grid, transposed=False):
     """A x = b for a general A (LU with partial pivoting, Getrf + Getrs): (x, info[1]),
-    x replicated; info = the first exactly zero pivot of U (x NaN then)."""
+    x replicated; info = the first exactly zero pivot of U (x NaN then). ``transposed``:
+    Aᵀ x = b (A's rows exchanged into Aᵀ's first, one all_to_all)."""
+    if transposed:
+        a_loc = transpose_rows(a_loc, axis_of(row_axes), geo.ndev)
     c = _body(geo, row_axes, key, grid)
     nrhs = b.shape[1]
     _, x_loc, info = c.call(
@@ -378,6 +381,8 @@ def eigh_gen(a_loc, b_loc, *, geo, row_axes, key, grid, vectors=True):
 # name -> (body, input kinds, output kinds): "rows" sharded by rows, "rep" replicated
 GENERAL = {
     "solve_gen": (solve_gen, ("rows", "rep"), ("rep", "rep")),
+    "solve_gen_t": (functools.partial(solve_gen, transposed=True), ("rows", "rep"),
+                    ("rep", "rep")),
     "eigh_gen": (eigh_gen, ("rows", "rows"), ("rep", "rows", "rep")),
     "eigvalsh_gen": (functools.partial(eigh_gen, vectors=False), ("rows", "rows"),
                      ("rep", "rep")),
