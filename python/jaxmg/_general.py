@@ -249,7 +249,9 @@ def _run_distributed(op, a, b, mesh, in_specs, name):
         res = _solver(cusolvermp.general_program("solve_gen", place, n_even),
                       cusolvermp.general_program("solve_gen_t", place, n_even), place)(*args)
     else:
-        res = cusolvermp.general_program(op, place, n_even)(*args)
+        vec = cusolvermp.general_program("eigh_gen", place, n_even)
+        val = cusolvermp.general_program(op, place, n_even) if op == "eigvalsh_gen" else None
+        res = _rules.generalized_eigh(place, vec, val)(*args)
     *vals, info = res
     if op == "solve_gen":
         vals = [vals[0][:n]]
