@@ -326,20 +326,49 @@ def cholesky(a, lower=False, overwrite_a=False, check_finite=True, *, mesh=None,
 _QR_MODES = ("reduced", "complete", "r")
 
 
-def qr(a, mode="reduced", *, mesh=None, in_specs=None):
+def qr(a, mode="reduced", *, mesh=None, in_specs=None, engine="auto"):
     """QR factorization, as ``jnp.linalg.qr``: ``QRResult(Q, R)`` with Q (M x K, K =
     min(M, N); M x M for ``mode="complete"``) sharded by rows like ``a`` and R (K x N)
-    replicated; ``mode="r"`` returns R alone. ``"raw"`` raises ValueError."""
+    replicated; ``mode="r"`` returns R alone. ``"raw"`` raises ValueError.
+
+    ``engine``: ``"auto"`` (the gathered route, or cuSOLVERMp's Geqrf + Orgqr on a GPU mesh
+    over several processes where that engine is installed, for a tall ``a``, M >= N, and
+    the reduced or R-only modes), ``"gather"``, or ``"cusolvermp"`` (those shapes and
+    modes only); on cuSOLVERMp the derivative never gathers the matrix."""
     if mode not in _QR_MODES:
         raise ValueError(f"jaxmg.linalg.qr: mode must be one of {_QR_MODES}, got {mode!r}")
     a = as_matrix(a, "qr")
     if is_empty(a):
         return jnp.linalg.qr(a, mode=mode)
+    route = _general_engine(engine, a, mesh, in_specs, "qr")
+    fits = mode in ("reduced", "r") and a.shape[-2] >= a.shape[-1]
+    if route == "cusolvermp" and not fits:
+        if engine == "cusolvermp":
+            raise ValueError("jaxmg.linalg.qr: engine 'cusolvermp' computes the reduced QR "
+                             f"(or R) of a tall matrix, M >= N; got mode={mode!r} and shape "
+                             f"{tuple(a.shape)} (pass engine='gather')")
+        route = "gather"
+    if route == "cusolvermp":
+        q, r = over_batch(lambda a: _qr_distributed(a, mesh, in_specs), a.ndim - 2, a)
+        return r if mode == "r" else QRResult(q, r)
     if mode == "r":
         return over_batch(lambda a: _run("qr_r", (a,), mesh, in_specs, "qr")[0], a.ndim - 2, a)
     q, r = over_batch(lambda a: _run("qr", (a,), mesh, in_specs, "qr", mode=mode),
                     a.ndim - 2, a)
     return QRResult(q, r)
+
+
+def _qr_distributed(a, mesh, in_specs):
+    """The reduced QR of a tall ``a`` on cuSOLVERMp: rows padded with zeros to a multiple of
+    the row devices (Q of [A; 0] is [Q; 0], R is A's)."""
+    place = _mesh.resolve(a, mesh, in_specs, "linalg.qr")
+    m, n = a.shape
+    m_even = _plan.even_split(m, place.ndev)
+    if m_even != m:
+        a = jnp.pad(a, ((0, m_even - m), (0, 0)))
+    a = _mesh.place(a, NamedSharding(place.mesh, place.spec))
+    q, r, _ = _rules.qr(place, cusolvermp.qr_program(place, m_even, n))(a)
+    return q[:m], r
 
 
 def svd(a, full_matrices=True, compute_uv=True, hermitian=False, subset_by_index=None, *,

@@ -441,3 +441,48 @@ def generalized_eigh(place, vectors_program, values_program=None):
         return (w, info), (dw, float0_like(info))
 
     return fn
+
+
+# ---- QR of a tall matrix ------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=256)
+def _qr_tangent(place):
+    ax = place.axis
+
+    def body(q, r, da):
+        # JAX's rule of the reduced QR, with every N x N-sized piece of it n x n: dA R⁻¹ row
+        # by row (a local triangular solve), Qᴴ (dA R⁻¹) by one psum.
+        tri = jax.lax.linalg.triangular_solve
+        dx_rinv = tri(r, da, left_side=False, lower=False)
+        qt = jax.lax.psum(_conj(q).T @ dx_rinv, ax)
+        low = jnp.tril(qt, -1)
+        do = low - _conj(low).T
+        if jnp.iscomplexobj(qt):
+            do = do + jnp.eye(qt.shape[0], dtype=qt.dtype) * (qt - jnp.real(qt))
+        dq = q @ (do - qt) + dx_rinv
+        dr = (qt - do) @ r
+        return dq, dr
+
+    return _dist.shard_map(body, place, (place.spec, P(), place.spec), (place.spec, P()))
+
+
+@functools.lru_cache(maxsize=256)
+def qr(place, program):
+    """``a -> (Q, R, info[1])`` of a tall A (M >= N) sharded by rows, from a distributed
+    program, differentiable as ``jnp.linalg.qr``: dQ = Q (dΩ − Qᴴ dA R⁻¹) + dA R⁻¹,
+    dR = (Qᴴ dA R⁻¹ − dΩ) R (dΩ the skew part of the strictly lower triangle of Qᴴ dA R⁻¹),
+    with only N x N pieces replicated: no device holds the M x N matrix whole."""
+    tangent = _qr_tangent(place)
+
+    @jax.custom_jvp
+    def fn(a):
+        return program(a)
+
+    @fn.defjvp
+    def _jvp(primals, tangents):
+        (a,), (da,) = primals, tangents
+        q, r, info = fn(a)
+        dq, dr = tangent(q, r, da)
+        return (q, r, info), (dq, dr, float0_like(info))
+
+    return fn

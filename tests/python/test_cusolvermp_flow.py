@@ -54,6 +54,14 @@ def _fake_ffi(geo, grid):
         lay, tb = g.lay, g.tb
 
         def run(*args, **attrs):
+            if name == "jaxmg_dist_qr":
+                m, n = int(attrs["m"]), int(attrs["n"])
+                rl = cusolvermp._grid_rect(m, n, geo.ndev, p, q, int(attrs["nb"]))[0]
+                whole = _assemble(args[0], rl, None, m, n)
+                qm, rm = jnp.linalg.qr(whole)
+                after = jnp.zeros((m, n), whole.dtype).at[:n].set(rm)  # R where Geqrf leaves it
+                return (_local(qm, rl, None, shapes[0].shape), _local(after, rl, None, shapes[1].shape),
+                        jnp.zeros((1,), jnp.int32))
             assert attrs["n"] == geo.n and attrs["mb"] == lay.mb == attrs["nb"]
             a = _assemble(args[0], lay, tb, geo.n, geo.n)
             if name == "jaxmg_dist_getrs":
@@ -362,3 +370,60 @@ def test_generalized_eigh_derivatives_on_this_engine(monkeypatch, dtype):
     want = jax.jvp(lambda h, s: both(h, s, "gather"), (h, s), (dh, ds))[1]
     for g, r in zip(got, want):
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_qr_and_its_derivative_on_this_engine(monkeypatch, dtype):
+    """``linalg.qr(a, engine="cusolvermp")`` of tall matrices (rows that do and do not split
+    evenly; the stand-in FFI as above): Q R = A, QᴴQ = I, R upper triangular, and the
+    derivative (JAX's rule with only N x N pieces replicated) against the gathered route."""
+    import dataclasses
+
+    from jax.test_util import check_grads
+
+    from jaxmg import _engines, linalg
+
+    real_call = jax.ffi.ffi_call
+
+    def ffi_call(name, shapes, **kw):
+        if not name.startswith("jaxmg_dist_"):
+            return real_call(name, shapes, **kw)
+
+        def run(*args, **attrs):
+            nd = int(attrs["group"])
+            m = int(attrs.get("m", attrs["n"]))
+            fake = _fake_ffi(Geometry(m, nd, m // nd), _grid2d.choose_grid(nd))
+            return fake(name, shapes, **kw)(*args, **attrs)
+
+        return run
+
+    monkeypatch.setattr(jax.ffi, "ffi_call", ffi_call)
+    monkeypatch.setitem(_engines.ENGINES, "cusolvermp", dataclasses.replace(
+        cusolvermp.ENGINE, platforms=("cpu", "gpu"), check=None))
+    monkeypatch.setattr(cusolvermp, "prepare", lambda op, place, geo: {
+        "key": place.ndev, "grid": _grid2d.choose_grid(place.ndev)})
+    for ndev, m, n in ((2, 12, 5), (3, 10, 4), (4, 16, 16)):
+        need_devices(ndev)
+        mesh = Mesh(np.array(jax.devices()[:ndev]), ("x",))
+        rng = np.random.default_rng(m * n)
+        a = rng.standard_normal((m, n))
+        if np.issubdtype(dtype, np.complexfloating):
+            a = a + 1j * rng.standard_normal((m, n))
+        a = a.astype(dtype)
+        q, r = linalg.qr(a, mesh=mesh, engine="cusolvermp")
+        assert q.shape == (m, n) and r.shape == (n, n)
+        np.testing.assert_allclose(np.asarray(q) @ np.asarray(r), a, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(q).conj().T @ np.asarray(q), np.eye(n), atol=1e-12)
+        assert np.all(np.tril(np.asarray(r), -1) == 0)
+        r_only = linalg.qr(a, mode="r", mesh=mesh, engine="cusolvermp")
+        np.testing.assert_allclose(np.asarray(r_only), np.asarray(r), atol=1e-12)
+        f = lambda a: linalg.qr(a, mesh=mesh, engine="cusolvermp")  # noqa: E731
+        check_grads(f, (a,), order=1, modes=["fwd", "rev"], atol=1e-6, rtol=1e-6)
+        da = rng.standard_normal((m, n)).astype(dtype)
+        got = jax.jvp(f, (a,), (da,))[1]
+        want = jax.jvp(lambda a: linalg.qr(a, mesh=mesh, engine="gather"), (a,), (da,))[1]
+        for g_, w_ in zip(got, want):
+            np.testing.assert_allclose(np.asarray(g_), np.asarray(w_), atol=1e-10)
+    with pytest.raises(ValueError, match="tall matrix"):
+        linalg.qr(np.ones((4, 8)), mesh=Mesh(np.array(jax.devices()[:2]), ("x",)),
+                  engine="cusolvermp")

@@ -402,6 +402,54 @@ def general_program(op: str, place, n: int):
                                    tuple(spec[k] for k in outs)))
 
 
+@functools.lru_cache(maxsize=64)
+def _grid_rect(m: int, n: int, ndev: int, p: int, q: int, nb: int):
+    """The layout, exchange tables and per-rank global row / column indices (padded with m
+    and -1) of an m x n matrix whose rows split evenly over ``ndev`` ranks."""
+    lay = _grid2d.Layout(m, n, nb, nb, p, q)
+    tb = _grid2d.tables(lay, _grid2d.even_row_starts(m, ndev))
+    rows = np.full((lay.nprocs, tb.mloc), m, np.int32)
+    cols = np.full((lay.nprocs, tb.nloc), -1, np.int32)
+    for r in range(lay.nprocs):
+        rows[r, :lay.rows(r).size] = lay.rows(r)
+        cols[r, :lay.cols(r).size] = lay.cols(r)
+    return lay, tb, rows, cols
+
+
+def qr(a_loc, *, m, n, row_axes, key, grid):
+    """A = Q R of the m x n A (m >= n; Geqrf + Orgqr): (this rank's rows of Q, R (n x n,
+    replicated: each rank scatters the entries it holds, one psum), info[1]); NaN on
+    failure."""
+    axis = axis_of(row_axes)
+    me = jax.lax.axis_index(axis)
+    ndev = m // a_loc.shape[0]
+    lay, tb, rows, cols = _grid_rect(m, n, ndev, grid[0], grid[1], block(a_loc.shape[0]))
+    x = _grid2d.rows_to_grid(a_loc, tb, axis).T
+    loc = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    q_loc, r_loc, info = jax.ffi.ffi_call("jaxmg_dist_qr", (loc, loc, _INFO1),
+                                          input_output_aliases={0: 0})(
+        x, group=np.int64(key), m=np.int64(m), n=np.int64(n), mb=np.int64(lay.mb),
+        nb=np.int64(lay.nb))
+    q = _grid2d.grid_to_rows(q_loc.T, tb, axis, a_loc.shape[0], n)
+    gi = jnp.asarray(rows)[me][:, None]
+    gj = jnp.asarray(cols)[me][None, :]
+    keep = (gi < n) & (gj >= 0) & (gi <= gj)
+    r = jnp.zeros((n + 1, n + 1), a_loc.dtype).at[jnp.where(keep, gi, n), jnp.where(keep, gj, n)]
+    r = jax.lax.psum(r.set(jnp.where(keep, r_loc.T, 0)), axis)[:n, :n]
+    bad = jax.lax.pmax(info[0], axis) != 0
+    return nan_where(bad, q), nan_where(bad, r), jnp.reshape(bad.astype(jnp.int32), (1,))
+
+
+@functools.lru_cache(maxsize=64)
+def qr_program(place, m: int, n: int):
+    """The jitted program of ``qr`` over ``place``: (Q rows, R, info[1]) of an m x n A
+    sharded by rows, m a multiple of the row devices."""
+    geo = Geometry(m, place.ndev, m // place.ndev)
+    kw = prepare("qr", place, geo)
+    fn = functools.partial(qr, m=m, n=n, row_axes=place.row_axes, **kw)
+    return jax.jit(_spmd.shard_map(fn, place.mesh, (place.spec,), (place.spec, P(), P())))
+
+
 def refuses(op: str, place) -> str | None:
     """Why the engine cannot run on ``place`` (beyond the common checks), or None."""
     if not isinstance(place.mesh, Mesh):
