@@ -12,13 +12,14 @@ docs/ops/linalg.md ("General matrices").
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from . import _mesh, _plan
+from . import _config, _engines, _mesh, _mpmd, _plan, _rules, _spmd
 from ._engines import cusolvermp, dense
 
 
@@ -146,30 +147,84 @@ def lu_solve(lu_and_piv, b, trans=0, overwrite_b=False, check_finite=True, *, me
     return over_batch(one, nbatch, lu, piv, b)
 
 
-GENERAL_ENGINES = ("auto", "gather", "cusolvermp")
+GENERAL_ENGINES = ("auto", "gather", "cusolvermp", "cusolvermg")
 
 
 def _general_engine(engine, a, mesh, in_specs, op: str) -> str:
-    """The route of a general op: ``gather`` (every device gathers; any platform), or
+    """The route of a general op: ``gather`` (every device gathers; any platform),
     ``cusolvermp`` (distributed over GPUs: asked for, or ``auto`` on a mesh over several
-    processes where the engine is available)."""
+    processes where the engine is available), or ``cusolvermg`` (the general solve over the
+    GPUs of one process: asked for, or ``auto`` where the gathered matrix would not fit a
+    GPU, by the memory rule of the other ops, ``_engines.SINGLE_COPIES``)."""
     if engine not in GENERAL_ENGINES:
         raise ValueError(f"jaxmg.linalg.{op}: engine for general matrices must be one of "
                          f"{GENERAL_ENGINES}, got {engine!r}")
-    if engine == "gather" or (engine == "auto" and jax.process_count() == 1):
+    if engine == "gather":
         return "gather"
     place = _mesh.resolve(a, mesh, in_specs, f"linalg.{op}")
-    if engine == "cusolvermp":
-        why = cusolvermp.ENGINE.refuses("potrs", place, True)
+    if engine in ("cusolvermp", "cusolvermg"):
+        eng = _engines.ENGINES[engine]
+        why = (eng.refuses("getrs", place, _mpmd.in_this_process(place.mesh))
+               if engine == "cusolvermg" else eng.refuses("potrs", place, True))
+        if engine == "cusolvermg" and op != "solve":
+            why = why or f"engine 'cusolvermg' runs the general solve only, not {op}"
         if why:
             raise ValueError(f"jaxmg.linalg.{op}: {why}")
         return engine
+    if jax.process_count() == 1:
+        if op == "solve" and place.platform == "gpu" and place.ndev > 1:
+            n, dtype = a.shape[-1], jnp.dtype(a.dtype)
+            need = _engines.SINGLE_COPIES * n * n * dtype.itemsize
+            if need >= _engines.SINGLE_FRACTION * _engines._device_bytes(place.device):
+                return "cusolvermg"
+        return "gather"
     multi = isinstance(place.mesh, Mesh) and len(
         {d.process_index for d in place.mesh.devices.flat}) > 1
     even = op != "eigh" or a.shape[-1] % place.ndev == 0
     if multi and even and place.platform == "gpu" and cusolvermp.available() is None:
         return "cusolvermp"
     return "gather"
+
+
+def _mg_solve(a, b, mesh, in_specs, T_A=None):
+    """``solve(a, b, assume_a="gen")`` on the cuSOLVERMg engine: (x, info), A padded with
+    the identity to a multiple of the row devices (shards that ``T_A`` does not divide are
+    padded too)."""
+    plan, a_p, b_p, _ = _plan.plan("getrs", a, T_A, mesh, in_specs, True, "cusolvermg", b=b,
+                                   name="linalg.solve")
+    timeout = _config.get_timeout()
+    fwd = _engines.program("cusolvermg", "getrs", plan.place, plan.geo, timeout=timeout)
+    bwd = _engines.program("cusolvermg", "getrs_t", plan.place, plan.geo, timeout=timeout)
+    x, info = _solver(fwd, bwd, plan.place)(a_p, b_p)
+    return x[:plan.n], info[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _solver(fwd, bwd, place):
+    """``(a, b) -> (x, info[1])`` of a general A from the distributed programs ``fwd``
+    (A x = b) and ``bwd`` (Aᵀ x = b), differentiable: one factorization undifferentiated;
+    the tangent dx = A⁻¹ (db − dA x) through ``lax.custom_linear_solve`` with the sharded
+    product A x and the two solves (its transpose, the reverse mode, solves with Aᵀ), so that
+    no device ever holds the whole matrix (each of those solves factors again)."""
+    mv = _rules.matvec_program(place)
+
+    @jax.custom_jvp
+    def solve(a, b):
+        return fwd(a, b)
+
+    @solve.defjvp
+    def _jvp(primals, tangents):
+        a, b = primals
+        da, db = tangents
+        x, info = solve(a, b)
+        r = _spmd.conform(db - mv(da, x), place.mesh, P())
+        a0 = jax.lax.stop_gradient(a)
+        dx = jax.lax.custom_linear_solve(
+            lambda v: mv(a0, v), r, lambda _, y: fwd(a0, y)[0], lambda _, y: bwd(a0, y)[0],
+            symmetric=False)
+        return (x, info), (dx, _rules.float0_like(info))
+
+    return solve
 
 
 def _run_distributed(op, a, b, mesh, in_specs, name):
@@ -190,7 +245,13 @@ def _run_distributed(op, a, b, mesh, in_specs, name):
         a, b = _plan.pad_to_split(a, b, n_even, "potrs")
     args = [_mesh.place(x, NamedSharding(place.mesh, place.spec if k == "rows" else P()))
             for x, k in zip((a, b), ins)]
-    res = cusolvermp.general_program(op, place, n_even)(*args)
+    if op == "solve_gen":
+        res = _solver(cusolvermp.general_program("solve_gen", place, n_even),
+                      cusolvermp.general_program("solve_gen_t", place, n_even), place)(*args)
+    else:
+        vec = cusolvermp.general_program("eigh_gen", place, n_even)
+        val = cusolvermp.general_program(op, place, n_even) if op == "eigvalsh_gen" else None
+        res = _rules.generalized_eigh(place, vec, val)(*args)
     *vals, info = res
     if op == "solve_gen":
         vals = [vals[0][:n]]
@@ -201,7 +262,8 @@ def _run_distributed(op, a, b, mesh, in_specs, name):
     return (*vals, info[0])
 
 
-def solve_gen(a, b, nbatch: int, *, mesh, in_specs, return_status, check, engine="auto"):
+def solve_gen(a, b, nbatch: int, *, mesh, in_specs, return_status, check, engine="auto",
+              T_A=None):
     """``solve(a, b, assume_a="gen")`` of ``a`` and ``b`` with equal batch dimensions (N or
     N x k after them): LU with partial pivoting; NaN and info > 0 (the first zero pivot)
     for a singular matrix. ``engine``: ``GENERAL_ENGINES``."""
@@ -209,10 +271,11 @@ def solve_gen(a, b, nbatch: int, *, mesh, in_specs, return_status, check, engine
     route = _general_engine(engine, a, mesh, in_specs, "solve")
 
     def one(a, b):
-        if route == "cusolvermp":
+        if route in ("cusolvermp", "cusolvermg"):
             vec = b.ndim == 1
-            x, info = _run_distributed("solve_gen", a, b[:, None] if vec else b, mesh,
-                                       in_specs, "solve")
+            b2 = b[:, None] if vec else b
+            x, info = (_mg_solve(a, b2, mesh, in_specs, T_A) if route == "cusolvermg" else
+                       _run_distributed("solve_gen", a, b2, mesh, in_specs, "solve"))
             return (x[:, 0] if vec else x), info
         return _run("solve_gen", (a, b), mesh, in_specs, "solve")
 
@@ -263,20 +326,49 @@ def cholesky(a, lower=False, overwrite_a=False, check_finite=True, *, mesh=None,
 _QR_MODES = ("reduced", "complete", "r")
 
 
-def qr(a, mode="reduced", *, mesh=None, in_specs=None):
+def qr(a, mode="reduced", *, mesh=None, in_specs=None, engine="auto"):
     """QR factorization, as ``jnp.linalg.qr``: ``QRResult(Q, R)`` with Q (M x K, K =
     min(M, N); M x M for ``mode="complete"``) sharded by rows like ``a`` and R (K x N)
-    replicated; ``mode="r"`` returns R alone. ``"raw"`` raises ValueError."""
+    replicated; ``mode="r"`` returns R alone. ``"raw"`` raises ValueError.
+
+    ``engine``: ``"auto"`` (the gathered route, or cuSOLVERMp's Geqrf + Orgqr on a GPU mesh
+    over several processes where that engine is installed, for a tall ``a``, M >= N, and
+    the reduced or R-only modes), ``"gather"``, or ``"cusolvermp"`` (those shapes and
+    modes only); on cuSOLVERMp the derivative never gathers the matrix."""
     if mode not in _QR_MODES:
         raise ValueError(f"jaxmg.linalg.qr: mode must be one of {_QR_MODES}, got {mode!r}")
     a = as_matrix(a, "qr")
     if is_empty(a):
         return jnp.linalg.qr(a, mode=mode)
+    route = _general_engine(engine, a, mesh, in_specs, "qr")
+    fits = mode in ("reduced", "r") and a.shape[-2] >= a.shape[-1]
+    if route == "cusolvermp" and not fits:
+        if engine == "cusolvermp":
+            raise ValueError("jaxmg.linalg.qr: engine 'cusolvermp' computes the reduced QR "
+                             f"(or R) of a tall matrix, M >= N; got mode={mode!r} and shape "
+                             f"{tuple(a.shape)} (pass engine='gather')")
+        route = "gather"
+    if route == "cusolvermp":
+        q, r = over_batch(lambda a: _qr_distributed(a, mesh, in_specs), a.ndim - 2, a)
+        return r if mode == "r" else QRResult(q, r)
     if mode == "r":
         return over_batch(lambda a: _run("qr_r", (a,), mesh, in_specs, "qr")[0], a.ndim - 2, a)
     q, r = over_batch(lambda a: _run("qr", (a,), mesh, in_specs, "qr", mode=mode),
                     a.ndim - 2, a)
     return QRResult(q, r)
+
+
+def _qr_distributed(a, mesh, in_specs):
+    """The reduced QR of a tall ``a`` on cuSOLVERMp: rows padded with zeros to a multiple of
+    the row devices (Q of [A; 0] is [Q; 0], R is A's)."""
+    place = _mesh.resolve(a, mesh, in_specs, "linalg.qr")
+    m, n = a.shape
+    m_even = _plan.even_split(m, place.ndev)
+    if m_even != m:
+        a = jnp.pad(a, ((0, m_even - m), (0, 0)))
+    a = _mesh.place(a, NamedSharding(place.mesh, place.spec))
+    q, r, _ = _rules.qr(place, cusolvermp.qr_program(place, m_even, n))(a)
+    return q[:m], r
 
 
 def svd(a, full_matrices=True, compute_uv=True, hermitian=False, subset_by_index=None, *,

@@ -204,6 +204,12 @@ def _matvec(place):
     return _dist.shard_map(lambda a, x: body(a, x), place, (place.spec, P()), P())
 
 
+def matvec_program(place):
+    """``(a, x) -> A x`` for a row-sharded A and a replicated x (N x k): the sharded product
+    that the rules' ``custom_linear_solve`` differentiate through."""
+    return _matvec(place)
+
+
 def solve(place, geo, fac, a, b):
     """x = A⁻¹ b (b: N x k, replicated) from the factor ``fac`` of A, differentiable w.r.t.
     ``a`` and ``b``: ``lax.custom_linear_solve`` with the sharded product A x as the matvec
@@ -371,3 +377,112 @@ def eigh_tangent(place, w, v, da, vectors: bool):
     if vectors:
         return _eigh_tangent(place, True)(w, v, da)
     return _eigh_tangent(place, False)(v, da), None
+
+
+# ---- generalized Hermitian eigendecomposition ------------------------------------------------
+
+@functools.lru_cache(maxsize=256)
+def _gen_eigh_tangent(place):
+    ax, nd = place.axis, place.ndev
+    ct = functools.partial(_dist.conj_transpose, axis=ax, ndev=nd)
+
+    def body(w, v, da, db):
+        # S_A = Vᴴ dA V and S_B = Vᴴ dB V, row-sharded, each as in _eigh_tangent (G = Vᴴ dX
+        # by the reduce-scatter ring, then Vᴴ Gᴴ); the tangents are Hermitian (the op reads
+        # the Hermitian matrices of its inputs).
+        def sandwich(dx):
+            gh = ct(_dist.matmul_h(v, dx, ax, nd))
+            return _dist.matmul_h(v, gh, ax, nd), gh
+
+        sa, gha = sandwich(da)
+        sb, ghb = sandwich(db)
+        da_d = jax.lax.psum(jnp.real(jnp.sum(_conj(v) * gha, axis=0)), ax)  # Re diag(S_A)
+        db_d = jax.lax.psum(jnp.real(jnp.sum(_conj(v) * ghb, axis=0)), ax)  # Re diag(S_B)
+        dw = da_d - w * db_d
+        nloc = v.shape[0]
+        i = jax.lax.axis_index(ax) * nloc + jnp.arange(nloc, dtype=jnp.int32)
+        eye = (i[:, None] == jnp.arange(w.shape[0], dtype=jnp.int32)[None, :]).astype(w.dtype)
+        # C_ij = (S_A - S_B Λ)_ij / (λ_j - λ_i) off the diagonal, C_ii = -(S_B)_ii / 2 (the
+        # B-normalization VᴴBV = I; its imaginary part 0, as jnp.linalg.eigh's convention).
+        f = 1 / (eye + w[None, :] - w[i][:, None]) - eye
+        m = sa - sb * w[None, :].astype(sb.dtype)
+        c = f.astype(m.dtype) * m - 0.5 * eye.astype(m.dtype) * jnp.real(sb).astype(m.dtype)
+        return dw, _dist.matmul(v, c.astype(v.dtype), ax, nd)
+
+    return _dist.shard_map(body, place, (P(), place.spec, place.spec, place.spec),
+                           (P(), place.spec))
+
+
+@functools.lru_cache(maxsize=256)
+def generalized_eigh(place, vectors_program, values_program=None):
+    """``(a, b) -> (w, V, info)`` (or ``(w, info)`` with ``values_program``) of A v = λ B v for
+    Hermitian A and B (B positive definite) sharded by rows, from distributed programs that
+    compute them, differentiable: with S_X = Vᴴ dX V (ring products, never a gathered
+    matrix), dλ = Re diag(S_A) − λ Re diag(S_B) and dV = V C, C_ij = (S_A − S_B Λ)_ij /
+    (λ_j − λ_i), C_ii = −(S_B)_ii / 2. Values only, the tangent needs the vectors: the
+    vectors' program runs in the JVP."""
+    tangent = _gen_eigh_tangent(place)
+
+    @jax.custom_jvp
+    def fn(a, b):
+        return (values_program or vectors_program)(a, b)
+
+    @fn.defjvp
+    def _jvp(primals, tangents):
+        a, b = primals
+        da, db = tangents
+        if values_program is None:
+            w, v, info = fn(a, b)
+        else:
+            w, v, info = vectors_program(a, b)
+        dw, dv = tangent(w, v, da, db)
+        if values_program is None:
+            return (w, v, info), (dw, dv, float0_like(info))
+        return (w, info), (dw, float0_like(info))
+
+    return fn
+
+
+# ---- QR of a tall matrix ------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=256)
+def _qr_tangent(place):
+    ax = place.axis
+
+    def body(q, r, da):
+        # JAX's rule of the reduced QR, with every N x N-sized piece of it n x n: dA R⁻¹ row
+        # by row (a local triangular solve), Qᴴ (dA R⁻¹) by one psum.
+        tri = jax.lax.linalg.triangular_solve
+        dx_rinv = tri(r, da, left_side=False, lower=False)
+        qt = jax.lax.psum(_conj(q).T @ dx_rinv, ax)
+        low = jnp.tril(qt, -1)
+        do = low - _conj(low).T
+        if jnp.iscomplexobj(qt):
+            do = do + jnp.eye(qt.shape[0], dtype=qt.dtype) * (qt - jnp.real(qt))
+        dq = q @ (do - qt) + dx_rinv
+        dr = (qt - do) @ r
+        return dq, dr
+
+    return _dist.shard_map(body, place, (place.spec, P(), place.spec), (place.spec, P()))
+
+
+@functools.lru_cache(maxsize=256)
+def qr(place, program):
+    """``a -> (Q, R, info[1])`` of a tall A (M >= N) sharded by rows, from a distributed
+    program, differentiable as ``jnp.linalg.qr``: dQ = Q (dΩ − Qᴴ dA R⁻¹) + dA R⁻¹,
+    dR = (Qᴴ dA R⁻¹ − dΩ) R (dΩ the skew part of the strictly lower triangle of Qᴴ dA R⁻¹),
+    with only N x N pieces replicated: no device holds the M x N matrix whole."""
+    tangent = _qr_tangent(place)
+
+    @jax.custom_jvp
+    def fn(a):
+        return program(a)
+
+    @fn.defjvp
+    def _jvp(primals, tangents):
+        (a,), (da,) = primals, tangents
+        q, r, info = fn(a)
+        dq, dr = tangent(q, r, da)
+        return (q, r, info), (dq, dr, float0_like(info))
+
+    return fn

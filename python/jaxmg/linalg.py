@@ -374,8 +374,10 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
     ``overwrite_*`` and ``check_finite`` are accepted and ignored.
 
     ``engine`` as in ``jaxmg.potrs`` for positive definite matrices; for ``assume_a='gen'``
-    ``"auto"`` (the gathered route, or cuSOLVERMp's LU on a GPU mesh over several processes
-    where that engine is installed), ``"gather"`` or ``"cusolvermp"``.
+    ``"auto"`` (the gathered route; cuSOLVERMp's LU on a GPU mesh over several processes
+    where that engine is installed; cuSOLVERMg's LU over the GPUs of one process where the
+    gathered matrix would not fit a GPU), ``"gather"``, ``"cusolvermp"`` or ``"cusolvermg"``
+    (``T_A`` is its tile there).
     """
     del overwrite_a, overwrite_b, check_finite
     kind = str(assume_a).lower()
@@ -407,7 +409,8 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
         b = jnp.broadcast_to(b, batch + (b.shape[-1:] if vector else b.shape[-2:]))
     if kind in _GEN:
         return _general.solve_gen(a, b, len(batch), mesh=mesh, in_specs=in_specs,
-                                  return_status=return_status, check=check, engine=engine)
+                                  return_status=return_status, check=check, engine=engine,
+                                  T_A=T_A)
     one = functools.partial(_api.solve_call, T_A=T_A, mesh=mesh, in_specs=in_specs,
                             return_status=True, pad=pad, donate=donate, engine=engine,
                             reads=_triangle(lower), name="linalg.solve")

@@ -17,7 +17,8 @@ enum {
   JAXMG_OPF_WHOLE = 1u << 3,   /* computed by position 0 on the whole matrix (identity
                                 * layout: one tile per shard) */
   JAXMG_OPF_FACTOR = 1u << 4,  /* factors A = L L^H from the operand a */
-  JAXMG_OPF_VECTORS = 1u << 5  /* returns eigenvectors in the result a */
+  JAXMG_OPF_VECTORS = 1u << 5, /* returns eigenvectors in the result a */
+  JAXMG_OPF_LU = 1u << 6        /* factors P A = L U (partial pivoting) from the operand a */
 };
 
 /* ONE row per op, and no list of ops anywhere else:
@@ -37,7 +38,10 @@ enum {
  * (src/cpu/cpu_run.c, src/gpu/gpu_run.c). potri has no CUDA kernel: cusolverMgPotri returns
  * wrong inverses on 2 GPUs (docs/design.md), and Python computes the inverse on GPUs from
  * potrf and solves. The *_whole ops are the one_device engine's potrs and syevd: position 0
- * gathers from its peers only the part a lower factorization reads and computes alone. */
+ * gathers from its peers only the part a lower factorization reads and computes alone.
+ * getrs is the general solve (cuSOLVERMg's getrf + getrs): the shards hold the rows of Aᵀ,
+ * so that read column-major the solver sees A itself; the CPU devices solve general
+ * systems through the dense engine (python/jaxmg/_engines/dense.py). */
 #define JAXMG_OPS(X)                                                                          \
   X(POTRF, potrf, "cho_factor", JAXMG_OPF_A_OUT | JAXMG_OPF_FACTOR,                           \
     jaxmg__cpu_potrs, jaxmg__mg_run)                                                          \
@@ -59,7 +63,9 @@ enum {
     jaxmg__cpu_syevd, jaxmg__gpu_whole)                                                       \
   X(SYEVD_N_WHOLE, syevd_n_whole, "syevd",                                                    \
     JAXMG_OPF_W | JAXMG_OPF_A_OUT | JAXMG_OPF_WHOLE, /* a: scratch */                        \
-    jaxmg__cpu_syevd, jaxmg__gpu_whole)
+    jaxmg__cpu_syevd, jaxmg__gpu_whole)                                                       \
+  X(GETRS, getrs, "solve", JAXMG_OPF_B | JAXMG_OPF_A_OUT | JAXMG_OPF_LU, /* a: scratch */     \
+    NULL, jaxmg__mg_run)
 
 /* What one participant is asked to do. The values count from 0 in table order. */
 typedef enum {

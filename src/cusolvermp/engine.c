@@ -480,6 +480,59 @@ static jaxmg_status_t sygvd(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
   return finish(&cl, &w, 1, d, 3, st, err);
 }
 
+/* jaxmg_dist_qr: A = Q R of an m x n A, m >= n (Geqrf, then Orgqr). Attributes group, m,
+ * n, mb, nb. Operand a (local matrix, shape (local columns, lld)); results a (aliased: Q's
+ * local blocks), r (the local blocks of A after Geqrf, whose part on and above the diagonal
+ * of the first n rows is R), info (int32[1]). tau, one scalar per local column, lives in
+ * the device workspace for the call. */
+static jaxmg_status_t qr(XLA_FFI_CallFrame *f, jaxmg_error_t *err) {
+  const char *op = "qr";
+  int64_t key, m = 0, n, mb, nb;
+  jaxmg_buf_t a, ra, r, info;
+  call_t cl;
+  work_t w = {0};
+  cusolverMpMatrixDescriptor_t da = NULL;
+  jaxmg_status_t st = attrs(f, op, &key, &n, &mb, &nb, err);
+  if (!st) st = jaxmg__ffi_attr_i64(f, "m", &m, op, err);
+  if (!st) st = jaxmg__ffi_buffer(f, 0, 0, &a, op, "a", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 0, &ra, op, "q", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 1, &r, op, "r", err);
+  if (!st) st = jaxmg__ffi_buffer(f, 1, 2, &info, op, "info", err);
+  if (st) return st;
+  if (!a.known || a.rank != 2 || ra.data != a.data || r.dtype != a.dtype || r.rank != 2 ||
+      r.dims[0] != a.dims[0] || r.dims[1] != a.dims[1] || m < n) {
+    return jaxmg__seterr(err, JAXMG_EINVAL, "jaxmg.%s: a and r (local matrices of one shape, "
+                         "q aliased to a) and m >= n expected", op);
+  }
+  if ((st = enter(f, key, a.dtype, &cl, op, err))) return finish(&cl, &w, 0, NULL, 0, st, err);
+  const cudaDataType ct = cl.ty->ctype;
+  const size_t esz = jaxmg__dtype_info(a.dtype)->size;
+  const size_t tau_bytes = (size_t)(a.dims[0] > 0 ? a.dims[0] : 1) * esz;
+  size_t d1 = 0, h1 = 0, d2 = 0, h2 = 0;
+  st = desc(&cl, &da, m, n, mb, nb, lld_of(&a), op, err);
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpGeqrf_bufferSize(cl.c->h, m, n, a.data, 1, 1, da, ct, &d1,
+                                                        &h1));
+  /* The query gets any device pointer for tau: the sizes depend on the shapes only. */
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpOrgqr_bufferSize(cl.c->h, m, n, n, a.data, 1, 1, da,
+                                                        a.data, ct, &d2, &h2));
+  const size_t solver = ((d1 > d2 ? d1 : d2) + 255) / 256 * 256;
+  if (!st) st = work_get(&cl, &w, solver + tau_bytes, h1 > h2 ? h1 : h2, op, err);
+  void *tau = (char *)w.d + solver;
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpGeqrf(cl.c->h, m, n, a.data, 1, 1, da, tau, ct, w.d,
+                                            solver, w.hw, w.hbytes, (int *)info.data));
+  if (!st)
+    st = JAXMG_GPU(err, op, cudaMemcpyAsync(r.data, a.data,
+                                            (size_t)a.dims[0] * (size_t)a.dims[1] * esz,
+                                            cudaMemcpyDeviceToDevice, cl.stream));
+  if (!st)
+    st = JAXMG_GPU(err, op, cusolverMpOrgqr(cl.c->h, m, n, n, a.data, 1, 1, da, tau, ct, w.d,
+                                            solver, w.hw, w.hbytes, (int *)info.data));
+  return finish(&cl, &w, 1, &da, 1, st, err);
+}
+
 static XLA_FFI_Error *handle(XLA_FFI_CallFrame *f,
                              jaxmg_status_t (*fn)(XLA_FFI_CallFrame *, jaxmg_error_t *)) {
   if (!jaxmg__ffi_executes(f)) return NULL;
@@ -499,7 +552,10 @@ XLA_FFI_Error *jaxmg_ffi_dist_getrs_cuda(XLA_FFI_CallFrame *f) { return handle(f
 JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_dist_sygvd_cuda(XLA_FFI_CallFrame *f);
 XLA_FFI_Error *jaxmg_ffi_dist_sygvd_cuda(XLA_FFI_CallFrame *f) { return handle(f, sygvd); }
 
+JAXMG_EXPORT XLA_FFI_Error *jaxmg_ffi_dist_qr_cuda(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_dist_qr_cuda(XLA_FFI_CallFrame *f) { return handle(f, qr); }
+
 JAXMG_EXPORT const char *jaxmg_ffi_targets(void);
 const char *jaxmg_ffi_targets(void) {
-  return "jaxmg_dist_potrs,jaxmg_dist_getrs,jaxmg_dist_syevd,jaxmg_dist_sygvd";
+  return "jaxmg_dist_potrs,jaxmg_dist_getrs,jaxmg_dist_syevd,jaxmg_dist_sygvd,jaxmg_dist_qr";
 }

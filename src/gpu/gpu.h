@@ -222,7 +222,9 @@ struct jaxmg_mg_plan {
   cudaLibMgMatrixDesc_t a; /* N x N, tile T */
   cudaLibMgMatrixDesc_t b; /* N x chunk (one column tile) */
   cudaLibMgMatrixDesc_t b_last; /* N x last, or == b */
-  int64_t lwork;          /* elements per device, max over the routines of the op */
+  int64_t lwork;          /* elements per device: the routines' largest, then the pivots */
+  int64_t ipiv_at;        /* where the pivots (getrs: one int per local column) start in
+                           * each device's workspace, in elements */
 };
 
 /* The plan for this call, created on first use. `a` and `b` are the current pointer arrays

@@ -106,26 +106,35 @@ static jaxmg_status_t query_lwork(jaxmg_mg_plan_t *p, void **a, void **b, const 
   int64_t lw = 0, best = 0;
   jaxmg_status_t st = JAXMG_OK;
   const int factor = jaxmg__op_has(p->op, JAXMG_OPF_FACTOR);
+  const int lu = jaxmg__op_has(p->op, JAXMG_OPF_LU);
   const int solve = jaxmg__op_has(p->op, JAXMG_OPF_B) && p->nrhs > 0;
+  /* The queries want the pivot arrays, which live in each call's workspace: any device
+   * pointers of the grid stand in for them (the sizes depend on the shapes only). */
+  int *ipiv[JAXMG_MG_MAX_DEVICES];
+  for (int r = 0; r < p->ctx->ndev; r++) ipiv[r] = (int *)a[r];
   if (factor) {
     if ((st = JAXMG_GPU(err, op,
                         cusolverMgPotrf_bufferSize(h, lo, n, a, 1, 1, p->a, ty->ctype, &lw))))
       return st;
     best = max64(best, lw);
   }
-  if (solve) {
+  if (lu) {
     if ((st = JAXMG_GPU(err, op,
-                        cusolverMgPotrs_bufferSize(h, lo, n, p->chunk, a, 1, 1, p->a, b, 1, 1,
-                                                   p->b, ty->ctype, &lw))))
+                        cusolverMgGetrf_bufferSize(h, n, n, a, 1, 1, p->a, ipiv, ty->ctype, &lw))))
       return st;
     best = max64(best, lw);
-    if (p->b_last != p->b) {
-      if ((st = JAXMG_GPU(err, op,
-                          cusolverMgPotrs_bufferSize(h, lo, n, p->last, a, 1, 1, p->a, b, 1, 1,
-                                                     p->b_last, ty->ctype, &lw))))
-        return st;
-      best = max64(best, lw);
-    }
+  }
+  for (int k = 0; solve && k < 1 + (p->b_last != p->b); k++) {
+    const int nc = k ? p->last : p->chunk;
+    cudaLibMgMatrixDesc_t db = k ? p->b_last : p->b;
+    st = lu ? JAXMG_GPU(err, op,
+                        cusolverMgGetrs_bufferSize(h, CUBLAS_OP_N, n, nc, a, 1, 1, p->a, ipiv, b,
+                                                   1, 1, db, ty->ctype, &lw))
+            : JAXMG_GPU(err, op,
+                        cusolverMgPotrs_bufferSize(h, lo, n, nc, a, 1, 1, p->a, b, 1, 1, db,
+                                                   ty->ctype, &lw));
+    if (st) return st;
+    best = max64(best, lw);
   }
   if (jaxmg__op_has(p->op, JAXMG_OPF_W)) {
     /* W is a host array; the query gets a real one in case it looks at it. */
@@ -139,6 +148,14 @@ static jaxmg_status_t query_lwork(jaxmg_mg_plan_t *p, void **a, void **b, const 
     free(w);
     if (st) return st;
     best = max64(best, lw);
+  }
+  /* The pivots follow the solver's workspace: one int per local column, rounded up to
+   * whole elements so the workspace stays one array of the element type. */
+  p->ipiv_at = best;
+  if (lu) {
+    const int64_t esz = (int64_t)jaxmg__dtype_info(p->dtype)->size;
+    const int64_t cols = p->n / p->ctx->ndev;
+    best += (cols * (int64_t)sizeof(int) + esz - 1) / esz;
   }
   p->lwork = best;
   return JAXMG_OK;

@@ -1,5 +1,5 @@
 /* CUDA backend: the cuSOLVERMg kernel (potrf, potrs, cho_solve, syevd with and without
- * vectors), seen from one participant (see gpu.h for the sequence).
+ * vectors, the general solve getrf + getrs), seen from one participant (see gpu.h for the sequence).
  *
  * Rank 0 is the driver: it alone talks to cuSOLVERMg. Every wait on it has no deadline
  * (it may be creating a handle or factoring); every other wait has the session's. Each
@@ -113,6 +113,28 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
       return pst;
     }
   }
+  const int lu = jaxmg__op_has(t->op, JAXMG_OPF_LU);
+  int *ipiv[JAXMG_MG_MAX_DEVICES];
+  for (int r = 0; r < P; r++) ipiv[r] = (int *)((char *)W[r] + (size_t)p->ipiv_at * di->size);
+  if (lu) {
+    jaxmg_error_t perr = {JAXMG_OK, ""};
+    jaxmg_status_t pst = JAXMG_GPU(&perr, nm,
+                                   cusolverMgGetrf(h, n, n, A, 1, 1, p->a, ipiv, ty->ctype, W,
+                                                   p->lwork, &hinfo));
+    if ((st = sync_all(p->ctx, nm, err))) return st;
+    if (hinfo < 0) return bad_arg(nm, "cusolverMgGetrf", hinfo, err);
+    if (hinfo > 0) {
+      /* U(i, i) = 0 of the permuted matrix: singular; reported as the original index of
+       * that column (the solver eliminates in its own order, so it may differ from the first
+       * zero pivot of LAPACK's getrf on A). */
+      *ginfo = jaxmg_layout_src(&t->lay, hinfo - 1) + 1;
+      return JAXMG_OK;
+    }
+    if (pst) {
+      *err = perr;
+      return pst;
+    }
+  }
   if (jaxmg__op_has(t->op, JAXMG_OPF_B) && t->nrhs > 0) {
     /* All of B on grid position 0 (the driver's x), one column tile per call. */
     void *B[JAXMG_MG_MAX_DEVICES];
@@ -122,11 +144,15 @@ static jaxmg_status_t solve_locked(const jaxmg_task_t *t, const jaxmg_mg_plan_t 
       const int last = c0 + p->chunk >= t->nrhs;
       const int nc = last ? p->last : p->chunk;
       B[0] = x0 + (size_t)c0 * (size_t)p->n * di->size;
-      st = JAXMG_GPU(err, nm,
-                     cusolverMgPotrs(h, lo, n, nc, A, 1, 1, p->a, B, 1, 1,
-                                     last ? p->b_last : p->b, ty->ctype, W, p->lwork, &hinfo));
+      cudaLibMgMatrixDesc_t db = last ? p->b_last : p->b;
+      st = lu ? JAXMG_GPU(err, nm,
+                          cusolverMgGetrs(h, CUBLAS_OP_N, n, nc, A, 1, 1, p->a, ipiv, B, 1, 1, db,
+                                          ty->ctype, W, p->lwork, &hinfo))
+              : JAXMG_GPU(err, nm,
+                          cusolverMgPotrs(h, lo, n, nc, A, 1, 1, p->a, B, 1, 1, db, ty->ctype, W,
+                                          p->lwork, &hinfo));
       if (st) return st;
-      if (hinfo < 0) return bad_arg(nm, "cusolverMgPotrs", hinfo, err);
+      if (hinfo < 0) return bad_arg(nm, lu ? "cusolverMgGetrs" : "cusolverMgPotrs", hinfo, err);
       if ((st = sync_all(p->ctx, nm, err))) return st;
     }
   }
@@ -247,7 +273,7 @@ jaxmg_status_t jaxmg__mg_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_e
   const unsigned flags = jaxmg__op_info(t->op)->flags;
   /* The ops that read A put its rows into solver order (cho_solve's shards already hold the
    * factor there). */
-  const int permute = (flags & (JAXMG_OPF_FACTOR | JAXMG_OPF_W)) != 0;
+  const int permute = (flags & (JAXMG_OPF_FACTOR | JAXMG_OPF_W | JAXMG_OPF_LU)) != 0;
   jaxmg_gpu_shared_t *sh = jaxmg__rv_shared(s);
   const jaxmg_part_t *me = jaxmg__gpu_slot(t, rank);
   jaxmg_mg_plan_t *plan = NULL;
@@ -270,8 +296,11 @@ jaxmg_status_t jaxmg__mg_run(const jaxmg_task_t *t, jaxmg_gpu_part_t *g, jaxmg_e
                              nm, err)))
     return st;
   /* potrf, potrs and syevd (uplo = lower) read only the lower triangle of M: move only the
-   * row blocks they read. */
-  if (permute &&
+   * row blocks they read; LU reads all of it. */
+  if (permute && (flags & JAXMG_OPF_LU) &&
+      (st = jaxmg__gpu_permute(lay, 0, me->a, esz, g->stage, g->stream, nm, err)))
+    return st;
+  if (permute && !(flags & JAXMG_OPF_LU) &&
       (st = jaxmg__gpu_permute_lower(lay, rank, me->a, esz, g->stage, g->stream, nm, err)))
     return st;
   if (rank == 0 && (flags & JAXMG_OPF_B) && xbytes &&

@@ -188,3 +188,30 @@ def test_factor_ops_and_derivatives(mesh, dtype, monkeypatch):
         check_grads(lambda m: linalg.logdet(sym(m)), (small,), **kw)
         hlo = jax.jit(jax.grad(lambda m: linalg.logdet(sym(m)))).lower(small).as_text()
         assert "jaxmg_dist_potrs" in hlo
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_qr(mesh, dtype, monkeypatch):
+    """The reduced QR of tall matrices (Geqrf + Orgqr; rows that do and do not split),
+    R only, and the derivative (only N x N pieces replicated)."""
+    from jax.test_util import check_grads
+
+    monkeypatch.setenv("JAXMG_MP_BLOCK", "16")
+    k = mesh.devices.size
+    rng = np.random.default_rng(k)
+    for m, n in ((96 * k, 40), (96 * k + 3, 33)):
+        a = rng.standard_normal((m, n))
+        if np.issubdtype(dtype, np.complexfloating):
+            a = a + 1j * rng.standard_normal((m, n))
+        a = a.astype(dtype)
+        q, r = linalg.qr(a, mesh=mesh, engine="cusolvermp")
+        qd, rd, ad = (np.asarray(x, np.complex128) for x in (q, r, a))
+        assert np.all(np.tril(rd, -1) == 0)
+        assert _ratio(qd @ rd - ad, ad, dtype) < 30
+        assert np.linalg.norm(qd.conj().T @ qd - np.eye(n), 1) / (m * EPS[dtype]) < 30
+        r_only = linalg.qr(a, mode="r", mesh=mesh, engine="cusolvermp")
+        assert np.abs(np.asarray(r_only) - r).max() <= 30 * m * EPS[dtype] * np.abs(rd).max()
+    if dtype in (np.float64, np.complex128):
+        small = a[: 8 * k, :5]
+        check_grads(lambda a: linalg.qr(a, mesh=mesh, engine="cusolvermp"), (small,), order=1,
+                    modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)

@@ -54,6 +54,14 @@ def _fake_ffi(geo, grid):
         lay, tb = g.lay, g.tb
 
         def run(*args, **attrs):
+            if name == "jaxmg_dist_qr":
+                m, n = int(attrs["m"]), int(attrs["n"])
+                rl = cusolvermp._grid_rect(m, n, geo.ndev, p, q, int(attrs["nb"]))[0]
+                whole = _assemble(args[0], rl, None, m, n)
+                qm, rm = jnp.linalg.qr(whole)
+                after = jnp.zeros((m, n), whole.dtype).at[:n].set(rm)  # R where Geqrf leaves it
+                return (_local(qm, rl, None, shapes[0].shape), _local(after, rl, None, shapes[1].shape),
+                        jnp.zeros((1,), jnp.int32))
             assert attrs["n"] == geo.n and attrs["mb"] == lay.mb == attrs["nb"]
             a = _assemble(args[0], lay, tb, geo.n, geo.n)
             if name == "jaxmg_dist_getrs":
@@ -66,9 +74,10 @@ def _fake_ffi(geo, grid):
                 bm = _assemble(args[1], lay, tb, geo.n, geo.n)
                 L = jnp.linalg.cholesky(bm)
                 tri = jax.lax.linalg.triangular_solve
-                c = tri(L, tri(L, a, left_side=True, lower=True).T, left_side=True, lower=True)
-                w, v = jnp.linalg.eigh((c + c.T) / 2)
-                z = tri(L, v, left_side=True, lower=True, transpose_a=True)
+                y = tri(L, a, left_side=True, lower=True)
+                c = tri(L, jnp.conj(y).T, left_side=True, lower=True)   # L⁻¹ A L⁻ᴴ
+                w, v = jnp.linalg.eigh((c + jnp.conj(c).T) / 2)
+                z = tri(L, v, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
                 return (args[0], args[1], _local(z, lay, tb, shapes[2].shape), w,
                         jnp.zeros((1,), jnp.int32))
             if name == "jaxmg_dist_potrs":
@@ -266,3 +275,155 @@ def test_linalg_and_derivative_rules_on_this_engine(monkeypatch):
         # the stand-in leaves no custom call of this engine in the program; the platform's
         # own factor ops must not be there either
         assert "jaxmg_potrf" not in hlo and "jaxmg_solve" not in hlo
+
+
+def test_general_solve_and_its_derivative_on_this_engine(monkeypatch):
+    """``linalg.solve(assume_a="gen", engine="cusolvermp")`` end to end (the engine let onto
+    CPU devices, its set-up and FFI stood in as above), and its derivative: a sharded product
+    and this engine's solves with A and Aᵀ, never the gathered matrix."""
+    import dataclasses
+
+    from jax.test_util import check_grads
+
+    from jaxmg import linalg
+
+    real_call = jax.ffi.ffi_call
+
+    def ffi_call(name, shapes, **kw):
+        if not name.startswith("jaxmg_dist_"):
+            return real_call(name, shapes, **kw)
+
+        def run(*args, **attrs):
+            n, nd = int(attrs["n"]), int(attrs["group"])
+            fake = _fake_ffi(Geometry(n, nd, n // nd), _grid2d.choose_grid(nd))
+            return fake(name, shapes, **kw)(*args, **attrs)
+
+        return run
+
+    monkeypatch.setattr(jax.ffi, "ffi_call", ffi_call)
+    from jaxmg import _engines
+
+    monkeypatch.setitem(_engines.ENGINES, "cusolvermp", dataclasses.replace(
+        cusolvermp.ENGINE, platforms=("cpu", "gpu"), check=None))
+    monkeypatch.setattr(cusolvermp, "prepare", lambda op, place, geo: {
+        "key": place.ndev, "grid": _grid2d.choose_grid(place.ndev)})
+    for ndev, n in ((2, 12), (3, 10)):
+        mesh = Mesh(np.array(jax.devices()[:ndev]), ("x",))
+        rng = np.random.default_rng(n)
+        a = rng.standard_normal((n, n)) + 3 * np.eye(n)
+        b = rng.standard_normal((n, 2))
+
+        def f(a, b):
+            return linalg.solve(a, b, assume_a="gen", mesh=mesh, engine="cusolvermp")
+
+        np.testing.assert_allclose(np.asarray(f(a, b)), np.linalg.solve(a, b), rtol=1e-10)
+        check_grads(f, (a, b), order=1, modes=["fwd", "rev"], atol=1e-6, rtol=1e-6)
+        hlo = jax.jit(jax.grad(lambda a: jnp.sum(f(a, b) ** 2))).lower(a).as_text()
+        gathers = [ln for ln in hlo.splitlines() if "all_gather" in ln]
+        assert gathers and not [ln for ln in gathers if f"-> tensor<{n}x{n}x" in ln]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_generalized_eigh_derivatives_on_this_engine(monkeypatch, dtype):
+    """``linalg.eigh(a, b, engine="cusolvermp")``: eigenvalues and eigenvectors (up to their
+    phase) differentiate like the gathered route's, through ring products (no gathered
+    matrix); values only too."""
+    import dataclasses
+
+    from jax.test_util import check_grads
+
+    from jaxmg import _engines, linalg
+
+    real_call = jax.ffi.ffi_call
+
+    def ffi_call(name, shapes, **kw):
+        if not name.startswith("jaxmg_dist_"):
+            return real_call(name, shapes, **kw)
+
+        def run(*args, **attrs):
+            n, nd = int(attrs["n"]), int(attrs["group"])
+            fake = _fake_ffi(Geometry(n, nd, n // nd), _grid2d.choose_grid(nd))
+            return fake(name, shapes, **kw)(*args, **attrs)
+
+        return run
+
+    monkeypatch.setattr(jax.ffi, "ffi_call", ffi_call)
+    monkeypatch.setitem(_engines.ENGINES, "cusolvermp", dataclasses.replace(
+        cusolvermp.ENGINE, platforms=("cpu", "gpu"), check=None))
+    monkeypatch.setattr(cusolvermp, "prepare", lambda op, place, geo: {
+        "key": place.ndev, "grid": _grid2d.choose_grid(place.ndev)})
+    mesh = Mesh(np.array(jax.devices()[:2]), ("x",))
+    rng = np.random.default_rng(4)
+    n = 6
+    h, s = herm(n, dtype, rng), hpd(n, dtype, rng)
+
+    def both(h, s, engine):
+        w, v = linalg.eigh(h, s, mesh=mesh, engine=engine)
+        return w, jnp.abs(v) ** 2
+
+    kw = dict(order=1, modes=["fwd", "rev"], atol=1e-6, rtol=1e-6)
+    check_grads(lambda h, s: both(h, s, "cusolvermp"), (h, s), **kw)
+    check_grads(lambda h, s: linalg.eigh(h, s, eigvals_only=True, mesh=mesh,
+                                         engine="cusolvermp"), (h, s), **kw)
+    dh, ds = herm(n, dtype, rng), herm(n, dtype, rng)
+    got = jax.jvp(lambda h, s: both(h, s, "cusolvermp"), (h, s), (dh, ds))[1]
+    want = jax.jvp(lambda h, s: both(h, s, "gather"), (h, s), (dh, ds))[1]
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_qr_and_its_derivative_on_this_engine(monkeypatch, dtype):
+    """``linalg.qr(a, engine="cusolvermp")`` of tall matrices (rows that do and do not split
+    evenly; the stand-in FFI as above): Q R = A, QᴴQ = I, R upper triangular, and the
+    derivative (JAX's rule with only N x N pieces replicated) against the gathered route."""
+    import dataclasses
+
+    from jax.test_util import check_grads
+
+    from jaxmg import _engines, linalg
+
+    real_call = jax.ffi.ffi_call
+
+    def ffi_call(name, shapes, **kw):
+        if not name.startswith("jaxmg_dist_"):
+            return real_call(name, shapes, **kw)
+
+        def run(*args, **attrs):
+            nd = int(attrs["group"])
+            m = int(attrs.get("m", attrs["n"]))
+            fake = _fake_ffi(Geometry(m, nd, m // nd), _grid2d.choose_grid(nd))
+            return fake(name, shapes, **kw)(*args, **attrs)
+
+        return run
+
+    monkeypatch.setattr(jax.ffi, "ffi_call", ffi_call)
+    monkeypatch.setitem(_engines.ENGINES, "cusolvermp", dataclasses.replace(
+        cusolvermp.ENGINE, platforms=("cpu", "gpu"), check=None))
+    monkeypatch.setattr(cusolvermp, "prepare", lambda op, place, geo: {
+        "key": place.ndev, "grid": _grid2d.choose_grid(place.ndev)})
+    for ndev, m, n in ((2, 12, 5), (3, 10, 4), (4, 16, 16)):
+        need_devices(ndev)
+        mesh = Mesh(np.array(jax.devices()[:ndev]), ("x",))
+        rng = np.random.default_rng(m * n)
+        a = rng.standard_normal((m, n))
+        if np.issubdtype(dtype, np.complexfloating):
+            a = a + 1j * rng.standard_normal((m, n))
+        a = a.astype(dtype)
+        q, r = linalg.qr(a, mesh=mesh, engine="cusolvermp")
+        assert q.shape == (m, n) and r.shape == (n, n)
+        np.testing.assert_allclose(np.asarray(q) @ np.asarray(r), a, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(q).conj().T @ np.asarray(q), np.eye(n), atol=1e-12)
+        assert np.all(np.tril(np.asarray(r), -1) == 0)
+        r_only = linalg.qr(a, mode="r", mesh=mesh, engine="cusolvermp")
+        np.testing.assert_allclose(np.asarray(r_only), np.asarray(r), atol=1e-12)
+        f = lambda a: linalg.qr(a, mesh=mesh, engine="cusolvermp")  # noqa: E731
+        check_grads(f, (a,), order=1, modes=["fwd", "rev"], atol=1e-6, rtol=1e-6)
+        da = rng.standard_normal((m, n)).astype(dtype)
+        got = jax.jvp(f, (a,), (da,))[1]
+        want = jax.jvp(lambda a: linalg.qr(a, mesh=mesh, engine="gather"), (a,), (da,))[1]
+        for g_, w_ in zip(got, want):
+            np.testing.assert_allclose(np.asarray(g_), np.asarray(w_), atol=1e-10)
+    with pytest.raises(ValueError, match="tall matrix"):
+        linalg.qr(np.ones((4, 8)), mesh=Mesh(np.array(jax.devices()[:2]), ("x",)),
+                  engine="cusolvermp")

@@ -165,6 +165,8 @@ def _specs(op: str, place: Placement, donate: bool, vectors: bool):
         "solve": ((rows, rep), rep),
         "inverse": ((rows,), rows),
         "logdet": ((rows,), rep),
+        "getrs": ((rows, rep), (rep, rep)),
+        "getrs_t": ((rows, rep), (rep, rep)),
     }[op]
 
 

@@ -15,12 +15,15 @@ potrf       a_loc                                               factor shard, in
 solve       factor shard, b (N x k, replicated)                 x
 inverse     factor shard                                        rows of inv(A)
 logdet      factor shard                                        log det A (replicated)
+getrs       a_loc (general A), b (N x k, replicated)            x, info[1]
+getrs_t     a_loc (general A), b (N x k, replicated)            x of Aᵀ x = b, info[1]
 ==========  ==================================================  ===========================
 
 and every body takes the keywords ``geo`` (the call's ``Geometry``), ``row_axes`` and
 ``group_axes`` (``Placement``). ``potrf``/``solve``/``inverse``/``logdet`` are the ops of a
 Cholesky factor kept between calls (``jaxmg.linalg.cho_factor``) and of the derivative rules;
-only the engines whose factor lives distributed implement them.
+only the engines whose factor lives distributed implement them. ``getrs``/``getrs_t`` are the
+general solve of ``linalg.solve(assume_a="gen")`` on an engine that distributes it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import jax.numpy as jnp
 
 from .._geometry import axis_of
 
-OPS = ("potrs", "potri", "syevd", "potrf", "solve", "inverse", "logdet")
+OPS = ("potrs", "potri", "syevd", "potrf", "solve", "inverse", "logdet", "getrs", "getrs_t")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,3 +152,11 @@ def nan_where(failed, x):
 def my_rows(x, nloc, rank):
     """Rows [rank nloc, (rank + 1) nloc) of x."""
     return jax.lax.dynamic_slice_in_dim(x, rank * nloc, nloc, axis=0)
+
+
+def transpose_rows(a_loc, axis, ndev: int):
+    """This device's rows of Aᵀ for A (N x N) sharded by rows: column block d of A from every
+    device (one all_to_all), transposed."""
+    if ndev > 1:
+        a_loc = jax.lax.all_to_all(a_loc, axis, split_axis=1, concat_axis=0, tiled=True)
+    return a_loc.T

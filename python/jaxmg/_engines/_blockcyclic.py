@@ -20,7 +20,7 @@ from .. import _call
 from .._geometry import (
     Geometry, axis_of, from_solver_rows, pad_shard, to_solver_rows, unpad_info, unpad_shard,
 )
-from ._base import conj, nan_where
+from ._base import conj, nan_where, transpose_rows
 
 _INFO = jax.ShapeDtypeStruct((1,), jnp.int32)
 
@@ -193,3 +193,23 @@ BODIES = {
     "inverse": inverse,
     "logdet": logdet,
 }
+
+
+# ---- general matrices ---------------------------------------------------------------------
+
+
+def getrs(a_loc, b, *, geo: Geometry, row_axes, group_axes, transposed=False):
+    """x (replicated N x k) of A x = b for a general A (``transposed``: Aᵀ x = b), and
+    info[1] (> 0: singular; x NaN). The solver reads the shards column-major, so it is
+    handed the rows of Aᵀ (one all_to_all of the shard) to see A itself, or A's own rows
+    to see Aᵀ; b goes in solver order as is (no conjugation: nothing is Hermitian here)."""
+    at = a_loc if transposed else transpose_rows(a_loc, axis_of(row_axes), geo.ndev)
+    a_p = pad_shard(at, geo, _rank(row_axes))
+    _, xt, info = _call.call(
+        "jaxmg_getrs",
+        (jax.ShapeDtypeStruct(a_p.shape, a_loc.dtype),
+         jax.ShapeDtypeStruct((b.shape[1], geo.n_pad), b.dtype), _INFO),
+        (a_p, to_solver_rows(b, geo).T), geo, row_axes, group_axes, aliases={0: 0},
+    )
+    info = unpad_info(info, geo)
+    return nan_where(info[0] != 0, from_solver_rows(xt.T, geo)), info

@@ -5,10 +5,13 @@ matrix does not fit one GPU, and potrs from the measured crossover on.
 
 potri is not cuSOLVERMg's potri, which returns wrong inverses on 2 GPUs: one distributed
 factorization and one distributed solve per device (``potri_by_solves``). syevd runs
-cuSOLVERMg's syevd, whose tile is limited to 1024.
+cuSOLVERMg's syevd, whose tile is limited to 1024. The general solve of
+``linalg.solve(assume_a="gen")`` runs cuSOLVERMg's getrf + getrs (``getrs``).
 """
 
 from __future__ import annotations
+
+import functools
 
 from . import _blockcyclic as bc
 from ._base import SYEVD_MAX_TILE, Engine, tile_rule
@@ -26,7 +29,8 @@ def default_cap(op: str, nloc: int) -> int:
 ENGINE = Engine(
     name="cusolvermg",
     platforms=("gpu",),
-    bodies={**bc.BODIES, "potri": bc.potri_by_solves},
+    bodies={**bc.BODIES, "potri": bc.potri_by_solves, "getrs": bc.getrs,
+            "getrs_t": functools.partial(bc.getrs, transposed=True)},
     summary="cuSOLVERMg over every GPU of the mesh, O(N^2 / ndev) memory per device",
     max_devices={"gpu": 16},  # cuSOLVERMg's limit
     tile=tile_rule(default_cap),

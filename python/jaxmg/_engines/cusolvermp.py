@@ -39,7 +39,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from .. import _cuda_libs, _spmd
 from .._geometry import Geometry, axis_of
 from . import _grid2d
-from ._base import Engine, nan_where
+from ._base import Engine, nan_where, transpose_rows
 
 DEFAULT_BLOCK = 512
 INSTALL = ('the cuSOLVERMp engine needs NVIDIA cuSOLVERMp and a jaxmg built with it: '
@@ -345,9 +345,12 @@ def syevd(a_loc, *, geo, row_axes, group_axes, key, grid, vectors=True):
     return w, nan_where(bad, c.to_rows(v)), info1
 
 
-def solve_gen(a_loc, b, *, geo, row_axes, key, grid):
+def solve_gen(a_loc, b, *, geo, row_axes, key, grid, transposed=False):
     """A x = b for a general A (LU with partial pivoting, Getrf + Getrs): (x, info[1]),
-    x replicated; info = the first exactly zero pivot of U (x NaN then)."""
+    x replicated; info = the first exactly zero pivot of U (x NaN then). ``transposed``:
+    Aᵀ x = b (A's rows exchanged into Aᵀ's first, one all_to_all)."""
+    if transposed:
+        a_loc = transpose_rows(a_loc, axis_of(row_axes), geo.ndev)
     c = _body(geo, row_axes, key, grid)
     nrhs = b.shape[1]
     _, x_loc, info = c.call(
@@ -378,6 +381,8 @@ def eigh_gen(a_loc, b_loc, *, geo, row_axes, key, grid, vectors=True):
 # name -> (body, input kinds, output kinds): "rows" sharded by rows, "rep" replicated
 GENERAL = {
     "solve_gen": (solve_gen, ("rows", "rep"), ("rep", "rep")),
+    "solve_gen_t": (functools.partial(solve_gen, transposed=True), ("rows", "rep"),
+                    ("rep", "rep")),
     "eigh_gen": (eigh_gen, ("rows", "rows"), ("rep", "rows", "rep")),
     "eigvalsh_gen": (functools.partial(eigh_gen, vectors=False), ("rows", "rows"),
                      ("rep", "rep")),
@@ -395,6 +400,54 @@ def general_program(op: str, place, n: int):
     spec = {"rows": place.spec, "rep": P()}
     return jax.jit(_spmd.shard_map(fn, place.mesh, tuple(spec[k] for k in ins),
                                    tuple(spec[k] for k in outs)))
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_rect(m: int, n: int, ndev: int, p: int, q: int, nb: int):
+    """The layout, exchange tables and per-rank global row / column indices (padded with m
+    and -1) of an m x n matrix whose rows split evenly over ``ndev`` ranks."""
+    lay = _grid2d.Layout(m, n, nb, nb, p, q)
+    tb = _grid2d.tables(lay, _grid2d.even_row_starts(m, ndev))
+    rows = np.full((lay.nprocs, tb.mloc), m, np.int32)
+    cols = np.full((lay.nprocs, tb.nloc), -1, np.int32)
+    for r in range(lay.nprocs):
+        rows[r, :lay.rows(r).size] = lay.rows(r)
+        cols[r, :lay.cols(r).size] = lay.cols(r)
+    return lay, tb, rows, cols
+
+
+def qr(a_loc, *, m, n, row_axes, key, grid):
+    """A = Q R of the m x n A (m >= n; Geqrf + Orgqr): (this rank's rows of Q, R (n x n,
+    replicated: each rank scatters the entries it holds, one psum), info[1]); NaN on
+    failure."""
+    axis = axis_of(row_axes)
+    me = jax.lax.axis_index(axis)
+    ndev = m // a_loc.shape[0]
+    lay, tb, rows, cols = _grid_rect(m, n, ndev, grid[0], grid[1], block(a_loc.shape[0]))
+    x = _grid2d.rows_to_grid(a_loc, tb, axis).T
+    loc = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    q_loc, r_loc, info = jax.ffi.ffi_call("jaxmg_dist_qr", (loc, loc, _INFO1),
+                                          input_output_aliases={0: 0})(
+        x, group=np.int64(key), m=np.int64(m), n=np.int64(n), mb=np.int64(lay.mb),
+        nb=np.int64(lay.nb))
+    q = _grid2d.grid_to_rows(q_loc.T, tb, axis, a_loc.shape[0], n)
+    gi = jnp.asarray(rows)[me][:, None]
+    gj = jnp.asarray(cols)[me][None, :]
+    keep = (gi < n) & (gj >= 0) & (gi <= gj)
+    r = jnp.zeros((n + 1, n + 1), a_loc.dtype).at[jnp.where(keep, gi, n), jnp.where(keep, gj, n)]
+    r = jax.lax.psum(r.set(jnp.where(keep, r_loc.T, 0)), axis)[:n, :n]
+    bad = jax.lax.pmax(info[0], axis) != 0
+    return nan_where(bad, q), nan_where(bad, r), jnp.reshape(bad.astype(jnp.int32), (1,))
+
+
+@functools.lru_cache(maxsize=64)
+def qr_program(place, m: int, n: int):
+    """The jitted program of ``qr`` over ``place``: (Q rows, R, info[1]) of an m x n A
+    sharded by rows, m a multiple of the row devices."""
+    geo = Geometry(m, place.ndev, m // place.ndev)
+    kw = prepare("qr", place, geo)
+    fn = functools.partial(qr, m=m, n=n, row_axes=place.row_axes, **kw)
+    return jax.jit(_spmd.shard_map(fn, place.mesh, (place.spec,), (place.spec, P(), P())))
 
 
 def refuses(op: str, place) -> str | None:

@@ -381,6 +381,92 @@ cusolverStatus_t cusolverMgPotrs(cusolverMgHandle_t h, cublasFillMode_t u, int n
   return CUSOLVER_STATUS_SUCCESS;
 }
 
+/* The LU routines, as cuSOLVERMg documents them: IPIV distributed like the columns of A
+ * (one int per local column on each device), 1-based pivots of P A = L U. */
+void sgetrf_(const int *, const int *, void *, const int *, int *, int *);
+void dgetrf_(const int *, const int *, void *, const int *, int *, int *);
+void cgetrf_(const int *, const int *, void *, const int *, int *, int *);
+void zgetrf_(const int *, const int *, void *, const int *, int *, int *);
+void sgetrs_(const char *, const int *, const int *, const void *, const int *, const int *,
+             void *, const int *, int *);
+void dgetrs_(const char *, const int *, const int *, const void *, const int *, const int *,
+             void *, const int *, int *);
+void cgetrs_(const char *, const int *, const int *, const void *, const int *, const int *,
+             void *, const int *, int *);
+void zgetrs_(const char *, const int *, const int *, const void *, const int *, const int *,
+             void *, const int *, int *);
+
+BUFSZ(cusolverMgGetrf_bufferSize, cusolverMgHandle_t h, int m, int n, void *A[], int ia, int ja,
+      cudaLibMgMatrixDesc_t d, int *ipiv[], cudaDataType t)
+BUFSZ(cusolverMgGetrs_bufferSize, cusolverMgHandle_t h, cublasOperation_t op, int n, int nrhs,
+      void *A[], int ia, int ja, cudaLibMgMatrixDesc_t da, int *ipiv[], void *B[], int ib,
+      int jb, cudaLibMgMatrixDesc_t db, cudaDataType t)
+
+static int *ipiv_at(const desc_t *d, int *ipiv[], int64_t j) {
+  int64_t t = j / d->nb, p = t % d->g->ndev, lc = (t / d->g->ndev) * d->nb + j % d->nb;
+  return ipiv[p] + lc;
+}
+
+int mock_getrf_calls = 0;
+
+cusolverStatus_t cusolverMgGetrf(cusolverMgHandle_t h, int m, int n, void *A[], int ia, int ja,
+                                 cudaLibMgMatrixDesc_t dd, int *ipiv[], cudaDataType ct,
+                                 void *work[], int64_t lwork, int *info) {
+  const desc_t *d = dd;
+  if (m != n || !square_ok(h, CUBLAS_FILL_MODE_LOWER, n, A, ia, ja, d, ct, work, lwork) || !ipiv)
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  for (int p = 0; p < h->ndev; p++)
+    if (!ipiv[p]) return CUSOLVER_STATUS_INVALID_VALUE;
+  jaxmg_dtype_t t = of_cuda(ct);
+  void *full = gathered(d, A, t);
+  int *piv = malloc((size_t)(n > 0 ? n : 1) * sizeof *piv);
+  int lda = n, linfo = 0;
+  switch (t) {
+    case JAXMG_F32: sgetrf_(&n, &n, full, &lda, piv, &linfo); break;
+    case JAXMG_F64: dgetrf_(&n, &n, full, &lda, piv, &linfo); break;
+    case JAXMG_C64: cgetrf_(&n, &n, full, &lda, piv, &linfo); break;
+    case JAXMG_C128: zgetrf_(&n, &n, full, &lda, piv, &linfo); break;
+  }
+  scatter(d, A, full);
+  for (int64_t j = 0; j < n; j++) *ipiv_at(d, ipiv, j) = piv[j];
+  free(piv);
+  free(full);
+  pthread_mutex_lock(&mg_mu);
+  mock_getrf_calls++;
+  pthread_mutex_unlock(&mg_mu);
+  *info = linfo;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
+cusolverStatus_t cusolverMgGetrs(cusolverMgHandle_t h, cublasOperation_t op, int n, int nrhs,
+                                 void *A[], int ia, int ja, cudaLibMgMatrixDesc_t da, int *ipiv[],
+                                 void *B[], int ib, int jb, cudaLibMgMatrixDesc_t db,
+                                 cudaDataType ct, void *work[], int64_t lwork, int *info) {
+  const desc_t *d = da, *e = db;
+  if (op != CUBLAS_OP_N || ia != 1 || ja != 1 || ib != 1 || jb != 1 || n != d->n || e->m != n ||
+      e->n != nrhs || e->g != d->g || ct != d->t || !check_arrays(h, d, A) ||
+      !check_arrays(h, e, B) || !work_ok(work, lwork, h->ndev) || !ipiv)
+    return CUSOLVER_STATUS_INVALID_VALUE;
+  jaxmg_dtype_t t = of_cuda(ct);
+  void *fa = gathered(d, A, t);
+  void *fb = gathered(e, B, t);
+  int *piv = malloc((size_t)(n > 0 ? n : 1) * sizeof *piv);
+  for (int64_t j = 0; j < n; j++) piv[j] = *ipiv_at(d, ipiv, j);
+  int lda = n, linfo = 0;
+  switch (t) {
+    case JAXMG_F32: sgetrs_("N", &n, &nrhs, fa, &lda, piv, fb, &lda, &linfo); break;
+    case JAXMG_F64: dgetrs_("N", &n, &nrhs, fa, &lda, piv, fb, &lda, &linfo); break;
+    case JAXMG_C64: cgetrs_("N", &n, &nrhs, fa, &lda, piv, fb, &lda, &linfo); break;
+    case JAXMG_C128: zgetrs_("N", &n, &nrhs, fa, &lda, piv, fb, &lda, &linfo); break;
+  }
+  scatter(e, B, fb);
+  free(piv);
+  free(fa);
+  free(fb);
+  *info = linfo;
+  return CUSOLVER_STATUS_SUCCESS;
+}
+
 /* Reference LAPACK ?syevd/?heevd on the lower triangle of the column-major n x n matrix at A
  * (ld lda): eigenvalues to W, with `vectors` the eigenvectors over A. Returns info. Also the
  * tests' reference (their eigenvalues, the info of a matrix LAPACK fails on). */

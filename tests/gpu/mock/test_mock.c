@@ -280,6 +280,76 @@ static void test_potrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, 
   free_all(x, P);
 }
 
+/* The general solve (getrf + getrs): the shards hold the rows of Aᵀ (python/jaxmg's
+ * cusolvermg body transposes A first), b is in solver order and not conjugated, and
+ * X[i][k] = x[dst(i) + k*n] solves A X = B. With `singular`, A has a zero column: info > 0
+ * and x NaN on every rank. */
+static void test_getrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, int P,
+                       int reversed, int singular) {
+  char what[128];
+  snprintf(what, sizeof what, "getrs dt=%d n=%lld T=%lld nrhs=%lld P=%d rev=%d sing=%d", dt,
+           (long long)n, (long long)tile, (long long)nrhs, P, reversed, singular);
+  srand((unsigned)(n + nrhs + dt + 7 * singular));
+  zd *A = malloc(sizeof(zd) * (size_t)(n * n)), *At = malloc(sizeof(zd) * (size_t)(n * n));
+  for (int64_t i = 0; i < n * n; i++) {
+    double re = (double)rand() / RAND_MAX - 0.5, im = (double)rand() / RAND_MAX - 0.5;
+    A[i] = re + (cplx(dt) ? I * im : 0);
+  }
+  for (int64_t i = 0; i < n; i++) A[i * n + i] += 2.0; /* not symmetric, well conditioned */
+  if (singular)
+    for (int64_t i = 0; i < n; i++) A[i * n + n / 2] = 0;
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) At[j * n + i] = A[i * n + j];
+  void **a = make_shards(At, n, P, dt);
+  for (int64_t i = 0; i < n; i++) /* A as rounded to dt */
+    for (int64_t j = 0; j < n; j++) A[i * n + j] = At[j * n + i];
+  jaxmg_layout_t lay;
+  jaxmg_layout_init(&lay, n / P, P, tile);
+  zd *B = malloc(sizeof(zd) * (size_t)(n * nrhs));
+  for (int64_t i = 0; i < n * nrhs; i++) B[i] = (double)(rand() % 1000) / 500 - 1 + (cplx(dt) ? 0.3 * I : 0);
+  void **b = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
+  for (int r = 0; r < P; r++)
+    for (int64_t k = 0; k < nrhs; k++)
+      for (int64_t g = 0; g < n; g++) {
+        elem_store(dt, b[r], (size_t)(g + k * n), B[jaxmg_layout_src(&lay, g) * nrhs + k]);
+        if (r == 0) B[jaxmg_layout_src(&lay, g) * nrhs + k] = elem_load(dt, b[0], (size_t)(g + k * n));
+      }
+  void **x = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
+  job_t jobs[16];
+  run_op(JAXMG_OP_GETRS, dt, n, tile, nrhs, P, reversed, a, b, x, NULL, jobs);
+  if (singular) {
+    for (int r = 0; r < P; r++) {
+      CHECK(jobs[r].st == JAXMG_OK && jobs[r].info > 0, "%s rank %d: status %d info %d", what, r,
+            jobs[r].st, jobs[r].info);
+      CHECK(isnan(creal(elem_load(dt, x[r], 0))), "%s rank %d: x is not NaN", what, r);
+    }
+  } else {
+    expect_ok(jobs, P, what);
+    zd *X = malloc(sizeof(zd) * (size_t)(n * nrhs)), *R = malloc(sizeof(zd) * (size_t)(n * nrhs));
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t k = 0; k < nrhs; k++)
+        X[i * nrhs + k] = elem_load(dt, x[0], (size_t)(jaxmg_layout_dst(&lay, i) + k * n));
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t k = 0; k < nrhs; k++) {
+        zd sum = B[i * nrhs + k];
+        for (int64_t j = 0; j < n; j++) sum -= A[i * n + j] * X[j * nrhs + k];
+        R[i * nrhs + k] = sum;
+      }
+    double ratio = norm_inf(R, n, nrhs) / (n * norm_inf(A, n, n) * norm_inf(X, n, nrhs) * eps(dt));
+    CHECK(ratio < 30, "%s: residual ratio %.3g", what, ratio);
+    for (int r = 1; r < P; r++)
+      CHECK(!memcmp(x[r], x[0], (size_t)(n * nrhs) * esz(dt)), "%s: x differs on rank %d", what, r);
+    free(X);
+    free(R);
+  }
+  free(A);
+  free(At);
+  free(B);
+  free_all(a, P);
+  free_all(b, P);
+  free_all(x, P);
+}
+
 int mock_lapack_evd(jaxmg_dtype_t t, int vectors, int n, void *A, int lda, void *W);
 
 /* Eigenvalues: the same on every rank, ascending, each within 10 n ||A|| eps of reference
@@ -743,11 +813,14 @@ int main(void) {
           test_potrs(dts[d], n, tiles[ti], 2, P, rev, 1);
           test_syevd(dts[d], n, tiles[ti], P, rev, 1);
           test_syevd(dts[d], n, tiles[ti], P, rev, 0);
+          test_getrs(dts[d], n, tiles[ti], 3, P, rev, 0);
         }
+        test_getrs(dts[d], n, 4, 1, P, rev, 1);
       }
     }
     /* More right-hand sides than one cuSOLVERMg call takes: chunks of 256 and a rest. */
     test_potrs(JAXMG_F64, 12 * P, 4, 600, P, 0, 0);
+    test_getrs(JAXMG_C128, 12 * P, 4, 300, P, 0, 0);
     for (int mode = 0; mode < 2; mode++) {
       setenv("MOCK_POTRF_STATUS", mode ? "7" : "0", 1);
       for (int d = 0; d < 4; d++) {
