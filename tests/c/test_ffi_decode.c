@@ -25,30 +25,33 @@ XLA_FFI_Error *jaxmg_ffi_syevd_n_cpu(XLA_FFI_CallFrame *f);
 XLA_FFI_Error *jaxmg_ffi_potrs_whole_cpu(XLA_FFI_CallFrame *f);
 XLA_FFI_Error *jaxmg_ffi_syevd_whole_cpu(XLA_FFI_CallFrame *f);
 XLA_FFI_Error *jaxmg_ffi_syevd_n_whole_cpu(XLA_FFI_CallFrame *f);
+XLA_FFI_Error *jaxmg_ffi_getrs_cpu(XLA_FFI_CallFrame *f);
 
 typedef XLA_FFI_Error *(*handler_t)(XLA_FFI_CallFrame *f);
 
 /* Every op with the operands and results python/jaxmg passes it, written out independently
  * of the op table (src/common/ops.h), which test_ffi_op_table holds to it: handler
  * jaxmg_ffi_<stem>_cpu; the op's name in messages; b: operand b and result x; w: result w;
- * a_out: result a (aliased); whole: single-engine op; factor / vectors: the math. */
+ * a_out: result a (aliased); whole: single-engine op; factor / vectors / lu: the math; cpu:
+ * the CPU library has a kernel (the general solve runs on GPUs only, through cuSOLVERMg). */
 typedef struct {
   const char *stem, *name;
   handler_t fn;
-  int b, w, a_out, whole, factor, vectors;
+  int b, w, a_out, whole, factor, vectors, lu, cpu;
 } op_spec_t;
 
 static const op_spec_t kHandlers[] = {
-    /* stem           name          handler                    b  w  a  wh f  v */
-    {"potrf", "cho_factor", jaxmg_ffi_potrf_cpu, 0, 0, 1, 0, 1, 0},
-    {"potrs", "potrs", jaxmg_ffi_potrs_cpu, 1, 0, 1, 0, 1, 0},
-    {"solve", "cho_solve", jaxmg_ffi_solve_cpu, 1, 0, 0, 0, 0, 0},
-    {"potri", "potri", jaxmg_ffi_potri_cpu, 0, 0, 1, 0, 1, 0},
-    {"syevd", "syevd", jaxmg_ffi_syevd_cpu, 0, 1, 1, 0, 0, 1},
-    {"syevd_n", "syevd", jaxmg_ffi_syevd_n_cpu, 0, 1, 1, 0, 0, 0},
-    {"potrs_whole", "potrs", jaxmg_ffi_potrs_whole_cpu, 1, 0, 0, 1, 1, 0},
-    {"syevd_whole", "syevd", jaxmg_ffi_syevd_whole_cpu, 0, 1, 1, 1, 0, 1},
-    {"syevd_n_whole", "syevd", jaxmg_ffi_syevd_n_whole_cpu, 0, 1, 1, 1, 0, 0},
+    /* stem           name          handler                    b  w  a  wh f  v  lu cpu */
+    {"potrf", "cho_factor", jaxmg_ffi_potrf_cpu, 0, 0, 1, 0, 1, 0, 0, 1},
+    {"potrs", "potrs", jaxmg_ffi_potrs_cpu, 1, 0, 1, 0, 1, 0, 0, 1},
+    {"solve", "cho_solve", jaxmg_ffi_solve_cpu, 1, 0, 0, 0, 0, 0, 0, 1},
+    {"potri", "potri", jaxmg_ffi_potri_cpu, 0, 0, 1, 0, 1, 0, 0, 1},
+    {"syevd", "syevd", jaxmg_ffi_syevd_cpu, 0, 1, 1, 0, 0, 1, 0, 1},
+    {"syevd_n", "syevd", jaxmg_ffi_syevd_n_cpu, 0, 1, 1, 0, 0, 0, 0, 1},
+    {"potrs_whole", "potrs", jaxmg_ffi_potrs_whole_cpu, 1, 0, 0, 1, 1, 0, 0, 1},
+    {"syevd_whole", "syevd", jaxmg_ffi_syevd_whole_cpu, 0, 1, 1, 1, 0, 1, 0, 1},
+    {"syevd_n_whole", "syevd", jaxmg_ffi_syevd_n_whole_cpu, 0, 1, 1, 1, 0, 0, 0, 1},
+    {"getrs", "solve", jaxmg_ffi_getrs_cpu, 1, 0, 1, 0, 0, 0, 1, 0},
 };
 enum { kNumHandlers = sizeof kHandlers / sizeof kHandlers[0] };
 
@@ -683,10 +686,11 @@ void test_ffi_op_table(void) {
     JT_EQ(!!(oi->flags & JAXMG_OPF_WHOLE), sp->whole);
     JT_EQ(!!(oi->flags & JAXMG_OPF_FACTOR), sp->factor);
     JT_EQ(!!(oi->flags & JAXMG_OPF_VECTORS), sp->vectors);
+    JT_EQ(!!(oi->flags & JAXMG_OPF_LU), sp->lu);
     /* Eigenvectors come with eigenvalues; a solve without factoring reads a factor. */
     JT_CHECK(!(oi->flags & JAXMG_OPF_VECTORS) || (oi->flags & JAXMG_OPF_W));
     JT_EQ(jaxmg__op_has((jaxmg_op_t)op, oi->flags), oi->flags != 0);
-    JT_CHECK(jaxmg__cpu_has_kernel((jaxmg_op_t)op)); /* the CPU has every op */
+    JT_EQ(jaxmg__cpu_has_kernel((jaxmg_op_t)op), sp->cpu);
   }
   jt_context("%s", "");
   for (size_t i = 0; i < kNumHandlers; i++) {
@@ -706,7 +710,8 @@ void test_ffi_op_table(void) {
 void test_ffi_targets(void) {
   char want[512] = "";
   for (size_t i = 0; i < kNumHandlers; i++) {
-    if (i) strcat(want, ",");
+    if (!kHandlers[i].cpu) continue; /* ops without a CPU kernel are not listed */
+    if (want[0]) strcat(want, ",");
     strcat(want, "jaxmg_");
     strcat(want, kHandlers[i].stem);
   }
@@ -881,6 +886,7 @@ void test_ffi_no_kernel(void) {
   JT_STR_CONTAINS(targets, ",jaxmg_syevd_n_whole");
   /* The CPU library's own list is unchanged by another platform's. */
   JT_STR_CONTAINS(jaxmg_ffi_targets(), "jaxmg_solve,jaxmg_potri,jaxmg_syevd");
+  JT_CHECK(strstr(jaxmg_ffi_targets(), "jaxmg_getrs") == NULL); /* GPUs only */
   bufs_t u;
   if (!bufs_alloc(&u, JAXMG_F64, 4, 4, 0)) return;
   frame_t fr;
