@@ -372,7 +372,7 @@ def _qr_distributed(a, mesh, in_specs):
 
 
 def svd(a, full_matrices=True, compute_uv=True, hermitian=False, subset_by_index=None, *,
-        mesh=None, in_specs=None):
+        mesh=None, in_specs=None, engine="auto"):
     """Singular value decomposition, as ``jnp.linalg.svd``: ``SVDResult(U, S, Vh)`` with U
     (M x M, or M x K with ``full_matrices=False``) sharded by rows like ``a``, S (K,
     descending) and Vh (N x N or K x N) replicated; S alone with ``compute_uv=False``.
@@ -384,6 +384,11 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False, subset_by_index
     a = as_matrix(a, "svd")
     if is_empty(a):
         return jnp.linalg.svd(a, full_matrices=full_matrices, compute_uv=compute_uv)
+    if _tall_route(engine, a, mesh, in_specs, "svd", ok=not (full_matrices and compute_uv)):
+        if not compute_uv:
+            return over_batch(lambda a: _tall_svd(a, mesh, in_specs, False)[1], a.ndim - 2, a)
+        return SVDResult(*over_batch(lambda a: _tall_svd(a, mesh, in_specs, True), a.ndim - 2,
+                                     a))
     if not compute_uv:
         return over_batch(lambda a: _run("svd_values", (a,), mesh, in_specs, "svd")[0],
                         a.ndim - 2, a)
@@ -393,7 +398,7 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False, subset_by_index
 
 
 def polar(a, side="right", *, method="qdwh", eps=None, max_iterations=None, mesh=None,
-          in_specs=None):
+          in_specs=None, engine="auto"):
     """Polar decomposition, as ``jax.scipy.linalg.polar``: ``(u, p)`` with A = U P
     (``side="right"``, P N x N) or A = P U (``"left"``, P M x M); U (M x N) sharded by rows
     like ``a``, P sharded by rows for ``"left"`` and replicated for ``"right"``.
@@ -409,11 +414,18 @@ def polar(a, side="right", *, method="qdwh", eps=None, max_iterations=None, mesh
     a = as_matrix(a, "polar")
     if is_empty(a):
         return jax.scipy.linalg.polar(a, side=side, method=method)
+    if _tall_route(engine, a, mesh, in_specs, "polar", ok=side == "right"):
+        def one(a):
+            u, s, vh = _tall_svd(a, mesh, in_specs, True)
+            p = (jnp.conj(vh).T * s.astype(vh.dtype)) @ vh
+            return u @ vh, (p + jnp.conj(p).T) / 2
+
+        return over_batch(one, a.ndim - 2, a)
     return over_batch(lambda a: _run(f"polar_{side}", (a,), mesh, in_specs, "polar",
                                    side=side, method=method), a.ndim - 2, a)
 
 
-def lstsq(a, b, rcond=None, *, numpy_resid=False, mesh=None, in_specs=None):
+def lstsq(a, b, rcond=None, *, numpy_resid=False, mesh=None, in_specs=None, engine="auto"):
     """Least-squares solution of A x = b, as ``jnp.linalg.lstsq``: ``(x, resid, rank, s)``,
     all replicated (SVD-based: any shape, any rank; ``rcond`` as there). ``numpy_resid``
     raises NotImplementedError unless False."""
@@ -428,8 +440,57 @@ def lstsq(a, b, rcond=None, *, numpy_resid=False, mesh=None, in_specs=None):
     if is_empty(a) or is_empty(b):
         return jnp.linalg.lstsq(a, b, rcond=rcond)
     rc = None if rcond is None else float(rcond)
+    if _tall_route(engine, a, mesh, in_specs, "lstsq"):
+        u, s, vh = _tall_svd(a, mesh, in_specs, True)
+        b2 = b[:, None] if b.ndim == 1 else b
+        x, resid, rank = _lstsq_from_svd(a, b2, u, s, vh, rc)
+        return (x[:, 0] if b.ndim == 1 else x), (resid[0] if b.ndim == 1 else resid), rank, s
     x, resid, rank, s = _run("lstsq", (a, b), mesh, in_specs, "lstsq", rcond=rc)
     return x, resid, rank, s
+
+
+def _tall_route(engine, a, mesh, in_specs, op: str, ok: bool = True) -> bool:
+    """Whether ``op`` runs through cuSOLVERMp's QR (``_tall_svd``): ``engine="cusolvermp"``
+    (refused with a clear error for a wide ``a`` or an output it cannot give), or
+    ``"auto"`` on a GPU mesh over several processes where the engine is installed, for a
+    tall ``a`` (M >= N) and outputs it gives (``ok``)."""
+    route = _general_engine(engine, a, mesh, in_specs, op)
+    tall = a.shape[-2] >= a.shape[-1]
+    if route == "cusolvermp" and engine == "cusolvermp" and not (tall and ok):
+        raise ValueError(f"jaxmg.linalg.{op}: engine 'cusolvermp' takes a tall matrix "
+                         f"(M >= N; got shape {tuple(a.shape)}) and the reduced outputs "
+                         "(svd with full_matrices=False or compute_uv=False, polar with "
+                         "side='right'); pass engine='gather'")
+    return route == "cusolvermp" and tall and ok
+
+
+def _tall_svd(a, mesh, in_specs, compute_uv: bool):
+    """(U, S, Vh) of a tall ``a`` (M >= N) from its distributed QR: A = Q R, R = U_R S Vh
+    (N x N, replicated on every device), U = Q U_R (row by row, sharded like Q). Memory
+    O(M N / P + N²) per device; the derivative is the QR rule's and JAX's SVD rule of R."""
+    q, r = _qr_distributed(a, mesh, in_specs)
+    if not compute_uv:
+        return None, jnp.linalg.svd(r, compute_uv=False), None
+    ur, s, vh = jnp.linalg.svd(r, full_matrices=False)
+    return q @ ur, s, vh
+
+
+def _lstsq_from_svd(a, b, u, s, vh, rcond):
+    """``jnp.linalg.lstsq``'s (x, resid, rank) from the SVD of ``a``: singular values below
+    rcond s_max (default eps max(M, N)) dropped, x = V S⁺ Uᴴ b, resid = |b - A x|² per
+    column."""
+    m, n = a.shape
+    if rcond is None:
+        rcond = float(jnp.finfo(a.dtype).eps) * max(m, n)
+    elif rcond < 0:
+        rcond = float(jnp.finfo(a.dtype).eps)
+    mask = (s > 0) & (s >= jnp.asarray(rcond, s.dtype) * s[0])
+    s_inv = jnp.where(mask, 1 / jnp.where(mask, s, 1), 0).astype(a.dtype)[:, None]
+    hi = jax.lax.Precision.HIGHEST
+    x = jnp.matmul(jnp.conj(vh).T, s_inv * jnp.matmul(jnp.conj(u).T, b, precision=hi),
+                   precision=hi)
+    resid = jnp.sum(jnp.abs(b - jnp.matmul(a, x, precision=hi)) ** 2, axis=0)
+    return x, resid, mask.sum()
 
 
 # ---- the generalized Hermitian eigenproblem -------------------------------------------------

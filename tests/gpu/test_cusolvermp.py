@@ -193,7 +193,8 @@ def test_factor_ops_and_derivatives(mesh, dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_qr(mesh, dtype, monkeypatch):
     """The reduced QR of tall matrices (Geqrf + Orgqr; rows that do and do not split),
-    R only, and the derivative (only N x N pieces replicated)."""
+    R only, svd / polar / lstsq through it, and the derivatives (only N x N pieces
+    replicated)."""
     from jax.test_util import check_grads
 
     monkeypatch.setenv("JAXMG_MP_BLOCK", "16")
@@ -211,7 +212,24 @@ def test_qr(mesh, dtype, monkeypatch):
         assert np.linalg.norm(qd.conj().T @ qd - np.eye(n), 1) / (m * EPS[dtype]) < 30
         r_only = linalg.qr(a, mode="r", mesh=mesh, engine="cusolvermp")
         assert np.abs(np.asarray(r_only) - r).max() <= 30 * m * EPS[dtype] * np.abs(rd).max()
+    # svd / polar / lstsq of the last (ragged) one through its QR and the SVD of R
+    u, sv, vh = linalg.svd(a, full_matrices=False, mesh=mesh, engine="cusolvermp")
+    s_ref = np.linalg.svd(ad, compute_uv=False)
+    assert np.abs(np.asarray(sv) - s_ref).max() <= 30 * m * EPS[dtype] * s_ref[0]
+    ud = np.asarray(u, np.complex128)
+    assert _ratio((ud * np.asarray(sv)) @ np.asarray(vh, np.complex128) - ad, ad, dtype) < 30
+    up, p = linalg.polar(a, mesh=mesh, engine="cusolvermp")
+    assert _ratio(np.asarray(up, np.complex128) @ np.asarray(p, np.complex128) - ad, ad,
+                  dtype) < 300
+    b = rng.standard_normal((m, 2)).astype(dtype)
+    x, resid, rank, s2 = linalg.lstsq(a, b, mesh=mesh, engine="cusolvermp")
+    x_ref = np.linalg.lstsq(ad, b, rcond=None)[0]
+    cond = s_ref[0] / s_ref[-1]
+    assert int(rank) == n
+    assert np.abs(np.asarray(x) - x_ref).max() <= 100 * m * EPS[dtype] * cond * np.abs(x_ref).max()
     if dtype in (np.float64, np.complex128):
         small = a[: 8 * k, :5]
-        check_grads(lambda a: linalg.qr(a, mesh=mesh, engine="cusolvermp"), (small,), order=1,
-                    modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
+        kw = dict(order=1, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
+        check_grads(lambda a: linalg.qr(a, mesh=mesh, engine="cusolvermp"), (small,), **kw)
+        check_grads(lambda a: linalg.svd(a, compute_uv=False, mesh=mesh, engine="cusolvermp"),
+                    (small,), **kw)

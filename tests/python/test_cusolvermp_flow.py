@@ -220,17 +220,14 @@ def test_several_processes_run_on_this_engine(monkeypatch):
     assert _engines.auto("potrs", place, 64, np.float64) != "cusolvermp"
 
 
-def test_linalg_and_derivative_rules_on_this_engine(monkeypatch):
-    """The public ops end to end on this engine, as on GPUs of several processes: cho_factor
-    / cho_solve / logdet / solve and their derivatives (the rules' factors are this
-    engine's: potrf, then solve / inverse with the kept factor). The engine is let onto
-    CPU devices, its set-up replaced (the group attribute carries the rank count to the
-    stand-in FFI)."""
+@pytest.fixture
+def engine_on_cpu(monkeypatch):
+    """The public ops on this engine over CPU devices: the engine let onto them, its set-up
+    replaced (the group attribute carries the rank count to the stand-in) and its FFI calls
+    stood in (``_fake_ffi``, with the layout of each call's own shape)."""
     import dataclasses
 
-    from jax.test_util import check_grads
-
-    from jaxmg import _engines, linalg
+    from jaxmg import _engines
 
     real_call = jax.ffi.ffi_call
 
@@ -239,24 +236,40 @@ def test_linalg_and_derivative_rules_on_this_engine(monkeypatch):
             return real_call(name, shapes, **kw)
 
         def run(*args, **attrs):
-            n, nd = int(attrs["n"]), int(attrs["group"])
-            fake = _fake_ffi(Geometry(n, nd, n // nd), _grid2d.choose_grid(nd))
+            nd = int(attrs["group"])
+            m = int(attrs.get("m", attrs["n"]))
+            fake = _fake_ffi(Geometry(m, nd, m // nd), _grid2d.choose_grid(nd))
             return fake(name, shapes, **kw)(*args, **attrs)
 
         return run
 
+    def prepare(op, place, geo):
+        return {"key": place.ndev, "grid": _grid2d.choose_grid(place.ndev)}
+
     monkeypatch.setattr(jax.ffi, "ffi_call", ffi_call)
     monkeypatch.setitem(_engines.ENGINES, "cusolvermp", dataclasses.replace(
-        cusolvermp.ENGINE, platforms=("cpu", "gpu"), check=None,
-        prepare=lambda op, place, geo: {"key": place.ndev, "grid": _grid2d.choose_grid(place.ndev)}))
-    monkeypatch.setattr(_engines, "multi_process", lambda place: True)
+        cusolvermp.ENGINE, platforms=("cpu", "gpu"), check=None, prepare=prepare))
+    monkeypatch.setattr(cusolvermp, "prepare", prepare)
+    return _engines
+
+
+def test_linalg_and_derivative_rules_on_this_engine(engine_on_cpu, monkeypatch):
+    """The public ops end to end on this engine, as on GPUs of several processes: cho_factor
+    / cho_solve / logdet / solve and their derivatives (the rules' factors are this
+    engine's: potrf, then solve / inverse with the kept factor). The engine is let onto
+    CPU devices (``engine_on_cpu``)."""
+    from jax.test_util import check_grads
+
+    from jaxmg import linalg
+
+    monkeypatch.setattr(engine_on_cpu, "multi_process", lambda place: True)
     for ndev, n in ((2, 12), (3, 10)):
         mesh = Mesh(np.array(jax.devices()[:ndev]), ("x",))
         a = hpd(n, np.float64, np.random.default_rng(n))
         b = np.random.default_rng(1).standard_normal((n, 2))
         arg = jax.device_put(a, NamedSharding(mesh, P("x", None))) if n % ndev == 0 else a
         place = Placement(mesh, ("x",), ())
-        assert _engines.factor_engine(place) == "cusolvermp"
+        assert engine_on_cpu.factor_engine(place) == "cusolvermp"
         fac = linalg.cho_factor(arg, mesh=mesh)
         np.testing.assert_allclose(np.asarray(linalg.cho_solve(fac, b)), np.linalg.solve(a, b),
                                    rtol=1e-10)
@@ -277,36 +290,14 @@ def test_linalg_and_derivative_rules_on_this_engine(monkeypatch):
         assert "jaxmg_potrf" not in hlo and "jaxmg_solve" not in hlo
 
 
-def test_general_solve_and_its_derivative_on_this_engine(monkeypatch):
+def test_general_solve_and_its_derivative_on_this_engine(engine_on_cpu, monkeypatch):
     """``linalg.solve(assume_a="gen", engine="cusolvermp")`` end to end (the engine let onto
     CPU devices, its set-up and FFI stood in as above), and its derivative: a sharded product
     and this engine's solves with A and Aᵀ, never the gathered matrix."""
-    import dataclasses
-
     from jax.test_util import check_grads
 
     from jaxmg import linalg
 
-    real_call = jax.ffi.ffi_call
-
-    def ffi_call(name, shapes, **kw):
-        if not name.startswith("jaxmg_dist_"):
-            return real_call(name, shapes, **kw)
-
-        def run(*args, **attrs):
-            n, nd = int(attrs["n"]), int(attrs["group"])
-            fake = _fake_ffi(Geometry(n, nd, n // nd), _grid2d.choose_grid(nd))
-            return fake(name, shapes, **kw)(*args, **attrs)
-
-        return run
-
-    monkeypatch.setattr(jax.ffi, "ffi_call", ffi_call)
-    from jaxmg import _engines
-
-    monkeypatch.setitem(_engines.ENGINES, "cusolvermp", dataclasses.replace(
-        cusolvermp.ENGINE, platforms=("cpu", "gpu"), check=None))
-    monkeypatch.setattr(cusolvermp, "prepare", lambda op, place, geo: {
-        "key": place.ndev, "grid": _grid2d.choose_grid(place.ndev)})
     for ndev, n in ((2, 12), (3, 10)):
         mesh = Mesh(np.array(jax.devices()[:ndev]), ("x",))
         rng = np.random.default_rng(n)
@@ -324,34 +315,14 @@ def test_general_solve_and_its_derivative_on_this_engine(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-def test_generalized_eigh_derivatives_on_this_engine(monkeypatch, dtype):
+def test_generalized_eigh_derivatives_on_this_engine(engine_on_cpu, dtype):
     """``linalg.eigh(a, b, engine="cusolvermp")``: eigenvalues and eigenvectors (up to their
     phase) differentiate like the gathered route's, through ring products (no gathered
     matrix); values only too."""
-    import dataclasses
-
     from jax.test_util import check_grads
 
-    from jaxmg import _engines, linalg
+    from jaxmg import linalg
 
-    real_call = jax.ffi.ffi_call
-
-    def ffi_call(name, shapes, **kw):
-        if not name.startswith("jaxmg_dist_"):
-            return real_call(name, shapes, **kw)
-
-        def run(*args, **attrs):
-            n, nd = int(attrs["n"]), int(attrs["group"])
-            fake = _fake_ffi(Geometry(n, nd, n // nd), _grid2d.choose_grid(nd))
-            return fake(name, shapes, **kw)(*args, **attrs)
-
-        return run
-
-    monkeypatch.setattr(jax.ffi, "ffi_call", ffi_call)
-    monkeypatch.setitem(_engines.ENGINES, "cusolvermp", dataclasses.replace(
-        cusolvermp.ENGINE, platforms=("cpu", "gpu"), check=None))
-    monkeypatch.setattr(cusolvermp, "prepare", lambda op, place, geo: {
-        "key": place.ndev, "grid": _grid2d.choose_grid(place.ndev)})
     mesh = Mesh(np.array(jax.devices()[:2]), ("x",))
     rng = np.random.default_rng(4)
     n = 6
@@ -373,35 +344,14 @@ def test_generalized_eigh_derivatives_on_this_engine(monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-def test_qr_and_its_derivative_on_this_engine(monkeypatch, dtype):
+def test_qr_and_its_derivative_on_this_engine(engine_on_cpu, dtype):
     """``linalg.qr(a, engine="cusolvermp")`` of tall matrices (rows that do and do not split
     evenly; the stand-in FFI as above): Q R = A, QᴴQ = I, R upper triangular, and the
     derivative (JAX's rule with only N x N pieces replicated) against the gathered route."""
-    import dataclasses
-
     from jax.test_util import check_grads
 
-    from jaxmg import _engines, linalg
+    from jaxmg import linalg
 
-    real_call = jax.ffi.ffi_call
-
-    def ffi_call(name, shapes, **kw):
-        if not name.startswith("jaxmg_dist_"):
-            return real_call(name, shapes, **kw)
-
-        def run(*args, **attrs):
-            nd = int(attrs["group"])
-            m = int(attrs.get("m", attrs["n"]))
-            fake = _fake_ffi(Geometry(m, nd, m // nd), _grid2d.choose_grid(nd))
-            return fake(name, shapes, **kw)(*args, **attrs)
-
-        return run
-
-    monkeypatch.setattr(jax.ffi, "ffi_call", ffi_call)
-    monkeypatch.setitem(_engines.ENGINES, "cusolvermp", dataclasses.replace(
-        cusolvermp.ENGINE, platforms=("cpu", "gpu"), check=None))
-    monkeypatch.setattr(cusolvermp, "prepare", lambda op, place, geo: {
-        "key": place.ndev, "grid": _grid2d.choose_grid(place.ndev)})
     for ndev, m, n in ((2, 12, 5), (3, 10, 4), (4, 16, 16)):
         need_devices(ndev)
         mesh = Mesh(np.array(jax.devices()[:ndev]), ("x",))
@@ -427,3 +377,44 @@ def test_qr_and_its_derivative_on_this_engine(monkeypatch, dtype):
     with pytest.raises(ValueError, match="tall matrix"):
         linalg.qr(np.ones((4, 8)), mesh=Mesh(np.array(jax.devices()[:2]), ("x",)),
                   engine="cusolvermp")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_svd_polar_lstsq_through_the_qr_on_this_engine(engine_on_cpu, dtype):
+    """svd / polar / lstsq of tall matrices on this engine (the distributed QR, then the
+    N x N SVD of R) give what the gathered route gives, derivatives included."""
+    from jax.test_util import check_grads
+
+    from jaxmg import linalg
+
+    for ndev, m, n in ((2, 12, 5), (3, 10, 4)):
+        mesh = Mesh(np.array(jax.devices()[:ndev]), ("x",))
+        rng = np.random.default_rng(m + n)
+        a = rng.standard_normal((m, n))
+        b = rng.standard_normal((m, 2))
+        if np.issubdtype(dtype, np.complexfloating):
+            a = a + 1j * rng.standard_normal((m, n))
+        a = a.astype(dtype)
+        mp = dict(mesh=mesh, engine="cusolvermp")
+        u, s, vh = linalg.svd(a, full_matrices=False, **mp)
+        np.testing.assert_allclose(np.asarray(s), np.linalg.svd(a, compute_uv=False), rtol=1e-12)
+        np.testing.assert_allclose((np.asarray(u) * np.asarray(s)) @ np.asarray(vh), a, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(u).conj().T @ np.asarray(u), np.eye(n), atol=1e-12)
+        np.testing.assert_allclose(np.asarray(linalg.svd(a, compute_uv=False, **mp)),
+                                   np.asarray(s), rtol=1e-12)
+        up, p = linalg.polar(a, **mp)
+        u_ref, p_ref = sl.polar(a)
+        np.testing.assert_allclose(np.asarray(up), u_ref, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(p), p_ref, atol=1e-10)
+        for rcond in (None, 0.5):
+            got = linalg.lstsq(a, b, rcond, **mp)
+            want = jnp.linalg.lstsq(a, b, rcond=rcond)
+            for g_, w_ in zip(got, want):
+                np.testing.assert_allclose(np.asarray(g_), np.asarray(w_), atol=1e-10)
+        assert linalg.lstsq(a, b[:, 0], **mp)[0].shape == (n,)
+        kw = dict(order=1, modes=["fwd", "rev"], atol=1e-6, rtol=1e-6)
+        check_grads(lambda a: linalg.svd(a, compute_uv=False, **mp), (a,), **kw)
+        check_grads(lambda a: linalg.polar(a, **mp)[1], (a,), **kw)
+        check_grads(lambda a: linalg.lstsq(a, b, **mp)[0], (a,), **kw)
+    with pytest.raises(ValueError, match="tall matrix"):
+        linalg.svd(np.ones((8, 8)), mesh=mesh, engine="cusolvermp")  # full_matrices=True
