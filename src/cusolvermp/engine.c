@@ -164,6 +164,32 @@ int jaxmg_dist_init(int64_t key, const void *id, int nranks, int nlocal, const i
   return (int)st;
 }
 
+JAXMG_EXPORT int jaxmg_dist_release(void);
+/* Releases every group of this process: grids, cuSOLVERMp handles, NCCL communicators (in
+ * that order, each on its device). Python calls it at exit, while CUDA is still usable; a
+ * call of the engine afterwards needs jaxmg_dist_init again. Returns the number released. */
+int jaxmg_dist_release(void) {
+  int n = 0, prev = -1;
+  (void)cudaGetDevice(&prev);
+  pthread_mutex_lock(&g_mu);
+  for (int s = 0; s < MAX_CTX; s++) {
+    dist_ctx_t *c = &g_ctx[s];
+    if (c->used != 1) continue;
+    pthread_mutex_lock(&c->mu); /* no call of this rank is running */
+    (void)cudaSetDevice(c->device);
+    if (c->grid) (void)cusolverMpDestroyGrid(c->grid);
+    if (c->h) (void)cusolverMpDestroy(c->h);
+    if (c->comm) (void)ncclCommDestroy(c->comm);
+    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_destroy(&c->mu);
+    memset(c, 0, sizeof *c);
+    n++;
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (prev >= 0) (void)cudaSetDevice(prev);
+  return n;
+}
+
 /* ---- the FFI calls -------------------------------------------------------------------- */
 
 typedef struct {

@@ -23,6 +23,7 @@ with it (``libjaxmg_dist_cuda13.so``).
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import glob
@@ -70,6 +71,7 @@ def library() -> ctypes.CDLL:
             ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int), ctypes.c_int,
             ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.jaxmg_dist_unique_id.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        lib.jaxmg_dist_release.restype = ctypes.c_int
         lib.jaxmg_ffi_targets.restype = ctypes.c_char_p
         for target in lib.jaxmg_ffi_targets().decode().split(","):
             stem = target.removeprefix("jaxmg_")
@@ -77,7 +79,20 @@ def library() -> ctypes.CDLL:
                 target, jax.ffi.pycapsule(getattr(lib, f"jaxmg_ffi_{stem}_cuda")),
                 platform="CUDA")
         _LIB.append(lib)
+        # Communicators, handles and grids go at exit, while CUDA is still up (registered
+        # on first use of the engine, never at import).
+        atexit.register(release)
         return lib
+
+
+def release() -> int:
+    """Releases every communicator, cuSOLVERMp handle and grid of this process; registered
+    to run at exit. Returns how many ranks were released."""
+    with _LOCK:
+        if not _LIB:
+            return 0
+        _GROUPS.clear()
+        return int(_LIB[0].jaxmg_dist_release())
 
 
 def available() -> str | None:
