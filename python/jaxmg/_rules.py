@@ -190,12 +190,17 @@ def factor(place, geo, a):
     return factor_program(place, geo, False)(a)
 
 
-@functools.lru_cache(maxsize=256)
 def _solver(place, geo, timeout: float):
     """The solve with a factor, batching a batch of right-hand sides into one call
     (``columns_vmap``): ``jax.jacfwd``/``jacrev`` of a solve, or ``vmap`` over right-hand
-    sides, cost one solve."""
-    return columns_vmap(_from_factor("solve", place, geo, timeout), geo.n)
+    sides, cost one solve. Cached per engine too: which engine keeps the factors of a
+    placement is decided at each call (``_engines.factor_engine``)."""
+    return _solver_on(_engines.factor_engine(place), place, geo, timeout)
+
+
+@functools.lru_cache(maxsize=256)
+def _solver_on(engine: str, place, geo, timeout: float):
+    return columns_vmap(_engines.program(engine, "solve", place, geo, timeout=timeout), geo.n)
 
 
 @functools.lru_cache(maxsize=256)

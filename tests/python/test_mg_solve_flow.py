@@ -7,7 +7,7 @@ cuSOLVERMg's getrf + getrs do on the block-cyclic matrix the C layer hands it. T
 runs in tests/gpu (and tests/gpu/mock tests the C layer)."""
 
 import _util  # noqa: F401  (devices and x64 before JAX starts)
-from _util import DTYPES, THRESH, eps, need_devices, rand
+from _util import DTYPES, THRESH, clear_jaxmg_caches, eps, need_devices, rand
 
 import dataclasses
 
@@ -45,6 +45,16 @@ def _stand_in(real_call):
         return run
 
     return ffi_call
+
+
+
+@pytest.fixture(autouse=True)
+def _forget_what_was_built(monkeypatch):
+    """After each test (its patches undone), jaxmg's cached programs and rules go: they may
+    hold the stand-ins."""
+    yield
+    monkeypatch.undo()
+    clear_jaxmg_caches()
 
 
 @pytest.fixture
