@@ -136,17 +136,3 @@ def from_triangle(m, lower: bool = False):
     d = jnp.real(d).astype(m.dtype) if jnp.iscomplexobj(m) else d
     return tri + jnp.conj(tri).T + jnp.diag(d)
 
-
-def clear_jaxmg_caches():
-    """Forgets every program and rule jaxmg cached (its modules' ``functools.lru_cache``s)
-    and JAX's compiled programs: for tests that stand in for an engine or its FFI calls, so
-    that no later test reuses what was built while they did."""
-    import sys
-
-    for name, mod in list(sys.modules.items()):
-        if name != "jaxmg" and not name.startswith("jaxmg."):
-            continue
-        for obj in list(vars(mod).values()):
-            if callable(getattr(obj, "cache_clear", None)):
-                obj.cache_clear()
-    jax.clear_caches()

@@ -157,3 +157,22 @@ def num():
         lapack_info=lapack_potrf_info,
         threshold=RESIDUAL_THRESHOLD,
     )
+
+
+@pytest.fixture
+def forget_jaxmg_caches(monkeypatch):
+    """After the test (its patches undone), every program and rule jaxmg cached (its
+    modules' ``functools.lru_cache``s) and JAX's compiled programs are forgotten: for tests
+    that stand in for an engine or its FFI calls, so that no later test reuses what was
+    built while they did."""
+    import sys
+
+    yield
+    monkeypatch.undo()
+    for name, mod in list(sys.modules.items()):
+        if name != "jaxmg" and not name.startswith("jaxmg."):
+            continue
+        for obj in list(vars(mod).values()):
+            if callable(getattr(obj, "cache_clear", None)):
+                obj.cache_clear()
+    jax.clear_caches()

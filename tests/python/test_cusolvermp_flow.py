@@ -6,7 +6,7 @@ matrix from every rank's local blocks, factors or diagonalizes it, and returns e
 local blocks of the results. The real calls run in tests/gpu/test_cusolvermp.py."""
 
 import _util  # noqa: F401  (devices and x64 before JAX starts)
-from _util import clear_jaxmg_caches, hpd, herm, need_devices
+from _util import hpd, herm, need_devices
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxmg import _spmd
 from jaxmg._engines import _grid2d, cusolvermp
 from jaxmg._geometry import Geometry, Placement
+
+# stand-ins for an engine or its FFI: nothing built with them outlives a test
+pytestmark = pytest.mark.usefixtures("forget_jaxmg_caches")
 
 
 def _assemble(local_t, lay, tb, n, m):
@@ -219,15 +222,6 @@ def test_several_processes_run_on_this_engine(monkeypatch):
     assert _engines.factor_engine(place) == "cusolvermg"
     assert _engines.auto("potrs", place, 64, np.float64) != "cusolvermp"
 
-
-
-@pytest.fixture(autouse=True)
-def _forget_what_was_built(monkeypatch):
-    """After each test (its patches undone), jaxmg's cached programs and rules go: they may
-    hold the stand-ins."""
-    yield
-    monkeypatch.undo()
-    clear_jaxmg_caches()
 
 @pytest.fixture
 def engine_on_cpu(monkeypatch):

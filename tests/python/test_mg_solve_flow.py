@@ -7,7 +7,7 @@ cuSOLVERMg's getrf + getrs do on the block-cyclic matrix the C layer hands it. T
 runs in tests/gpu (and tests/gpu/mock tests the C layer)."""
 
 import _util  # noqa: F401  (devices and x64 before JAX starts)
-from _util import DTYPES, THRESH, clear_jaxmg_caches, eps, need_devices, rand
+from _util import DTYPES, THRESH, eps, need_devices, rand
 
 import dataclasses
 
@@ -21,6 +21,9 @@ from jax.test_util import check_grads
 from jaxmg import _engines, linalg
 from jaxmg._engines import cusolvermg
 from jaxmg._geometry import Geometry
+
+# stand-ins for an engine or its FFI: nothing built with them outlives a test
+pytestmark = pytest.mark.usefixtures("forget_jaxmg_caches")
 
 
 def _stand_in(real_call):
@@ -46,15 +49,6 @@ def _stand_in(real_call):
 
     return ffi_call
 
-
-
-@pytest.fixture(autouse=True)
-def _forget_what_was_built(monkeypatch):
-    """After each test (its patches undone), jaxmg's cached programs and rules go: they may
-    hold the stand-ins."""
-    yield
-    monkeypatch.undo()
-    clear_jaxmg_caches()
 
 
 @pytest.fixture
