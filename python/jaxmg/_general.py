@@ -377,7 +377,10 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False, subset_by_index
     (M x M, or M x K with ``full_matrices=False``) sharded by rows like ``a``, S (K,
     descending) and Vh (N x N or K x N) replicated; S alone with ``compute_uv=False``.
     ``hermitian`` changes nothing (the general algorithm runs); ``subset_by_index`` raises
-    NotImplementedError, as ``jnp.linalg.svd`` does on CPU and GPU."""
+    NotImplementedError, as ``jnp.linalg.svd`` does on CPU and GPU. ``engine``: ``"auto"``,
+    ``"gather"`` or ``"cusolvermp"`` (a tall ``a`` and ``full_matrices=False`` or
+    ``compute_uv=False``: its distributed QR, then the N x N SVD of R; ``auto`` takes it on
+    a GPU mesh over several processes)."""
     del hermitian
     if subset_by_index is not None:
         raise NotImplementedError("jaxmg.linalg.svd: subset_by_index is not implemented")
@@ -403,7 +406,8 @@ def polar(a, side="right", *, method="qdwh", eps=None, max_iterations=None, mesh
     (``side="right"``, P N x N) or A = P U (``"left"``, P M x M); U (M x N) sharded by rows
     like ``a``, P sharded by rows for ``"left"`` and replicated for ``"right"``.
     ``method`` is ``"qdwh"`` or ``"svd"``; ``eps`` and ``max_iterations`` other than None
-    raise NotImplementedError."""
+    raise NotImplementedError. ``engine`` as in ``svd`` (``side="right"`` of a tall ``a``
+    on cuSOLVERMp, through the SVD, whatever ``method``)."""
     if side not in ("right", "left"):
         raise ValueError(f"jaxmg.linalg.polar: side must be 'right' or 'left', got {side!r}")
     if method not in ("qdwh", "svd"):
@@ -428,7 +432,8 @@ def polar(a, side="right", *, method="qdwh", eps=None, max_iterations=None, mesh
 def lstsq(a, b, rcond=None, *, numpy_resid=False, mesh=None, in_specs=None, engine="auto"):
     """Least-squares solution of A x = b, as ``jnp.linalg.lstsq``: ``(x, resid, rank, s)``,
     all replicated (SVD-based: any shape, any rank; ``rcond`` as there). ``numpy_resid``
-    raises NotImplementedError unless False."""
+    raises NotImplementedError unless False. ``engine`` as in ``svd`` (a tall ``a`` on
+    cuSOLVERMp)."""
     if numpy_resid:
         raise NotImplementedError("jaxmg.linalg.lstsq: numpy_resid=True is not implemented")
     a = as_matrix(a, "lstsq")
