@@ -362,12 +362,6 @@ static void apply_q1(const ctx_t *c, const void *a, int n, int b, const void *t1
   }
 }
 
-/* A workspace size LAPACK returned as a floating-point value of the real type. */
-static int work_size(const ctx_t *c, const void *p) {
-  const double v = rget(c, p, 0);
-  return v > 1 ? (int)v + 1 : 1;
-}
-
 static void *alloc(size_t count, size_t size, int *ok) {
   void *p = malloc((count ? count : 1) * size);
   if (!p) *ok = 0;
@@ -440,10 +434,10 @@ jaxmg_status_t jaxmg__cpu_syev2s(const jaxmg_syev2s_t *x, jaxmg_error_t *err) {
   }
   const int m0 = n - b;
   k->geqrf(&m0, &b, x->a, &n, ws1.tau, wq, &lwork, &linfo); /* size in the real part */
-  ws1.lwork = work_size(c, wq);
+  ws1.lwork = jaxmg__cpu_work_size(wq, c->rsz);
   if (x->vectors) {
     k->stedc("I", &n, x->w, e, x->z, &n, wq, &lwork, &iwq, &liwork, &linfo);
-    lwork = work_size(c, wq);
+    lwork = jaxmg__cpu_work_size(wq, c->rsz);
     liwork = iwq > 1 ? iwq : 1;
   } else {
     lwork = liwork = 1;

@@ -12,17 +12,6 @@
 
 #include "cpu/cpu.h"
 
-static double real_value(const void *p, size_t real_size) {
-  if (real_size == 4) {
-    float f;
-    memcpy(&f, p, sizeof f);
-    return f;
-  }
-  double d;
-  memcpy(&d, p, sizeof d);
-  return d;
-}
-
 static jaxmg_status_t evd(const jaxmg_cpu_ctx_t *c, char jobz, void *a, void *w, int *linfo,
                           jaxmg_error_t *err) {
   const jaxmg_cpu_kernels_t *k = c->k;
@@ -38,8 +27,8 @@ static jaxmg_status_t evd(const jaxmg_cpu_ctx_t *c, char jobz, void *a, void *w,
     k->syevd(&jobz, "L", &n, a, &lda, w, wq, &query, &iwq, &query, linfo);
   }
   /* Workspace sizes come back as floating-point values of the element's real type. */
-  lwork = (int)real_value(wq, k->info->real_size) + 1;
-  lrwork = (int)real_value(&rwq, k->info->real_size) + 1;
+  lwork = jaxmg__cpu_work_size(wq, k->info->real_size);
+  lrwork = jaxmg__cpu_work_size(&rwq, k->info->real_size);
   liwork = iwq + 1;
   work = malloc((size_t)lwork * k->info->size);
   rwork = malloc((size_t)lrwork * k->info->real_size);

@@ -10,19 +10,6 @@
 
 #include "cpu/cpu.h"
 
-/* A workspace size LAPACK returned as a floating-point value of the real type. */
-static int work_size(const void *p, size_t real_size) {
-  double v;
-  if (real_size == 4) {
-    float f;
-    memcpy(&f, p, sizeof f);
-    v = f;
-  } else {
-    memcpy(&v, p, sizeof v);
-  }
-  return v > 1 ? (int)v + 1 : 1;
-}
-
 static void call(const jaxmg_cpu_kernels_t *k, const jaxmg_syevx_t *x, int lwork,
                  int lrwork, int liwork, void *work, void *rwork, int *iwork,
                  void *wall, int *isuppz, int *m, int *linfo) {
@@ -63,8 +50,8 @@ jaxmg_status_t jaxmg__cpu_syevx(const jaxmg_syevx_t *x, jaxmg_error_t *err) {
     return jaxmg__seterr(err, JAXMG_ENOMEM, "jaxmg.eigh: out of host memory");
   }
   call(k, x, -1, -1, -1, wq, &rwq, &iwq, wall, isuppz, &m, &linfo);
-  const int lwork = work_size(wq, rsz), liwork = iwq > 1 ? iwq : 1;
-  const int lrwork = k->info->is_complex ? work_size(&rwq, rsz) : 1;
+  const int lwork = jaxmg__cpu_work_size(wq, rsz), liwork = iwq > 1 ? iwq : 1;
+  const int lrwork = k->info->is_complex ? jaxmg__cpu_work_size(&rwq, rsz) : 1;
   void *work = malloc((size_t)lwork * esz);
   void *rwork = malloc((size_t)lrwork * rsz);
   int *iwork = malloc((size_t)liwork * sizeof(int));

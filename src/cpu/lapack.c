@@ -155,3 +155,15 @@ void jaxmg__cpu_threads_end(int previous) {
   jaxmg_cpu_threads_fn fn = atomic_load(&g_threads);
   if (fn && previous >= 0) (void)fn(previous);
 }
+
+int jaxmg__cpu_work_size(const void *p, size_t real_size) {
+  double v;
+  if (real_size == 4) {
+    float f;
+    memcpy(&f, p, sizeof f);
+    v = f;
+  } else {
+    memcpy(&v, p, sizeof v);
+  }
+  return v > 1 ? (int)v + 1 : 1;
+}

@@ -86,6 +86,10 @@ typedef int (*jaxmg_cpu_threads_fn)(int threads);
 int jaxmg__cpu_threads_begin(int computing);
 void jaxmg__cpu_threads_end(int previous);
 
+/* A workspace size that a LAPACK query returned at p, as a floating-point value of the real
+ * type (real_size 4 or 8): at least 1, rounded up. */
+int jaxmg__cpu_work_size(const void *p, size_t real_size);
+
 /* The kernels of dtype dt, or JAXMG_EUNAVAIL naming the first routine not registered;
  * need_evd: 1 also requires ?syevd/?heevd, 2 ?syevr/?heevr, 3 the two-stage solver's
  * (?geqrf, ?larft, ?symv/?hemv, ?syr2/?her2, and ?stedc, ?sterf of the real type). */
