@@ -207,22 +207,30 @@ static void expect_ok(const job_t *jobs, int P, const char *what) {
 }
 
 /* Random B (n x nrhs, row-major, returned in *Bout, rounded to dt) and every rank's b, in
- * solver order and conjugated like python/jaxmg/_potrs.py does: column-major N x nrhs buffer
- * c[g + k*n] = conj(B[src(g), k]). */
-static void **make_rhs(jaxmg_dtype_t dt, const jaxmg_layout_t *lay, int64_t n, int64_t nrhs,
-                       int P, zd **Bout) {
+ * solver order and conjugated like python/jaxmg's Hermitian bodies do: column-major N x nrhs
+ * buffer c[g + k*n] = conj(B[src(g), k]) (not conjugated with `plain`: the general solve). */
+static void **make_rhs_of(jaxmg_dtype_t dt, const jaxmg_layout_t *lay, int64_t n, int64_t nrhs,
+                          int P, zd **Bout, int plain) {
   zd *B = malloc(sizeof(zd) * (size_t)(n * nrhs));
   for (int64_t i = 0; i < n * nrhs; i++) B[i] = (double)(rand() % 1000) / 500 - 1 + (cplx(dt) ? 0.3 * I : 0);
   void **b = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
   for (int r = 0; r < P; r++)
     for (int64_t k = 0; k < nrhs; k++)
       for (int64_t g = 0; g < n; g++) {
-        elem_store(dt, b[r], (size_t)(g + k * n), conj(B[jaxmg_layout_src(lay, g) * nrhs + k]));
-        if (r == 0)
-          B[jaxmg_layout_src(lay, g) * nrhs + k] = conj(elem_load(dt, b[0], (size_t)(g + k * n)));
+        const zd v = B[jaxmg_layout_src(lay, g) * nrhs + k];
+        elem_store(dt, b[r], (size_t)(g + k * n), plain ? v : conj(v));
+        if (r == 0) {
+          const zd back = elem_load(dt, b[0], (size_t)(g + k * n));
+          B[jaxmg_layout_src(lay, g) * nrhs + k] = plain ? back : conj(back);
+        }
       }
   *Bout = B;
   return b;
+}
+
+static void **make_rhs(jaxmg_dtype_t dt, const jaxmg_layout_t *lay, int64_t n, int64_t nrhs,
+                       int P, zd **Bout) {
+  return make_rhs_of(dt, lay, n, nrhs, P, Bout, 0);
 }
 
 /* X[i][k] = conj(x[dst(i) + k*n]) (not conjugated with `plain`: the general solve) solves
@@ -313,15 +321,8 @@ static void test_getrs(jaxmg_dtype_t dt, int64_t n, int64_t tile, int64_t nrhs, 
     for (int64_t j = 0; j < n; j++) A[i * n + j] = At[j * n + i];
   jaxmg_layout_t lay;
   jaxmg_layout_init(&lay, n / P, P, tile);
-  zd *B = malloc(sizeof(zd) * (size_t)(n * nrhs));
-  for (int64_t i = 0; i < n * nrhs; i++) B[i] = (double)(rand() % 1000) / 500 - 1 + (cplx(dt) ? 0.3 * I : 0);
-  void **b = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
-  for (int r = 0; r < P; r++)
-    for (int64_t k = 0; k < nrhs; k++)
-      for (int64_t g = 0; g < n; g++) {
-        elem_store(dt, b[r], (size_t)(g + k * n), B[jaxmg_layout_src(&lay, g) * nrhs + k]);
-        if (r == 0) B[jaxmg_layout_src(&lay, g) * nrhs + k] = elem_load(dt, b[0], (size_t)(g + k * n));
-      }
+  zd *B;
+  void **b = make_rhs_of(dt, &lay, n, nrhs, P, &B, 1);
   void **x = alloc_all(P, (size_t)(n * nrhs) * esz(dt));
   job_t jobs[16];
   run_op(JAXMG_OP_GETRS, dt, n, tile, nrhs, P, reversed, a, b, x, NULL, jobs);
