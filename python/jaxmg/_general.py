@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from . import _config, _engines, _mesh, _mpmd, _plan, _rules, _spmd
 from ._engines import cusolvermp, dense
@@ -159,7 +159,7 @@ def _general_engine(engine, a, mesh, in_specs, op: str) -> str:
     if engine not in GENERAL_ENGINES:
         raise ValueError(f"jaxmg.linalg.{op}: engine for general matrices must be one of "
                          f"{GENERAL_ENGINES}, got {engine!r}")
-    if engine == "gather":
+    if engine == "gather" or (engine == "auto" and op != "solve" and jax.process_count() == 1):
         return "gather"
     place = _mesh.resolve(a, mesh, in_specs, f"linalg.{op}")
     if engine in ("cusolvermp", "cusolvermg"):
@@ -171,18 +171,13 @@ def _general_engine(engine, a, mesh, in_specs, op: str) -> str:
         if why:
             raise ValueError(f"jaxmg.linalg.{op}: {why}")
         return engine
-    if jax.process_count() == 1:
-        if op == "solve" and place.platform == "gpu" and place.ndev > 1:
-            n, dtype = a.shape[-1], jnp.dtype(a.dtype)
-            need = _engines.SINGLE_COPIES * n * n * dtype.itemsize
-            if need >= _engines.SINGLE_FRACTION * _engines._device_bytes(place.device):
-                return "cusolvermg"
-        return "gather"
-    multi = isinstance(place.mesh, Mesh) and len(
-        {d.process_index for d in place.mesh.devices.flat}) > 1
-    even = op != "eigh" or a.shape[-1] % place.ndev == 0
-    if multi and even and place.platform == "gpu" and cusolvermp.available() is None:
-        return "cusolvermp"
+    if _engines.multi_process(place):
+        even = op != "eigh" or a.shape[-1] % place.ndev == 0
+        return "cusolvermp" if even else "gather"
+    if (op == "solve" and place.platform == "gpu" and place.ndev > 1
+            and _mpmd.in_this_process(place.mesh)
+            and not _engines.fits_one_device(place, a.shape[-1], a.dtype)):
+        return "cusolvermg"
     return "gather"
 
 
@@ -253,12 +248,7 @@ def _run_distributed(op, a, b, mesh, in_specs, name):
         val = cusolvermp.general_program(op, place, n_even) if op == "eigvalsh_gen" else None
         res = _rules.generalized_eigh(place, vec, val)(*args)
     *vals, info = res
-    if op == "solve_gen":
-        vals = [vals[0][:n]]
-    elif op == "eigh_gen":
-        vals = [vals[0][:n], vals[1][:n, :n]]
-    else:
-        vals = [vals[0][:n]]
+    vals = [vals[0][:n], vals[1][:n, :n]] if op == "eigh_gen" else [vals[0][:n]]
     return (*vals, info[0])
 
 

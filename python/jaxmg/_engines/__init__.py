@@ -89,11 +89,16 @@ def auto(op: str, place: Placement, n: int, dtype) -> str:
     if multi_process(place):
         return "cusolvermp"
     dtype = jnp.dtype(dtype)
-    fits = SINGLE_COPIES * n * n * dtype.itemsize < SINGLE_FRACTION * _device_bytes(
-        place.device)
-    if not fits or (op == "potrs" and place.ndev > 1 and n >= POTRS_MG_MIN_N[dtype.name]):
+    if not fits_one_device(place, n, dtype) or (op == "potrs" and place.ndev > 1 and n >= POTRS_MG_MIN_N[dtype.name]):
         return DISTRIBUTED["gpu"]
     return _single(op, place)
+
+
+def fits_one_device(place: Placement, n: int, dtype) -> bool:
+    """The single-device engines' memory rule: ``SINGLE_COPIES`` N x N matrices of ``dtype``
+    within ``SINGLE_FRACTION`` of one device of ``place``."""
+    need = SINGLE_COPIES * n * n * jnp.dtype(dtype).itemsize
+    return need < SINGLE_FRACTION * _device_bytes(place.device)
 
 
 def _single(op: str, place: Placement) -> str:
