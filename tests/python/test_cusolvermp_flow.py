@@ -59,7 +59,7 @@ def _fake_ffi(geo, grid):
         def run(*args, **attrs):
             if name == "jaxmg_dist_qr":
                 m, n = int(attrs["m"]), int(attrs["n"])
-                rl = cusolvermp._grid_rect(m, n, geo.ndev, p, q, int(attrs["nb"]))[0]
+                rl = cusolvermp._grid(m, geo.ndev, p, q, int(attrs["nb"]), n).lay
                 whole = _assemble(args[0], rl, None, m, n)
                 qm, rm = jnp.linalg.qr(whole)
                 after = jnp.zeros((m, n), whole.dtype).at[:n].set(rm)  # R where Geqrf leaves it

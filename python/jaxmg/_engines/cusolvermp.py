@@ -182,20 +182,23 @@ class _Grid(NamedTuple):
     """Everything a body needs of the 2D layout of one problem, computed once per shape."""
     lay: _grid2d.Layout
     tb: _grid2d.Tables
-    rows: np.ndarray  # (P, mloc): global rows of each rank's local matrix, padded with N
+    rows: np.ndarray  # (P, mloc): global rows of each rank's local matrix, padded with M
     cols: np.ndarray  # (P, nloc): global columns of each rank's local matrix, padded with -1
     col0: np.ndarray  # (P,): the rank is in grid column 0 (it holds a right-hand side's blocks)
 
 
 @functools.lru_cache(maxsize=64)
-def _grid(n: int, ndev: int, p: int, q: int, nb: int) -> _Grid:
-    lay = _grid2d.Layout(n, n, nb, nb, p, q)
-    tb = _grid2d.tables(lay, _grid2d.even_row_starts(n, ndev))
-    rows = np.full((lay.nprocs, tb.mloc), n, np.int32)
+def _grid(m: int, ndev: int, p: int, q: int, nb: int, n: int | None = None) -> _Grid:
+    """The layout of an m x n matrix (n = m by default) whose rows split evenly over
+    ``ndev`` ranks, on a p x q grid of nb x nb blocks."""
+    n = m if n is None else n
+    lay = _grid2d.Layout(m, n, nb, nb, p, q)
+    tb = _grid2d.tables(lay, _grid2d.even_row_starts(m, ndev))
+    rows = np.full((lay.nprocs, tb.mloc), m, np.int32)
+    cols = np.full((lay.nprocs, tb.nloc), -1, np.int32)
     for r in range(lay.nprocs):
-        own = lay.rows(r)
-        rows[r, :own.size] = own
-    cols = np.where(tb.recv_cols < tb.nloc, tb.cols, -1).astype(np.int32)
+        rows[r, :lay.rows(r).size] = lay.rows(r)
+        cols[r, :lay.cols(r).size] = lay.cols(r)
     col0 = np.array([_grid2d.grid_position(r, p, q)[1] == 0 for r in range(lay.nprocs)])
     return _Grid(lay, tb, rows, cols, col0)
 
@@ -417,20 +420,6 @@ def general_program(op: str, place, n: int):
                                    tuple(spec[k] for k in outs)))
 
 
-@functools.lru_cache(maxsize=64)
-def _grid_rect(m: int, n: int, ndev: int, p: int, q: int, nb: int):
-    """The layout, exchange tables and per-rank global row / column indices (padded with m
-    and -1) of an m x n matrix whose rows split evenly over ``ndev`` ranks."""
-    lay = _grid2d.Layout(m, n, nb, nb, p, q)
-    tb = _grid2d.tables(lay, _grid2d.even_row_starts(m, ndev))
-    rows = np.full((lay.nprocs, tb.mloc), m, np.int32)
-    cols = np.full((lay.nprocs, tb.nloc), -1, np.int32)
-    for r in range(lay.nprocs):
-        rows[r, :lay.rows(r).size] = lay.rows(r)
-        cols[r, :lay.cols(r).size] = lay.cols(r)
-    return lay, tb, rows, cols
-
-
 def qr(a_loc, *, m, n, row_axes, key, grid):
     """A = Q R of the m x n A (m >= n; Geqrf + Orgqr): (this rank's rows of Q, R (n x n,
     replicated: each rank scatters the entries it holds, one psum), info[1]); NaN on
@@ -438,7 +427,7 @@ def qr(a_loc, *, m, n, row_axes, key, grid):
     axis = axis_of(row_axes)
     me = jax.lax.axis_index(axis)
     ndev = m // a_loc.shape[0]
-    lay, tb, rows, cols = _grid_rect(m, n, ndev, grid[0], grid[1], block(a_loc.shape[0]))
+    lay, tb, rows, cols, _ = _grid(m, ndev, grid[0], grid[1], block(a_loc.shape[0]), n)
     x = _grid2d.rows_to_grid(a_loc, tb, axis).T
     loc = jax.ShapeDtypeStruct(x.shape, x.dtype)
     q_loc, r_loc, info = jax.ffi.ffi_call("jaxmg_dist_qr", (loc, loc, _INFO1),
