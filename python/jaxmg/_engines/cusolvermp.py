@@ -425,23 +425,19 @@ def qr(a_loc, *, m, n, row_axes, key, grid):
     replicated: each rank scatters the entries it holds, one psum), info[1]); NaN on
     failure."""
     axis = axis_of(row_axes)
-    me = jax.lax.axis_index(axis)
-    ndev = m // a_loc.shape[0]
-    lay, tb, rows, cols, _ = _grid(m, ndev, grid[0], grid[1], block(a_loc.shape[0]), n)
-    x = _grid2d.rows_to_grid(a_loc, tb, axis).T
-    loc = jax.ShapeDtypeStruct(x.shape, x.dtype)
-    q_loc, r_loc, info = jax.ffi.ffi_call("jaxmg_dist_qr", (loc, loc, _INFO1),
-                                          input_output_aliases={0: 0})(
-        x, group=np.int64(key), m=np.int64(m), n=np.int64(n), mb=np.int64(lay.mb),
-        nb=np.int64(lay.nb))
-    q = _grid2d.grid_to_rows(q_loc.T, tb, axis, a_loc.shape[0], n)
-    gi = jnp.asarray(rows)[me][:, None]
-    gj = jnp.asarray(cols)[me][None, :]
+    nloc = a_loc.shape[0]
+    g = _grid(m, m // nloc, grid[0], grid[1], block(nloc), n)
+    c = _Body(g, axis, jax.lax.axis_index(axis), key, n, nloc)
+    loc = c.local(a_loc.dtype)
+    q_loc, r_loc, info = c.call("jaxmg_dist_qr", (loc, loc, _INFO1), (c.to_grid(a_loc),),
+                                {0: 0}, m=m)
+    bad, info1 = c.status(info)
+    gi = jnp.asarray(g.rows)[c.me][:, None]
+    gj = jnp.asarray(g.cols)[c.me][None, :]
     keep = (gi < n) & (gj >= 0) & (gi <= gj)
     r = jnp.zeros((n + 1, n + 1), a_loc.dtype).at[jnp.where(keep, gi, n), jnp.where(keep, gj, n)]
     r = jax.lax.psum(r.set(jnp.where(keep, r_loc.T, 0)), axis)[:n, :n]
-    bad = jax.lax.pmax(info[0], axis) != 0
-    return nan_where(bad, q), nan_where(bad, r), jnp.reshape(bad.astype(jnp.int32), (1,))
+    return nan_where(bad, c.to_rows(q_loc)), nan_where(bad, r), info1
 
 
 @functools.lru_cache(maxsize=64)
