@@ -204,15 +204,11 @@ def _solver_on(engine: str, place, geo, timeout: float):
 
 
 @functools.lru_cache(maxsize=256)
-def _matvec(place):
-    body = functools.partial(_dist.matvec, axis=place.axis)
-    return _dist.shard_map(lambda a, x: body(a, x), place, (place.spec, P()), P())
-
-
 def matvec_program(place):
     """``(a, x) -> A x`` for a row-sharded A and a replicated x (N x k): the sharded product
     that the rules' ``custom_linear_solve`` differentiate through."""
-    return _matvec(place)
+    body = functools.partial(_dist.matvec, axis=place.axis)
+    return _dist.shard_map(lambda a, x: body(a, x), place, (place.spec, P()), P())
 
 
 def solve(place, geo, fac, a, b):
@@ -241,7 +237,7 @@ def solve(place, geo, fac, a, b):
         def matvec(x):
             return x
     else:
-        mv = _matvec(place)
+        mv = matvec_program(place)
 
         def matvec(x):
             return mv(a, x)

@@ -80,6 +80,12 @@ def lu_info(lu):
     return jnp.where(jnp.any(zero), jnp.argmax(zero) + 1, 0).astype(jnp.int32)
 
 
+def _cpu_share() -> int:
+    """How many devices of the enclosing shard_map compute at once (the size of the
+    context's mesh, 1 outside one): the CPU backend gives each that share of the cores."""
+    return max(1, int(jax.sharding.get_abstract_mesh().size))
+
+
 def _syevx(h, lo: int, hi: int, vectors: bool):
     """jaxmg's device-local subset eigensolver (``jaxmg_syevx``: LAPACK ?syevr on CPU,
     cuSOLVER Xsyevdx on GPU) on the whole Hermitian ``h``: ``(w, v, info)``, eigenpairs
@@ -87,7 +93,7 @@ def _syevx(h, lo: int, hi: int, vectors: bool):
     column-major (``conj(h)``, the same eigenvalues, conjugate vectors). Every device of the
     enclosing shard_map computes at once: the CPU backend gives each its share of the
     cores (``parts``, the size of the context's mesh; 1 outside one)."""
-    parts = max(1, int(jax.sharding.get_abstract_mesh().size))
+    parts = _cpu_share()
     n, k = h.shape[-1], hi - lo
     real = jnp.finfo(h.dtype).dtype
     finite = jnp.all(jnp.isfinite(h))
@@ -149,7 +155,7 @@ def two_stage_eigh(a, vectors: bool = True, band: int | None = None):
         raise ValueError("jaxmg.two_stage_eigh: a must be float32, float64, complex64 or "
                          f"complex128, got {a.dtype}")
     _ffi.ensure_registered("cpu")
-    parts = max(1, int(jax.sharding.get_abstract_mesh().size))
+    parts = _cpu_share()
     n = a.shape[-1]
     real = jnp.finfo(a.dtype).dtype
     shapes = (jax.ShapeDtypeStruct((n, n), a.dtype), jax.ShapeDtypeStruct((n,), real),
